@@ -1,0 +1,166 @@
+"""The NF catalog: each NF's logical tables, statistics and parameters (nfs/*.yaml).
+
+The catalog is the contract between data-plane programs and the controller. Code above
+the target layer speaks only in these terms: tables with match fields and actions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from controller.errors import CatalogError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CATALOG_DIR = REPO_ROOT / "nfs"
+
+MATCH_KINDS = {"exact", "lpm", "ternary"}
+VALUE_TYPES = {"ipv4": 32, "ipv6": 128, "mac": 48, "port": 32, "u8": 8, "u16": 16, "u32": 32, "u64": 64}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    kind: str = "exact"  # for match fields
+
+    @property
+    def width(self) -> int:
+        return VALUE_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    doc: str
+    match: tuple[Field, ...]
+    actions: dict[str, tuple[Field, ...]]
+    size_param: str | int
+    counters: tuple[str, ...]
+    xdp: dict = field(default_factory=dict)
+
+    def action(self, name: str) -> tuple[Field, ...]:
+        if name not in self.actions:
+            raise CatalogError(f"table {self.name} has no action '{name}'",
+                               hint=f"use one of: {', '.join(self.actions)}")
+        return self.actions[name]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    doc: str
+    default: int
+    min: int
+    max: int
+    xdp: dict = field(default_factory=dict)
+    power_of_two: bool = False
+
+
+@dataclass(frozen=True)
+class Stat:
+    name: str
+    doc: str
+    kind: str
+    index: tuple[str, ...]
+    xdp: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NFSpec:
+    name: str
+    description: str
+    programs: dict[str, dict]
+    parameters: dict[str, Parameter]
+    tables: dict[str, Table]
+    stats: dict[str, Stat]
+    source: Path
+
+    def table(self, name: str) -> Table:
+        if name not in self.tables:
+            raise CatalogError(f"NF {self.name} has no table '{name}'", hint=f"tables: {', '.join(self.tables)}")
+        return self.tables[name]
+
+    def stat(self, name: str) -> Stat:
+        if name not in self.stats:
+            raise CatalogError(f"NF {self.name} has no statistic '{name}'", hint=f"statistics: {', '.join(self.stats)}")
+        return self.stats[name]
+
+    def resolve_parameters(self, given: dict | None) -> dict[str, int]:
+        """Defaults filled in, every value checked against the catalog's bounds."""
+        given = dict(given or {})
+        unknown = set(given) - set(self.parameters)
+        if unknown:
+            raise CatalogError(f"NF {self.name} has no parameter {', '.join(sorted(unknown))}",
+                               hint=f"parameters: {', '.join(self.parameters) or 'none'}")
+        values = {}
+        for p in self.parameters.values():
+            v = given.get(p.name, p.default)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise CatalogError(f"{self.name}.{p.name} must be an integer, got {v!r}")
+            if not p.min <= v <= p.max:
+                raise CatalogError(f"{self.name}.{p.name}={v} is out of range [{p.min}, {p.max}]", hint=p.doc)
+            if p.power_of_two and v & (v - 1):
+                raise CatalogError(f"{self.name}.{p.name}={v} must be a power of two", hint=p.doc)
+            values[p.name] = v
+        return values
+
+    def table_size(self, table: Table, params: dict[str, int]) -> int:
+        return params[table.size_param] if isinstance(table.size_param, str) else table.size_param
+
+
+def _fields(items, where: str, is_match: bool) -> tuple[Field, ...]:
+    out = []
+    for i, item in enumerate(items or []):
+        if not isinstance(item, dict) or "name" not in item or "type" not in item:
+            raise CatalogError(f"{where}[{i}]: each field needs a name and a type, got {item!r}")
+        if item["type"] not in VALUE_TYPES:
+            raise CatalogError(f"{where}.{item['name']}: unknown type '{item['type']}'",
+                               hint=f"types: {', '.join(VALUE_TYPES)}")
+        kind = item.get("kind", "exact")
+        if is_match and kind not in MATCH_KINDS:
+            raise CatalogError(f"{where}.{item['name']}: unknown match kind '{kind}'",
+                               hint=f"kinds: {', '.join(sorted(MATCH_KINDS))}")
+        out.append(Field(item["name"], item["type"], kind))
+    return tuple(out)
+
+
+def load_nf(path: Path) -> NFSpec:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or "name" not in doc:
+        raise CatalogError(f"{path}: an NF entry is a mapping with at least a 'name'")
+    name = doc["name"]
+    params = {}
+    for pname, p in (doc.get("parameters") or {}).items():
+        params[pname] = Parameter(pname, p.get("doc", ""), p["default"], p.get("min", 0), p.get("max", 2**32 - 1),
+                                  p.get("xdp", {}), p.get("power_of_two", False))
+    tables = {}
+    for tname, t in (doc.get("tables") or {}).items():
+        where = f"{path.name}: table {tname}"
+        if not t.get("match") or not t.get("actions"):
+            raise CatalogError(f"{where}: a table needs match fields and at least one action")
+        size = t.get("size", 1024)
+        if isinstance(size, str) and size not in params:
+            raise CatalogError(f"{where}: size names parameter '{size}', which is not declared")
+        actions = {a: _fields(ps, f"{where} action {a}", False) for a, ps in t["actions"].items()}
+        tables[tname] = Table(tname, t.get("doc", ""), _fields(t["match"], f"{where} match", True), actions,
+                              size, tuple(t.get("counters") or ()), t.get("xdp", {}))
+    stats = {sname: Stat(sname, s.get("doc", ""), s.get("kind", "counters"), tuple(s.get("index") or ()),
+                         s.get("xdp", {}))
+             for sname, s in (doc.get("stats") or {}).items()}
+    return NFSpec(name, doc.get("description", "").strip(), doc.get("programs", {}), params, tables, stats, path)
+
+
+def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, NFSpec]:
+    return {nf.name: nf for nf in (load_nf(p) for p in sorted(directory.glob("*.yaml")))}
+
+
+def get_nf(name: str, directory: Path = CATALOG_DIR) -> NFSpec:
+    catalog = load_catalog(directory)
+    if name not in catalog:
+        raise CatalogError(f"unknown NF '{name}'", hint=f"the catalog ({directory}) has: {', '.join(catalog) or 'nothing'}")
+    return catalog[name]

@@ -1,0 +1,70 @@
+"""The controller: nodes, their targets, and NF deployment and tables over them."""
+from __future__ import annotations
+
+import logging
+
+from controller.catalog import NFSpec, get_nf
+from controller.errors import TopologyError
+from controller.node import Node
+from controller.tables import EntryCounters, TableEntry
+from controller.targets import Deployment, Target, make_target
+
+log = logging.getLogger("innet")
+
+
+class Controller:
+    def __init__(self):
+        self.nodes: dict[str, Node] = {}
+        self._targets: dict[str, Target] = {}
+
+    def add_node(self, node: Node) -> Node:
+        self.nodes[node.name] = node
+        return node
+
+    def node(self, name: str) -> Node:
+        if name not in self.nodes:
+            raise TopologyError(f"unknown node '{name}'", hint=f"nodes: {', '.join(sorted(self.nodes)) or 'none'}")
+        return self.nodes[name]
+
+    def target(self, node: Node) -> Target:
+        if node.target not in self._targets:
+            self._targets[node.target] = make_target(node.target)
+        return self._targets[node.target]
+
+    def _resolve(self, node: str, nf: str) -> tuple[Node, NFSpec, Target]:
+        n = self.node(node)
+        return n, get_nf(nf), self.target(n)
+
+    def deploy(self, node: str, nf: str, interfaces: list[str] | None = None, params: dict | None = None) -> Deployment:
+        n, spec, target = self._resolve(node, nf)
+        if interfaces is None:
+            interfaces = sorted(i for i in n.interfaces() if i != "lo")
+        return target.deploy(n, spec, interfaces, params)
+
+    def remove(self, node: str, nf: str) -> bool:
+        n, spec, target = self._resolve(node, nf)
+        return target.remove(n, spec)
+
+    def deployment(self, node: str, nf: str) -> Deployment | None:
+        n, spec, target = self._resolve(node, nf)
+        return target.deployment(n, spec)
+
+    def write(self, node: str, nf: str, entries: list[TableEntry]) -> None:
+        n, spec, target = self._resolve(node, nf)
+        target.write(n, spec, entries)
+
+    def delete(self, node: str, nf: str, entries: list[TableEntry]) -> int:
+        n, spec, target = self._resolve(node, nf)
+        return target.delete(n, spec, entries)
+
+    def read(self, node: str, nf: str, table: str) -> list[TableEntry]:
+        n, spec, target = self._resolve(node, nf)
+        return target.read(n, spec, table)
+
+    def read_counters(self, node: str, nf: str, table: str) -> list[EntryCounters]:
+        n, spec, target = self._resolve(node, nf)
+        return target.read_counters(n, spec, table)
+
+    def read_stat(self, node: str, nf: str, stat: str) -> dict[str, int]:
+        n, spec, target = self._resolve(node, nf)
+        return target.read_stat(n, spec, stat)

@@ -1,0 +1,100 @@
+"""The logical table model: entries of an NF's tables, target-neutral.
+
+An entry is match fields, an action and its parameters, written in plain values
+("10.0.2.0/24", "02:00:00:00:00:01", "r1-eth1"). `normalize` checks an entry against
+its catalog table and returns it in canonical form, or says exactly what does not fit.
+Both targets encode canonical entries: map keys/values on XDP, P4Runtime entries on BMv2.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from controller.catalog import Field, Table
+from controller.errors import CatalogError, EntryError
+
+_MAC = re.compile(r"^([0-9a-fA-F]{2})([:-][0-9a-fA-F]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    table: str
+    match: dict = field(hash=False)
+    action: str
+    params: dict = field(default_factory=dict, hash=False)
+
+    def key(self) -> tuple:
+        return (self.table, tuple(sorted(self.match.items())))
+
+
+@dataclass(frozen=True)
+class EntryCounters:
+    entry: TableEntry
+    packets: int
+    bytes: int
+
+
+def parse_mac(value, where: str) -> str:
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise EntryError(f"{where}: '{value}' is not a MAC address", hint="write it as 02:00:00:00:00:01")
+    return value.lower().replace("-", ":")
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes(int(b, 16) for b in mac.split(":"))
+
+
+def mac_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _normalize_value(f: Field, value, where: str):
+    if f.type in ("ipv4", "ipv6"):
+        version = 4 if f.type == "ipv4" else 6
+        try:
+            if f.kind == "lpm":
+                net = ipaddress.ip_network(str(value), strict=True)
+            else:
+                net = ipaddress.ip_address(str(value))
+        except ValueError as exc:
+            raise EntryError(f"{where}: '{value}' is not a valid {f.type} {'prefix' if f.kind == 'lpm' else 'address'}",
+                             hint=str(exc)) from exc
+        if net.version != version:
+            raise EntryError(f"{where}: '{value}' is IPv{net.version}, the field wants IPv{version}")
+        return str(net)
+    if f.type == "mac":
+        return parse_mac(value, where)
+    if f.type == "port":
+        if not isinstance(value, str) or not value:
+            raise EntryError(f"{where}: a port is an interface name, got {value!r}")
+        return value
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << f.width):
+        raise EntryError(f"{where}: {value!r} is not an unsigned {f.width}-bit integer")
+    return value
+
+
+def normalize(table: Table, entry: TableEntry, with_action: bool = True) -> TableEntry:
+    """The entry in canonical form, checked field by field against the catalog table."""
+    where = f"table {table.name}"
+    names = {f.name for f in table.match}
+    if set(entry.match) != names:
+        missing, extra = names - set(entry.match), set(entry.match) - names
+        raise EntryError(f"{where}: match fields {sorted(entry.match)} do not fit; "
+                         f"missing {sorted(missing)}, unknown {sorted(extra)}",
+                         hint=f"the table matches on {', '.join(f'{f.name} ({f.kind} {f.type})' for f in table.match)}")
+    match = {f.name: _normalize_value(f, entry.match[f.name], f"{where} match {f.name}") for f in table.match}
+    if not with_action:
+        return TableEntry(table.name, match, entry.action, {})
+    try:
+        fields = table.action(entry.action)
+    except CatalogError as exc:
+        raise EntryError(f"{where}: unknown action '{entry.action}'", hint=exc.hint) from None
+    given = set(entry.params)
+    wanted = {f.name for f in fields}
+    if given != wanted:
+        raise EntryError(f"{where} action {entry.action}: parameters {sorted(given)} do not fit",
+                         hint=f"it takes {', '.join(f'{f.name} ({f.type})' for f in fields) or 'no parameters'}")
+    params = {f.name: _normalize_value(f, entry.params[f.name], f"{where} action {entry.action} {f.name}")
+              for f in fields}
+    return TableEntry(table.name, match, entry.action, params)

@@ -1,0 +1,12 @@
+"""Data-plane targets behind one interface (see base.Target)."""
+from controller.targets.base import Deployment, Target
+
+__all__ = ["Deployment", "Target", "make_target"]
+
+
+def make_target(kind: str) -> Target:
+    from controller.errors import TargetError
+    if kind == "xdp":
+        from controller.targets.xdp import XdpTarget
+        return XdpTarget()
+    raise TargetError(f"unknown target '{kind}'", hint="targets: xdp")

@@ -1,0 +1,59 @@
+"""The target interface: what every data plane (XDP, BMv2) offers the controller.
+
+Code above this layer never asks which target it has; it deploys NFs from the catalog
+and reads and writes their logical tables and statistics.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from controller.catalog import NFSpec
+from controller.node import Node
+from controller.tables import EntryCounters, TableEntry
+
+
+@dataclass(frozen=True)
+class Deployment:
+    node: str
+    nf: str
+    target: str
+    interfaces: tuple[str, ...]
+    params: dict = field(hash=False)
+    modes: dict = field(default_factory=dict, hash=False)   # interface -> how it runs there
+
+
+class Target(ABC):
+    kind: str
+
+    @abstractmethod
+    def deploy(self, node: Node, nf: NFSpec, interfaces: list[str], params: dict | None = None) -> Deployment:
+        """Load the NF on `interfaces` of `node`; a repeat with the same arguments is a no-op."""
+
+    @abstractmethod
+    def remove(self, node: Node, nf: NFSpec) -> bool:
+        """Detach the NF and drop its state; False if it was not deployed."""
+
+    @abstractmethod
+    def deployment(self, node: Node, nf: NFSpec) -> Deployment | None:
+        """The NF's deployment on `node`, read back from the data plane, or None."""
+
+    @abstractmethod
+    def write(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> None:
+        """Insert or modify entries, all or none."""
+
+    @abstractmethod
+    def delete(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> int:
+        """Delete entries by their match fields; returns how many existed."""
+
+    @abstractmethod
+    def read(self, node: Node, nf: NFSpec, table: str) -> list[TableEntry]:
+        """Every entry of a logical table."""
+
+    @abstractmethod
+    def read_counters(self, node: Node, nf: NFSpec, table: str) -> list[EntryCounters]:
+        """Per-entry packet and byte counters of a table."""
+
+    @abstractmethod
+    def read_stat(self, node: Node, nf: NFSpec, stat: str) -> dict[str, int]:
+        """An indexed statistic of the NF, by index name."""

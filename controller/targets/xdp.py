@@ -1,0 +1,475 @@
+"""XdpTarget: NFs as XDP programs on Linux interfaces.
+
+Compile with clang (cached), load with libbpf, pin maps under
+/sys/fs/bpf/innet/<node>/<nf>/ (a redeploy reuses them, so no state is lost), attach with
+pyroute2 in the node's namespace (native mode, generic as a logged fallback). Logical
+table entries become map entries, encoded by field name against the program's BTF.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from controller.bpf import libbpf
+from controller.bpf.btf import Btf
+from controller.bpf.build import compile_program
+from controller.catalog import NFSpec, Table
+from controller.errors import BpfError, EntryError, TargetError, TopologyError
+from controller.netns import netns
+from controller.node import Node
+from controller.tables import EntryCounters, TableEntry, mac_bytes, mac_str, normalize
+from controller.targets.base import Deployment, Target
+
+log = logging.getLogger("innet.xdp")
+
+BPFFS = Path("/sys/fs/bpf")
+PIN_ROOT = BPFFS / "innet"
+STATE_ROOT = Path(os.environ.get("INNET_STATE", "/run/innet")) / "xdp"
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
+PROG_PIN = "prog"
+PORT_MAP = "tx_ports"   # DEVMAP of the NF's interfaces, when the program redirects
+
+
+def ensure_bpffs() -> None:
+    """Mount bpffs at /sys/fs/bpf if it is not there yet."""
+    if os.path.ismount(BPFFS):
+        return
+    if os.geteuid() != 0:
+        raise BpfError("bpffs is not mounted at /sys/fs/bpf", errno=errno.EPERM)
+    if os.system("mount -t bpf bpf /sys/fs/bpf") != 0:
+        raise BpfError("cannot mount bpffs at /sys/fs/bpf", hint="mount -t bpf bpf /sys/fs/bpf")
+
+
+@dataclass
+class _Loaded:
+    """A deployed NF's program and maps, opened from its pins."""
+    meta: dict
+    maps: dict[str, libbpf.BpfMap]
+    btf: Btf
+    ports: dict[str, int]          # interface name -> ifindex, for the NF's interfaces
+
+    def close(self) -> None:
+        for m in self.maps.values():
+            m.close()
+
+
+class XdpTarget(Target):
+    kind = "xdp"
+
+    # ---- deployment -------------------------------------------------------------------
+    def _pin_dir(self, node: Node, nf: NFSpec) -> Path:
+        return PIN_ROOT / node.name / nf.name
+
+    def _meta_path(self, node: Node, nf: NFSpec) -> Path:
+        return STATE_ROOT / node.name / f"{nf.name}.json"
+
+    def _read_meta(self, node: Node, nf: NFSpec) -> dict | None:
+        path = self._meta_path(node, nf)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def deployment(self, node: Node, nf: NFSpec) -> Deployment | None:
+        meta = self._read_meta(node, nf)
+        if meta is None:
+            return None
+        return Deployment(node.name, nf.name, self.kind, tuple(meta["interfaces"]), meta["params"], meta["modes"])
+
+    def deploy(self, node: Node, nf: NFSpec, interfaces: list[str], params: dict | None = None) -> Deployment:
+        program = nf.programs.get("xdp")
+        if not program:
+            raise TargetError(f"NF {nf.name} has no XDP program", hint="deploy it on a bmv2 node instead")
+        values = nf.resolve_parameters(params)
+        if not interfaces:
+            raise TopologyError(f"deploying {nf.name} on {node.name}: no interfaces given")
+        links = node.interfaces()
+        for ifname in interfaces:
+            if ifname not in links:
+                raise TopologyError(f"node {node.name} has no interface '{ifname}'",
+                                    hint=f"its interfaces: {', '.join(sorted(links))}")
+        defines = {p.xdp["define"]: values[p.name] for p in nf.parameters.values() if "define" in p.xdp}
+        obj_path = compile_program(program["source"], defines)
+
+        meta = self._read_meta(node, nf)
+        if meta and meta["object"] == str(obj_path) and meta["interfaces"] == list(interfaces) \
+                and meta["params"] == values and self._attached_ids(node, meta) == {meta["prog_id"]}:
+            log.info("%s already runs on %s (%s): nothing to do", nf.name, node.name, ", ".join(interfaces))
+            return self.deployment(node, nf)
+        if meta and meta["params"] != values:
+            raise TargetError(f"{nf.name} runs on {node.name} with {meta['params']}; changing to {values} would "
+                              f"resize its maps and drop their state",
+                              hint=f"remove it first (innet nf remove {node.name} {nf.name}), then deploy again")
+        ensure_bpffs()
+        pin_dir = self._pin_dir(node, nf)
+        fresh = not pin_dir.exists()
+        pin_dir.mkdir(parents=True, exist_ok=True)
+        changed: dict[str, int | None] = {}   # interface -> program id it ran before (None: no XDP)
+        obj = None
+        try:
+            obj = libbpf.BpfObject(str(obj_path), pin_dir=str(pin_dir)).load()
+            entry = program.get("entry") or next(iter(obj.programs))
+            if entry not in obj.programs:
+                raise TargetError(f"{obj_path} has no program '{entry}' (it has {', '.join(obj.programs)})")
+            prog_fd = obj.programs[entry]
+            prog_id = libbpf.prog_id(prog_fd)
+            modes = {}
+            with netns(node.netns), IPRoute() as ipr:
+                if PORT_MAP in obj.maps:
+                    for ifname in interfaces:   # DEVMAP resolves ifindexes in the caller's namespace
+                        idx = struct.pack("=I", links[ifname]["ifindex"])
+                        obj.maps[PORT_MAP].update(idx, idx)
+                for ifname in interfaces:
+                    before = self._xdp_prog_id(ipr, links[ifname]["ifindex"])
+                    if before and before != (meta or {}).get("prog_id"):
+                        raise TargetError(f"{node.name}:{ifname} already runs XDP program id {before}, not innet's",
+                                          hint=f"detach it first: ip link set dev {ifname} xdp off")
+                    changed[ifname] = before
+                    modes[ifname] = self._attach(ipr, node, ifname, links[ifname]["ifindex"], prog_fd)
+                for ifname in (meta or {}).get("interfaces", []):
+                    if ifname not in interfaces:
+                        self._detach(ipr, links.get(ifname, {}).get("ifindex"), meta["prog_id"])
+            prog_pin = pin_dir / PROG_PIN
+            prog_pin.unlink(missing_ok=True)
+            libbpf.pin(prog_fd, str(prog_pin))
+            new_meta = {"object": str(obj_path), "interfaces": list(interfaces), "params": values,
+                        "modes": modes, "prog_id": prog_id, "ifindexes": {i: links[i]["ifindex"] for i in interfaces}}
+            path = self._meta_path(node, nf)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(new_meta, indent=1))
+        except BaseException:
+            self._rollback(node, nf, meta, changed, links)
+            if fresh:
+                shutil.rmtree(pin_dir, ignore_errors=True)
+            raise
+        finally:
+            if obj is not None:
+                obj.close()
+        log.info("%s deployed on %s: %s", nf.name, node.name, ", ".join(f"{i} ({m})" for i, m in modes.items()))
+        return self.deployment(node, nf)
+
+    def _rollback(self, node: Node, nf: NFSpec, meta: dict | None, changed: dict, links: dict) -> None:
+        """Put every interface this deploy touched back as it was."""
+        if not changed:
+            return
+        old_fd = None
+        if meta:
+            try:
+                old_fd = libbpf.get_pinned(str(self._pin_dir(node, nf) / PROG_PIN))
+            except BpfError:
+                old_fd = None
+        try:
+            with netns(node.netns), IPRoute() as ipr:
+                for ifname, before in changed.items():
+                    idx = links[ifname]["ifindex"]
+                    if before and old_fd is not None:
+                        self._attach(ipr, node, ifname, idx, old_fd)
+                    else:
+                        self._detach(ipr, idx, None)
+        finally:
+            if old_fd is not None:
+                os.close(old_fd)
+
+    @staticmethod
+    def _xdp_prog_id(ipr: IPRoute, ifindex: int) -> int | None:
+        link = ipr.get_links(ifindex)[0]
+        xdp = link.get("xdp")
+        return xdp.get("IFLA_XDP_PROG_ID") if xdp else None
+
+    def _attached_ids(self, node: Node, meta: dict) -> set:
+        try:
+            with netns(node.netns), IPRoute() as ipr:
+                return {self._xdp_prog_id(ipr, idx) for idx in meta["ifindexes"].values()}
+        except (TopologyError, NetlinkError):
+            return set()
+
+    @staticmethod
+    def _attach(ipr: IPRoute, node: Node, ifname: str, ifindex: int, prog_fd: int) -> str:
+        """Native mode first; generic (skb) mode when the driver has no native XDP."""
+        for flags, mode in ((XDP_FLAGS_DRV_MODE, "native"), (XDP_FLAGS_SKB_MODE, "generic")):
+            try:
+                ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]})
+                if mode == "generic":
+                    log.warning("%s:%s has no native XDP; running in generic mode (slower)", node.name, ifname)
+                return mode
+            except NetlinkError as exc:
+                if exc.code == errno.EPERM:
+                    raise BpfError(f"attaching XDP to {node.name}:{ifname}: permission denied", errno=exc.code)
+                last = exc
+        raise TargetError(f"cannot attach XDP to {node.name}:{ifname}: {last}",
+                          hint="check that the interface is up and supports XDP")
+
+    @staticmethod
+    def _detach(ipr: IPRoute, ifindex: int | None, only_prog_id: int | None) -> None:
+        if ifindex is None:
+            return
+        try:
+            link = ipr.get_links(ifindex)[0]
+        except NetlinkError:
+            return   # the interface is gone, and its program with it
+        xdp = link.get("xdp")
+        current = xdp.get("IFLA_XDP_PROG_ID") if xdp else None
+        if not current or (only_prog_id is not None and current != only_prog_id):
+            return
+        mode = xdp.get("IFLA_XDP_ATTACHED")
+        flags = XDP_FLAGS_SKB_MODE if mode in ("xdpgeneric", 2) else XDP_FLAGS_DRV_MODE
+        ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
+
+    def remove(self, node: Node, nf: NFSpec) -> bool:
+        meta = self._read_meta(node, nf)
+        pin_dir = self._pin_dir(node, nf)
+        if meta is None and not pin_dir.exists():
+            return False
+        if meta:
+            try:
+                with netns(node.netns), IPRoute() as ipr:
+                    for idx in meta["ifindexes"].values():
+                        self._detach(ipr, idx, meta["prog_id"])
+            except TopologyError:
+                log.info("%s: namespace gone; only dropping pins", node.name)
+            self._meta_path(node, nf).unlink(missing_ok=True)
+        shutil.rmtree(pin_dir, ignore_errors=True)
+        for d in (pin_dir.parent, self._meta_path(node, nf).parent):
+            if d.exists() and not any(d.iterdir()):
+                d.rmdir()
+        log.info("%s removed from %s", nf.name, node.name)
+        return True
+
+    # ---- tables -----------------------------------------------------------------------
+    def _open(self, node: Node, nf: NFSpec) -> _Loaded:
+        meta = self._read_meta(node, nf)
+        if meta is None:
+            raise TargetError(f"{nf.name} is not deployed on {node.name}",
+                              hint=f"deploy it first: innet nf deploy {node.name} {nf.name}")
+        pin_dir = self._pin_dir(node, nf)
+        maps = {p.name: libbpf.BpfMap.from_pin(str(p)) for p in pin_dir.iterdir() if p.name != PROG_PIN}
+        return _Loaded(meta, maps, Btf(Path(meta["object"])), meta["ifindexes"])
+
+    def _codec(self, loaded: _Loaded, table: Table) -> "_Codec":
+        return _Codec(table, loaded)
+
+    def _used_slots(self, loaded: _Loaded, nf: NFSpec, counters_map: str) -> set[int]:
+        """Counter slots held by the entries of every table sharing `counters_map`."""
+        used = set()
+        for t in nf.tables.values():
+            if t.xdp.get("counters_map") == counters_map:
+                codec = self._codec(loaded, t)
+                used.update(codec.slot_of(v) for _, v in codec.table_map.items())
+        return used
+
+    def write(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> None:
+        loaded = self._open(node, nf)
+        try:
+            encoded = []
+            for e in entries:
+                table = nf.table(e.table)
+                codec = self._codec(loaded, table)
+                e = normalize(table, e)
+                encoded.append((codec, codec.key(e), e))
+            undo: list[tuple[_Codec, bytes, bytes | None]] = []
+            used: dict[str, set[int]] = {}
+            try:
+                for codec, key, e in encoded:
+                    old = codec.table_map.lookup(key)
+                    if old is not None:
+                        slot = codec.slot_of(old)
+                    else:
+                        shared = codec.table.xdp.get("counters_map", "")
+                        if shared not in used:
+                            used[shared] = self._used_slots(loaded, nf, shared) if shared else set()
+                        slot = codec.free_slot(used[shared])
+                    codec.reset_counters(slot, keep=old is not None)
+                    codec.table_map.update(key, codec.value(e, slot))
+                    undo.append((codec, key, old))
+            except BaseException:
+                for codec, key, old in reversed(undo):
+                    if old is None:
+                        codec.table_map.delete(key)
+                    else:
+                        codec.table_map.update(key, old)
+                raise
+        finally:
+            loaded.close()
+
+    def delete(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> int:
+        loaded = self._open(node, nf)
+        try:
+            keys = []
+            for e in entries:
+                table = nf.table(e.table)
+                codec = self._codec(loaded, table)
+                keys.append((codec, codec.key(normalize(table, e, with_action=False))))
+            deleted = 0
+            for codec, key in keys:
+                old = codec.table_map.lookup(key)
+                if old is not None and codec.table_map.delete(key):
+                    codec.reset_counters(codec.slot_of(old), keep=False)
+                    deleted += 1
+            return deleted
+        finally:
+            loaded.close()
+
+    def read(self, node: Node, nf: NFSpec, table: str) -> list[TableEntry]:
+        return [c.entry for c in self.read_counters(node, nf, table)]
+
+    def read_counters(self, node: Node, nf: NFSpec, table: str) -> list[EntryCounters]:
+        loaded = self._open(node, nf)
+        try:
+            codec = self._codec(loaded, nf.table(table))
+            return [codec.decode(k, v) for k, v in codec.table_map.items()]
+        finally:
+            loaded.close()
+
+    def read_stat(self, node: Node, nf: NFSpec, stat: str) -> dict[str, int]:
+        """Counters summed over CPUs: named fields of a struct value, or one u64 per index."""
+        spec = nf.stat(stat)
+        loaded = self._open(node, nf)
+        try:
+            m = loaded.maps[spec.xdp["map"]]
+            fields = loaded.btf.members(_btf_ids(loaded, spec.xdp["map"])[1])
+            if fields:
+                per_cpu = m.lookup_per_cpu(struct.pack("=I", 0))
+                return {name: sum(int.from_bytes(v[fields[name].offset:][:8], "little") for v in per_cpu)
+                        for name in spec.index}
+            return {name: sum(int.from_bytes(v[:8], "little") for v in m.lookup_per_cpu(struct.pack("=I", i)))
+                    for i, name in enumerate(spec.index)}
+        finally:
+            loaded.close()
+
+
+class _Codec:
+    """Encodes one logical table's entries as its map's keys and values, by BTF field name."""
+
+    def __init__(self, table: Table, loaded: _Loaded):
+        self.table, self.loaded = table, loaded
+        binding = table.xdp
+        self.table_map = loaded.maps[binding["map"]]
+        key_id, value_id = _btf_ids(loaded, binding["map"])
+        self.key_fields = loaded.btf.members(key_id)
+        self.value_fields = loaded.btf.members(value_id)
+        self.actions = {}
+        if "action_enum" in binding:
+            prefix = binding["action_enum"].upper() + "_"
+            self.actions = {n[len(prefix):].lower(): v for n, v in loaded.btf.enum(binding["action_enum"]).items()
+                            if n.startswith(prefix)}
+        self.counters_map = loaded.maps.get(binding.get("counters_map", ""))
+        self.counter_fields = None
+        if self.counters_map is not None:
+            _, cid = _btf_ids(loaded, binding["counters_map"])
+            self.counter_fields = loaded.btf.members(cid)
+        self.port_names = {v: k for k, v in loaded.ports.items()}
+
+    # fields
+    def _put(self, buf: bytearray, member, field_type: str, value, where: str) -> None:
+        if field_type in ("ipv4", "ipv6"):
+            raw = ipaddress.ip_network(value).network_address.packed
+        elif field_type == "mac":
+            raw = mac_bytes(value)
+        elif field_type == "port":
+            if value not in self.loaded.ports:
+                raise EntryError(f"{where}: interface '{value}' does not run this NF",
+                                 hint=f"its interfaces: {', '.join(self.loaded.ports)}")
+            raw = struct.pack("=I", self.loaded.ports[value])
+        else:
+            raw = value.to_bytes(member.size, "little")
+        buf[member.offset:member.offset + len(raw)] = raw
+
+    def _get(self, raw: bytes, member, field_type: str):
+        chunk = raw[member.offset:member.offset + member.size]
+        if field_type == "ipv4":
+            return str(ipaddress.IPv4Address(chunk[:4]))
+        if field_type == "ipv6":
+            return str(ipaddress.IPv6Address(chunk[:16]))
+        if field_type == "mac":
+            return mac_str(chunk[:6])
+        if field_type == "port":
+            idx = struct.unpack("=I", chunk[:4])[0]
+            return self.port_names.get(idx, f"ifindex{idx}")
+        return int.from_bytes(chunk, "little")
+
+    def key(self, e: TableEntry) -> bytes:
+        buf = bytearray(self.table_map.key_size)
+        for f in self.table.match:
+            self._put(buf, self.key_fields[f.name], f.type, e.match[f.name], f"table {self.table.name} {f.name}")
+            if f.kind == "lpm":
+                plen = self.key_fields["prefixlen"]
+                struct.pack_into("=I", buf, plen.offset, ipaddress.ip_network(e.match[f.name]).prefixlen)
+        return bytes(buf)
+
+    def value(self, e: TableEntry, slot: int | None) -> bytes:
+        buf = bytearray(self.table_map.value_size)
+        if self.actions:
+            struct.pack_into("=I", buf, self.value_fields["action"].offset, self.actions[e.action])
+        for f in self.table.action(e.action):
+            self._put(buf, self.value_fields[f.name], f.type, e.params[f.name],
+                      f"table {self.table.name} action {e.action} {f.name}")
+        if slot is not None:
+            struct.pack_into("=I", buf, self.value_fields["stats_slot"].offset, slot)
+        return bytes(buf)
+
+    def decode(self, key: bytes, value: bytes) -> EntryCounters:
+        match = {}
+        for f in self.table.match:
+            v = self._get(key, self.key_fields[f.name], f.type)
+            if f.kind == "lpm":
+                plen = struct.unpack_from("=I", key, self.key_fields["prefixlen"].offset)[0]
+                v = str(ipaddress.ip_network(f"{v}/{plen}", strict=False))
+            match[f.name] = v
+        action = next(iter(self.table.actions))
+        if self.actions:
+            code = struct.unpack_from("=I", value, self.value_fields["action"].offset)[0]
+            action = next((a for a, c in self.actions.items() if c == code), f"action{code}")
+        params = {f.name: self._get(value, self.value_fields[f.name], f.type)
+                  for f in self.table.actions.get(action, ())}
+        packets = nbytes = 0
+        if self.counters_map is not None:
+            for v in self.counters_map.lookup_per_cpu(struct.pack("=I", self.slot_of(value))):
+                packets += self._get(v, self.counter_fields["packets"], "u64")
+                nbytes += self._get(v, self.counter_fields["bytes"], "u64")
+        return EntryCounters(TableEntry(self.table.name, match, action, params), packets, nbytes)
+
+    # per-entry counters live in a shared per-CPU array, one slot per entry
+    def slot_of(self, value: bytes) -> int | None:
+        if self.counters_map is None:
+            return None
+        return struct.unpack_from("=I", value, self.value_fields["stats_slot"].offset)[0]
+
+    def free_slot(self, used: set[int]) -> int | None:
+        """The lowest counter slot not in `used`, which then holds it."""
+        if self.counters_map is None:
+            return None
+        for slot in range(self.counters_map.max_entries):
+            if slot not in used:
+                used.add(slot)
+                return slot
+        raise BpfError(f"table {self.table.name}: all {self.counters_map.max_entries} counter slots are in use",
+                       hint="delete entries first")
+
+    def reset_counters(self, slot: int | None, keep: bool) -> None:
+        if slot is None or keep:
+            return
+        self.counters_map.update(struct.pack("=I", slot), bytes(self.counters_map.read_size))
+
+
+def _btf_ids(loaded: _Loaded, map_name: str) -> tuple[int, int]:
+    """A pinned map's key and value BTF type ids, found through the object's map definitions."""
+    return _map_type_ids(Path(loaded.meta["object"]), map_name)
+
+
+_TYPE_ID_CACHE: dict[tuple[Path, str], tuple[int, int]] = {}
+
+
+def _map_type_ids(obj: Path, map_name: str) -> tuple[int, int]:
+    key = (obj, map_name)
+    if key not in _TYPE_ID_CACHE:
+        with libbpf.BpfObject(str(obj)) as o:   # opened, not loaded: BTF only
+            for name in o._map_ptrs:
+                _TYPE_ID_CACHE[(obj, name)] = o.btf_type_ids(name)
+    return _TYPE_ID_CACHE[key]
