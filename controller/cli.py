@@ -51,6 +51,60 @@ def cmd_topology(args) -> int:
     return 0
 
 
+def _params(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InnetError(f"parameter {pair!r} is not KEY=VALUE")
+        out[key] = int(value, 0) if value.lstrip("-").isdigit() or value.startswith("0x") else value
+    return out
+
+
+def _controller():
+    from controller.core import Controller
+
+    ctl = Controller.from_saved()
+    if not ctl.nodes:
+        raise InnetError("no running nodes are known", hint="bring a topology up first: innet up line3")
+    return ctl
+
+
+def cmd_nodes(args) -> int:
+    for n in _controller().nodes.values():
+        print(f"{n.name:<8} {n.role:<7} {n.target:<6} {n.netns}")
+    return 0
+
+
+def cmd_nf(args) -> int:
+    ctl = _controller()
+    if args.action == "deploy":
+        d = ctl.deploy(args.node, args.nf, args.iface or None, _params(args.param))
+        print(f"{d.nf} on {d.node}: " + ", ".join(f"{i} ({d.modes.get(i, '?')})" for i in d.interfaces))
+    else:
+        print("removed" if ctl.remove(args.node, args.nf) else f"{args.nf} was not deployed on {args.node}")
+    return 0
+
+
+def cmd_routes(args) -> int:
+    from controller.routes import RouteService
+
+    routes = RouteService(_controller())
+    if args.action == "add":
+        routes.add(args.node, args.prefix, args.dev, args.mac, args.via, args.local)
+    elif args.action == "del":
+        if not routes.delete(args.node, args.prefix):
+            raise InnetError(f"{args.node} has no route {args.prefix}")
+    _print_routes(routes.list(args.node), args.node)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    for name, value in _controller().read_stat(args.node, args.nf, args.stat).items():
+        print(f"{name:<20} {value:>12}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="innet", description="in-network offloading control plane")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the controller does")
@@ -66,6 +120,29 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("topology", help="show a topology's addressing plan and routes")
     p.add_argument("topology")
     p.set_defaults(func=cmd_topology)
+    p = sub.add_parser("nodes", help="the nodes of the running topology")
+    p.set_defaults(func=cmd_nodes)
+    p = sub.add_parser("nf", help="deploy or remove an NF on a node")
+    p.add_argument("action", choices=["deploy", "remove"])
+    p.add_argument("node")
+    p.add_argument("nf")
+    p.add_argument("--iface", action="append", default=[], help="interface (repeat; default: all)")
+    p.add_argument("--param", action="append", default=[], help="KEY=VALUE catalog parameter")
+    p.set_defaults(func=cmd_nf)
+    p = sub.add_parser("routes", help="list, add or delete a node's routes (fast and slow path)")
+    p.add_argument("action", choices=["list", "add", "del"])
+    p.add_argument("node")
+    p.add_argument("prefix", nargs="?")
+    p.add_argument("--dev")
+    p.add_argument("--mac")
+    p.add_argument("--via")
+    p.add_argument("--local", action="store_true")
+    p.set_defaults(func=cmd_routes)
+    p = sub.add_parser("stats", help="an NF's statistic, e.g. innet stats r1 nfrouter verdicts")
+    p.add_argument("node")
+    p.add_argument("nf")
+    p.add_argument("stat")
+    p.set_defaults(func=cmd_stats)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

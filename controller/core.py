@@ -1,7 +1,10 @@
 """The controller: nodes, their targets, and NF deployment and tables over them."""
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 
 from controller.catalog import NFSpec, get_nf
 from controller.errors import TopologyError
@@ -10,6 +13,7 @@ from controller.tables import EntryCounters, TableEntry
 from controller.targets import Deployment, Target, make_target
 
 log = logging.getLogger("innet")
+NODES_FILE = Path(os.environ.get("INNET_STATE", "/run/innet")) / "nodes.json"
 
 
 class Controller:
@@ -20,6 +24,19 @@ class Controller:
     def add_node(self, node: Node) -> Node:
         self.nodes[node.name] = node
         return node
+
+    def save_nodes(self) -> None:
+        """Publish the nodes so `innet` commands in other processes can reach them."""
+        NODES_FILE.parent.mkdir(parents=True, exist_ok=True)
+        NODES_FILE.write_text(json.dumps({n.name: vars(n) for n in self.nodes.values()}, indent=1))
+
+    @classmethod
+    def from_saved(cls) -> "Controller":
+        ctl = cls()
+        if NODES_FILE.exists():
+            for spec in json.loads(NODES_FILE.read_text()).values():
+                ctl.add_node(Node(**spec))
+        return ctl
 
     def node(self, name: str) -> Node:
         if name not in self.nodes:

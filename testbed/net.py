@@ -14,7 +14,7 @@ from mininet.link import Link, TCLink
 from mininet.net import Mininet
 from mininet.node import Host
 
-from controller.core import Controller
+from controller.core import NODES_FILE, Controller
 from controller.errors import InnetError, TopologyError
 from controller.node import Node
 from controller.routes import NF as ROUTER_NF
@@ -74,11 +74,14 @@ class Testbed:
                 # checksums must be complete before a frame meets an XDP redirect
                 host.cmd(f"ethtool -K {iface.name} tx off >/dev/null 2>&1")
             if n.role == "host":
+                # a new namespace may inherit forwarding from the root one: hosts must not route
+                host.cmd("sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0")
                 gw = self.topo.gateway(n.name)
                 host.cmd(f"ip route add default via {gw.ipv4.ip}")
                 host.cmd(f"ip -6 route add default via {gw.ipv6.ip}")
             target = n.target if n.role == "router" else "xdp"
             self.controller.add_node(Node(n.name, f"/proc/{host.pid}/ns/net", n.role, target))
+        self.controller.save_nodes()
 
     def deploy_routers(self) -> None:
         """NFRouter on every XDP router, rxcount on the hosts facing them, and all static routes."""
@@ -109,6 +112,7 @@ class Testbed:
             self.net.stop()
             self.net = None
         self.controller.nodes.clear()
+        NODES_FILE.unlink(missing_ok=True)
 
     def __enter__(self) -> "Testbed":
         return self.start()

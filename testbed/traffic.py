@@ -39,9 +39,11 @@ class Capture:
     """Frames arriving at `iface` of `node` that pass a BPF filter, until count or timeout."""
 
     def __init__(self, node: Node, iface: str, bpf_filter: str, timeout: float = 3.0, count: int = 1 << 20,
-                 send_frames: list[bytes] | None = None):
+                 send_frames: list[bytes] | None = None, absorb_udp: int | None = None):
         self.what = f"capturing on {node.name}:{iface}"
         args = ["capture", iface, bpf_filter, str(timeout), str(count)]
+        if absorb_udp is not None:
+            args += ["--absorb-udp", str(absorb_udp)]
         self._stdin = _frames_json(send_frames or [])
         self.proc = _probe(node, *args, "--send")
         self.proc.stdin.write(self._stdin)

@@ -284,8 +284,8 @@ class BpfObject:
             logs = {name: buf.value.decode(errors="replace") for name, buf in self._log_bufs.items() if buf.value}
             if logs:
                 raise VerifierError(self.path, logs, errno=err)
-            raise BpfError(f"loading {self.path}: {os.strerror(err)}", errno=err,
-                           hint="a pinned map may have an incompatible definition: remove the NF to drop it")
+            hint = None if err == errno.EPERM else "a pinned map may have an incompatible definition: remove the NF"
+            raise BpfError(f"loading {self.path}: {os.strerror(err)}", errno=err, hint=hint)
         for prog in self._iter(bpf_object__next_program):
             self.programs[bpf_program__name(prog).decode()] = bpf_program__fd(prog)
         for name, m in self._map_ptrs.items():

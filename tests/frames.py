@@ -1,0 +1,18 @@
+"""Frames for the packet tests, addressed as the `linear` topology's addressing plan says."""
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+H1_MAC, R1_IN_MAC = "02:00:00:01:01:02", "02:00:00:02:01:01"     # h1-eth0, r1-eth0
+R1_OUT_MAC, H2_MAC = "02:00:00:02:02:01", "02:00:00:03:02:02"    # r1-eth1, h2-eth0
+H1, H2, R1_IN = "10.0.1.2", "10.0.2.2", "10.0.1.1"
+H1_6, H2_6, R1_IN_6 = "2001:db8:0:1::2", "2001:db8:0:2::2", "2001:db8:0:1::1"
+PORT = 9999
+
+
+def udp4(dst=H2, ttl=64, payload=b"innet", **ip):
+    return Ether(src=H1_MAC, dst=R1_IN_MAC) / IP(src=H1, dst=dst, ttl=ttl, **ip) / UDP(sport=1234, dport=PORT) / payload
+
+
+def udp6(dst=H2_6, hlim=64, payload=b"innet"):
+    return Ether(src=H1_MAC, dst=R1_IN_MAC) / IPv6(src=H1_6, dst=dst, hlim=hlim) / UDP(sport=1234, dport=PORT) / payload

@@ -1,0 +1,139 @@
+"""Bad input: a clear error naming what was wrong, and nothing half-deployed left behind."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from controller.bpf.libbpf import BpfObject
+from controller.bpf.build import compile_program
+from controller.catalog import load_nf
+from controller.errors import BpfError, CompileError, EntryError, TargetError, TopologyError, VerifierError
+from controller.routes import RouteService
+from controller.targets.xdp import PIN_ROOT, STATE_ROOT, XdpTarget
+
+pytestmark = pytest.mark.needs_root
+
+BAD_PROGRAM = textwrap.dedent("""
+    #include "include/parsing.h"
+    SEC("xdp")
+    int reads_past_the_end(struct xdp_md *ctx)
+    {
+        struct ethhdr *eth = (void *)(long)ctx->data;
+        return eth->h_proto == 8 ? XDP_PASS : XDP_DROP;   /* no bounds check */
+    }
+    char LICENSE[] SEC("license") = "GPL";
+""")
+
+
+def leftover(node):
+    return [p for p in (PIN_ROOT / node, STATE_ROOT / node) if p.exists() and any(p.iterdir())]
+
+
+def test_unknown_node(veth_node):
+    ctl, _ = veth_node
+    with pytest.raises(TopologyError, match="unknown node 'r9'"):
+        ctl.deploy("r9", "nfrouter")
+
+
+def test_unknown_interface_leaves_nothing(veth_node):
+    ctl, node = veth_node
+    with pytest.raises(TopologyError, match=f"node {node} has no interface 'eth7'") as exc:
+        ctl.deploy(node, "nfrouter", ["va", "eth7"])
+    assert "va" in exc.value.hint
+    assert not leftover(node)
+
+
+def test_second_deploy_is_idempotent_and_keeps_state(veth_node):
+    ctl, node = veth_node
+    first = ctl.deploy(node, "nfrouter", ["va", "vb"])
+    routes = RouteService(ctl)
+    routes.add(node, "198.51.100.0/24", "va", "02:00:00:00:00:09", via="192.0.2.9")
+    again = ctl.deploy(node, "nfrouter", ["va", "vb"])
+    assert again == first
+    assert [r.prefix for r in routes.list(node)] == ["198.51.100.0/24"]
+    routes.delete(node, "198.51.100.0/24")
+
+
+def test_invalid_prefix_mac_and_gateway(veth_node):
+    ctl, node = veth_node
+    ctl.deploy(node, "nfrouter", ["va", "vb"])
+    routes = RouteService(ctl)
+    with pytest.raises(EntryError, match="'10.1.2.3/8': not a valid prefix"):
+        routes.add(node, "10.1.2.3/8", "va", "02:00:00:00:00:01", via="192.0.2.2")
+    with pytest.raises(EntryError, match="'02:00:00:00:01' is not a MAC address"):
+        routes.add(node, "10.0.0.0/8", "va", "02:00:00:00:01", via="192.0.2.2")
+    with pytest.raises(EntryError, match="needs a gateway"):
+        routes.add(node, "10.0.0.0/8", "va", "02:00:00:00:00:01")
+    with pytest.raises(TopologyError, match="no interface 'eth5'"):
+        routes.add(node, "10.0.0.0/8", "eth5", "02:00:00:00:00:01", via="192.0.2.2")
+    assert routes.list(node) == []
+
+
+def test_full_route_table_is_refused_and_rolled_back(veth_node):
+    ctl, node = veth_node
+    ctl.deploy(node, "nfrouter", ["va", "vb"], {"max_routes": 4})
+    routes = RouteService(ctl)
+    for i in range(4):
+        routes.add(node, f"198.51.{i}.0/24", "va", "02:00:00:00:00:09", via="192.0.2.9")
+    with pytest.raises(BpfError, match="ipv4_routes is full \\(4 entries\\)"):
+        routes.add(node, "198.51.200.0/24", "va", "02:00:00:00:00:09", via="192.0.2.9")
+    assert len(routes.list(node)) == 4
+    kernel = subprocess.run(["nsenter", f"--net=/var/run/netns/{node}", "ip", "route", "show", "198.51.200.0/24"],
+                            capture_output=True, text=True).stdout
+    assert kernel.strip() == "", "the kernel route must not outlive the refused fast-path entry"
+
+
+def test_verifier_rejection_shows_the_log_and_leaves_nothing(veth_node, tmp_path, monkeypatch):
+    ctl, node = veth_node
+    src = tmp_path / "bad.bpf.c"
+    src.write_text(BAD_PROGRAM)
+    monkeypatch.setattr("controller.bpf.build.EBPF_DIR", compile_program.__globals__["EBPF_DIR"])
+    include = compile_program.__globals__["EBPF_DIR"] / "include"
+    (tmp_path / "include").symlink_to(include)
+    nf_file = tmp_path / "bad.yaml"
+    nf_file.write_text(f"name: badnf\nprograms:\n  xdp: {{source: {src}, entry: reads_past_the_end}}\n")
+    nf = load_nf(nf_file)
+    with pytest.raises(VerifierError) as exc:
+        XdpTarget().deploy(ctl.node(node), nf, ["va"])
+    text = str(exc.value)
+    assert "reads_past_the_end" in text and "invalid access to packet" in text
+    assert len(text.splitlines()) < 40, "only the relevant lines of the log"
+    assert not (PIN_ROOT / node / "badnf").exists()
+    out = subprocess.run(["nsenter", f"--net=/var/run/netns/{node}", "ip", "link", "show", "va"],
+                         capture_output=True, text=True).stdout
+    assert "xdp" not in out
+
+
+def test_compile_error_is_trimmed(tmp_path):
+    src = tmp_path / "broken.bpf.c"
+    src.write_text("int f(void) { return undefined_thing; }\n")
+    with pytest.raises(CompileError, match="broken.bpf.c.*undefined_thing"):
+        compile_program(src)
+
+
+def test_missing_privileges_say_so():
+    code = ("from controller.bpf.libbpf import BpfObject\n"
+            "from controller.bpf.build import compile_program\n"
+            "from controller.errors import BpfError\n"
+            "obj = str(compile_program('ebpf/nfrouter.bpf.c'))\n"
+            "o = BpfObject(obj)\n"
+            "import os; os.setgid(65534); os.setuid(65534)\n"
+            "try:\n    o.load()\nexcept BpfError as e:\n    print(e)\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert "run as root" in out.stdout, out.stdout + out.stderr
+
+
+def test_entry_on_an_interface_without_the_nf(veth_node):
+    ctl, node = veth_node
+    ctl.deploy(node, "nfrouter", ["va"])
+    with pytest.raises(EntryError, match="interface 'vb' does not run this NF"):
+        RouteService(ctl).add(node, "10.0.0.0/8", "vb", "02:00:00:00:00:01", via="192.0.2.2")
+
+
+def test_not_deployed(veth_node):
+    ctl, node = veth_node
+    with pytest.raises(TargetError, match=f"nfrouter is not deployed on {node}"):
+        ctl.read(node, "nfrouter", "ipv4_routes")

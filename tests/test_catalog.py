@@ -1,0 +1,75 @@
+"""The catalog is the contract: each compiled program exposes what its entry says."""
+import pytest
+
+from controller.bpf.btf import Btf
+from controller.bpf.build import compile_program
+from controller.bpf.libbpf import BpfObject
+from controller.catalog import load_catalog, get_nf, load_nf
+from controller.errors import CatalogError
+
+CATALOG = load_catalog()
+
+
+def _layout(nf):
+    obj = compile_program(nf.programs["xdp"]["source"])
+    btf = Btf(obj)
+    with BpfObject(str(obj)) as o:
+        ids = {name: o.btf_type_ids(name) for name in o._map_ptrs}
+    return btf, ids
+
+
+@pytest.mark.parametrize("name", [n for n, nf in CATALOG.items() if "xdp" in nf.programs])
+def test_xdp_program_exposes_catalog(name):
+    nf = CATALOG[name]
+    btf, ids = _layout(nf)
+    for table in nf.tables.values():
+        m = table.xdp["map"]
+        assert m in ids, f"{name}: table {table.name} has no map {m}"
+        key, value = (btf.members(i) for i in ids[m])
+        for f in table.match:
+            assert f.name in key, f"{name}.{table.name}: key lacks match field {f.name}"
+            assert key[f.name].size * 8 == f.width, f"{name}.{table.name}.{f.name} width"
+            if f.kind == "lpm":
+                assert "prefixlen" in key and key["prefixlen"].offset == 0
+        for action, params in table.actions.items():
+            for p in params:
+                assert p.name in value, f"{name}.{table.name}: value lacks {action} parameter {p.name}"
+                assert value[p.name].size * 8 == p.width
+        if len(table.actions) > 1:
+            enum = btf.enum(table.xdp["action_enum"])
+            prefix = table.xdp["action_enum"].upper() + "_"
+            assert {n[len(prefix):].lower() for n in enum} == set(table.actions)
+        if table.counters:
+            counters = btf.members(ids[table.xdp["counters_map"]][1])
+            assert set(table.counters) <= set(counters)
+            assert "stats_slot" in value
+    for stat in nf.stats.values():
+        fields = btf.members(ids[stat.xdp["map"]][1])
+        if fields:
+            assert list(fields) == list(stat.index), f"{name}: stat {stat.name} fields differ from the catalog"
+    source = (nf.source.parent.parent / nf.programs["xdp"]["source"]).read_text()
+    for p in nf.parameters.values():
+        if "define" in p.xdp:
+            assert p.xdp["define"] in source
+
+
+def test_unknown_nf_is_named():
+    with pytest.raises(CatalogError, match="unknown NF 'nosuch'.*") as exc:
+        get_nf("nosuch")
+    assert "nfrouter" in str(exc.value)
+
+
+def test_malformed_catalog_entry_says_where(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntables:\n  t:\n    match: [{name: x, type: ipv5}]\n    actions: {a: []}\n")
+    with pytest.raises(CatalogError, match=r"bad.yaml: table t match.x: unknown type 'ipv5'"):
+        load_nf(bad)
+
+
+def test_parameters_are_bounded():
+    nf = CATALOG["nfrouter"]
+    assert nf.resolve_parameters({}) == {"max_routes": 1024}
+    with pytest.raises(CatalogError, match="out of range"):
+        nf.resolve_parameters({"max_routes": 0})
+    with pytest.raises(CatalogError, match="no parameter"):
+        nf.resolve_parameters({"routes": 5})
