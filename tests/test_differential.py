@@ -34,7 +34,9 @@ def packet_set(seed=7):
 
 
 def forwarded_bytes(tb, frames):
-    cap = traffic.Capture(tb.node("h2"), "h2-eth0", f"ether src {tb.topo.gateway('h2').mac}",
+    # only the set's own frames: r1 also sends ARP, NDP and MLD of its own to h2
+    cap = traffic.Capture(tb.node("h2"), "h2-eth0",
+                          f"ether src {tb.topo.gateway('h2').mac} and (src host {H1} or src host {H1_6})",
                           timeout=2.5, count=len(frames))
     traffic.send(tb.node("h1"), "h1-eth0", frames)
     return sorted(cap.frames())
