@@ -1,0 +1,312 @@
+"""NFRouter benchmark: per-packet cost in XDP, and forwarded packets/s, XDP vs kernel.
+
+    .venv/bin/python bench/nfrouter.py [--quick]        (as root)
+
+1. Per-packet cost of the NFRouter program with BPF_PROG_TEST_RUN (no interface, no
+   redirect actually performed), for IPv4/IPv6 frames of 64 and 1500 bytes, next to a
+   trivial XDP program (xdp_pass) that shows the fixed cost of running any program.
+2. Forwarded packets per second over h1 - r1 - h2 (topology `linear`): a kernel-side
+   generator (ebpf/trafficgen.bpf.c, BPF_PROG_TEST_RUN in live-frames mode) pushes UDP
+   frames out of h1-eth0 as fast as one CPU can, with NFRouter on r1 (XDP fast path) and
+   with r1 forwarding in its kernel. Each path is measured twice: into h2's stack (rxcount
+   on h2-eth0 counts and passes), and into an XDP sink on h2-eth0 that counts and drops,
+   so the figure is the router path's without h2's receive work.
+
+It prints figures and asserts nothing: it is a benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import shlex
+import signal
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:   # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from pyroute2 import IPRoute  # noqa: E402
+from scapy.layers.inet import IP, UDP  # noqa: E402
+from scapy.layers.inet6 import IPv6  # noqa: E402
+from scapy.layers.l2 import Ether  # noqa: E402
+from scapy.packet import Raw  # noqa: E402
+
+from controller.bpf import libbpf  # noqa: E402
+from controller.bpf.build import compile_program  # noqa: E402
+from controller.netns import netns  # noqa: E402
+from controller.topology import load_topology  # noqa: E402
+
+XDP_REDIRECT = 4
+XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+ROUTE_ACTION_FORWARD = 0
+LO_IFINDEX = 1
+ETH_HLEN = 14
+
+SRC_V4, DST_V4 = "10.0.1.2", "10.0.2.2"
+SRC_V6, DST_V6 = "2001:db8:0:1::2", "2001:db8:0:2::2"
+# topology `linear`'s addressing plan: h1-eth0 -> r1-eth0, then r1-eth1 -> h2-eth0
+SRC_MAC, DST_MAC = "02:00:00:01:01:02", "02:00:00:02:01:01"
+EGRESS_MAC, NEXT_HOP_MAC = "02:00:00:02:02:01", "02:00:00:03:02:02"
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def udp_frame(size: int, v6: bool, ttl: int = 255, src_mac: str = SRC_MAC, dst_mac: str = DST_MAC,
+              src: str | None = None, dst: str | None = None) -> bytes:
+    """An Ethernet/IP/UDP frame of exactly `size` bytes (no FCS), all of it IP: no Ethernet padding."""
+    if v6:
+        ip = IPv6(src=src or SRC_V6, dst=dst or DST_V6, hlim=ttl)
+        overhead = ETH_HLEN + 40 + 8
+    else:
+        ip = IP(src=src or SRC_V4, dst=dst or DST_V4, ttl=ttl)
+        overhead = ETH_HLEN + 20 + 8
+    if size < overhead:
+        raise ValueError(f"a {size}-byte frame cannot hold the headers ({overhead} bytes)")
+    frame = bytes(Ether(src=src_mac, dst=dst_mac) / ip / UDP(sport=4000, dport=9) / Raw(b"\x00" * (size - overhead)))
+    assert len(frame) == size, (len(frame), size)
+    return frame
+
+
+def mac(s: str) -> bytes:
+    return bytes.fromhex(s.replace(":", ""))
+
+
+# ---- 1. per-packet cost with BPF_PROG_TEST_RUN ----------------------------------------------
+
+CASES = [("IPv4  64 B", False, 64), ("IPv4 1500 B", False, 1500),
+         ("IPv6  64 B", True, 64), ("IPv6 1500 B", True, 1500)]
+REPEAT = 250   # TTL 255 -> 5 within one call: every repetition takes the forward path
+
+
+def measure(prog_fd: int, frame: bytes, calls: int) -> tuple[float, set[int]]:
+    """Median over `calls` test runs of the kernel's ns per repetition, and the verdicts seen."""
+    durations, verdicts = [], set()
+    libbpf.test_run(prog_fd, frame, repeat=REPEAT)    # warm up
+    for _ in range(calls):
+        res = libbpf.test_run(prog_fd, frame, repeat=REPEAT)
+        durations.append(res.duration_ns)
+        verdicts.add(res.retval)
+    return statistics.median(durations), verdicts
+
+
+def bench_prog_run(calls: int) -> list[tuple]:
+    say(f"[1/2] per-packet cost: BPF_PROG_TEST_RUN, {calls} calls x {REPEAT} repetitions per case")
+    router = libbpf.BpfObject(str(compile_program("ebpf/nfrouter.bpf.c"))).load()
+    baseline = libbpf.BpfObject(str(compile_program("ebpf/xdp_pass.bpf.c"))).load()
+    try:
+        entry = struct.pack("=III6s6s", ROUTE_ACTION_FORWARD, LO_IFINDEX, 0, mac(NEXT_HOP_MAC), mac(EGRESS_MAC))
+        router.maps["ipv4_routes"].update(struct.pack("=I4s", 32, ipaddress.ip_address(DST_V4).packed), entry)
+        router.maps["ipv6_routes"].update(struct.pack("=I16s", 128, ipaddress.ip_address(DST_V6).packed), entry)
+        port = struct.pack("=I", LO_IFINDEX)
+        router.maps["tx_ports"].update(port, port)
+        rows = []
+        for name, v6, size in CASES:
+            frame = udp_frame(size, v6)
+            say(f"      {name}: nfrouter ...")
+            ns, verdicts = measure(router.programs["nfrouter"], frame, calls)
+            say(f"      {name}: xdp_pass ...")
+            base, _ = measure(baseline.programs["xdp_pass"], frame, calls)
+            rows.append((name, ns, base, verdicts))
+        counts = router.maps["verdicts"].lookup_per_cpu(struct.pack("=I", 0))
+        forwarded = sum(struct.unpack_from("=Q", c)[0] for c in counts)
+        passed = sum(sum(struct.unpack_from("=8Q", c, 8)) for c in counts)
+        say(f"      nfrouter verdict counters: forwarded={forwarded} pass_*={passed}")
+        return rows
+    finally:
+        router.close()
+        baseline.close()
+
+
+def print_prog_run(rows: list[tuple]) -> None:
+    say("")
+    say(f"{'case':<12} {'nfrouter ns/pkt':>16} {'xdp_pass ns/pkt':>16} {'difference':>11}  verdict")
+    for name, ns, base, verdicts in rows:
+        verdict = ", ".join(XDP_ACTIONS.get(v, str(v)) for v in sorted(verdicts))
+        warn = "" if verdicts == {XDP_REDIRECT} else "   <- NOT the fast path"
+        say(f"{name:<12} {ns:>16.1f} {base:>16.1f} {ns - base:>11.1f}  {verdict}{warn}")
+    say("")
+
+
+# ---- 2. forwarded packets/s, XDP vs kernel -------------------------------------------------
+
+TRAFFICGEN_HEAD = 64   # HEAD_LEN in ebpf/trafficgen.bpf.c: bytes restored on every run
+XDP_FLAGS_DRV_MODE = 4
+SINKS = {"stack": "h2's stack (rxcount: XDP_PASS)", "xdp-drop": "h2 drops in XDP (sink)"}
+
+
+class TrafficGen:
+    """ebpf/trafficgen.bpf.c: `trafficgen` redirects its test frame out of one interface in
+    live-frames mode; `sink` counts and drops what an interface receives."""
+
+    def __init__(self):
+        self.obj = libbpf.BpfObject(str(compile_program("ebpf/trafficgen.bpf.c"))).load()
+        self.fd = self.obj.programs["trafficgen"]
+        self.sink_fd = self.obj.programs["sink"]
+
+    def run(self, node, ifindex: int, frame: bytes, packets: int, batch: int = 64) -> float:
+        """Send `packets` copies of `frame` out of `ifindex` in `node`'s namespace; the wall time."""
+        if len(frame) < TRAFFICGEN_HEAD:
+            raise ValueError(f"trafficgen sends frames of {TRAFFICGEN_HEAD} bytes or more")
+        config = struct.pack(f"=II{TRAFFICGEN_HEAD}s", ifindex, 0, frame[:TRAFFICGEN_HEAD])
+        self.obj.maps["config"].update(struct.pack("=I", 0), config)
+        # data_end: the frame's length, as the kernel's context checks expect
+        ctx = libbpf.XdpMd(data=0, data_end=len(frame), ingress_ifindex=ifindex)
+        with netns(node.netns):
+            t0 = time.perf_counter()
+            libbpf.test_run(self.fd, frame, repeat=packets, ctx=ctx,
+                            flags=libbpf.BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch)
+            elapsed = time.perf_counter() - t0
+        # live mode reports no retval (the kernel leaves it 0): the counters at r1 and h2 tell
+        return elapsed
+
+    def sunk(self) -> int:
+        return sum(struct.unpack_from("=Q", v)[0]
+                   for v in self.obj.maps["sink_packets"].lookup_per_cpu(struct.pack("=I", 0)))
+
+    def set_sink(self, node, ifindex: int, on: bool) -> None:
+        """Attach `sink` to (or detach it from) `ifindex` in `node`'s namespace, native mode."""
+        with netns(node.netns), IPRoute() as ipr:
+            ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", self.sink_fd if on else -1),
+                                                          ("IFLA_XDP_FLAGS", XDP_FLAGS_DRV_MODE)]})
+
+    def close(self) -> None:
+        self.obj.close()
+
+
+def one_path(tb, gen: TrafficGen, path: str, sink: str, frame: bytes, packets: int, warmup: int,
+             ifindex: int) -> tuple:
+    if sink == "stack":
+        rx = lambda: tb.controller.read_stat("h2", "rxcount", "rx")["packets"]   # noqa: E731
+    else:
+        rx = gen.sunk
+    h1 = tb.node("h1")
+    gen.run(h1, ifindex, frame, warmup)
+    time.sleep(0.2)
+    verdicts0 = tb.controller.read_stat("r1", "nfrouter", "verdicts") if path == "XDP" else None
+    before = rx()
+    seconds = gen.run(h1, ifindex, frame, packets)
+    time.sleep(0.3)   # let the last frames drain through r1 and h2
+    delivered = rx() - before
+    pps = delivered / seconds
+    say(f"      {path:<6} -> {SINKS[sink]}: {packets} sent in {seconds:.3f} s "
+        f"({packets / seconds / 1e6:.3f} Mpps offered), {delivered} delivered ({pps / 1e6:.3f} Mpps)")
+    if verdicts0 is not None:
+        v1 = tb.controller.read_stat("r1", "nfrouter", "verdicts")
+        grew = {k: v1[k] - verdicts0[k] for k in v1 if v1[k] != verdicts0[k]}
+        say(f"             r1 NFRouter verdicts during the run: {grew or 'none'}")
+        if grew.get("forwarded", 0) <= 0:
+            say("             WARNING: NFRouter's forwarded counter did not grow: this is not the fast path")
+    return path, sink, packets, delivered, seconds, pps
+
+
+def bench_forwarding(packets: int, warmup: int) -> list[tuple]:
+    from testbed.net import Testbed   # Mininet only for this part
+
+    topo = load_topology("linear")
+    h1_if, h2_if = topo.node("h1").interfaces[0], topo.node("h2").interfaces[0]
+    frame = udp_frame(64, v6=False, ttl=64, src_mac=h1_if.mac, dst_mac=topo.gateway("h1").mac,
+                      src=str(h1_if.ipv4.ip), dst=str(h2_if.ipv4.ip))
+    say(f"[2/2] forwarding: {packets} x 64 B UDP {h1_if.ipv4.ip} -> {h2_if.ipv4.ip} per run over "
+        f"h1 - r1 - h2, generator (trafficgen, live frames) in h1")
+    tb = Testbed(topo, progress=lambda m: say("      " + m))
+    gen, sink_on, h2_ifindex = None, False, None
+    rows = []
+    try:
+        tb.start()
+        gen = TrafficGen()
+        ifindex = tb.node("h1").interface(h1_if.name)["ifindex"]
+        h2_ifindex = tb.node("h2").interface(h2_if.name)["ifindex"]
+
+        def use_sink(on: bool) -> None:
+            nonlocal sink_on
+            if on:
+                tb.controller.remove("h2", "rxcount")
+                gen.set_sink(tb.node("h2"), h2_ifindex, True)
+                sink_on = True
+            else:
+                gen.set_sink(tb.node("h2"), h2_ifindex, False)
+                sink_on = False
+                tb.controller.deploy("h2", "rxcount", [h2_if.name])
+
+        say("      XDP fast path: NFRouter on r1")
+        rows.append(one_path(tb, gen, "XDP", "stack", frame, packets, warmup, ifindex))
+        use_sink(True)
+        rows.append(one_path(tb, gen, "XDP", "xdp-drop", frame, packets, warmup, ifindex))
+
+        say("      kernel forwarding: NFRouter removed from r1, rxcount (XDP_PASS) on r1-eth0")
+        tb.controller.remove("r1", "nfrouter")
+        tb.controller.deploy("r1", "rxcount", ["r1-eth0"])
+        rows.append(one_path(tb, gen, "kernel", "xdp-drop", frame, packets, warmup, ifindex))
+        use_sink(False)
+        rows.append(one_path(tb, gen, "kernel", "stack", frame, packets, warmup, ifindex))
+    finally:
+        if sink_on:
+            try:
+                gen.set_sink(tb.node("h2"), h2_ifindex, False)
+            except Exception as exc:  # noqa: BLE001 - tear down whatever happens
+                say(f"      detaching the sink from h2: {exc}")
+        if gen is not None:
+            gen.close()
+        tb.stop()   # removes nfrouter and rxcount from every node, whichever are there
+    return rows
+
+
+def print_forwarding(rows: list[tuple]) -> None:
+    say("")
+    say(f"{'path':<7} {'receiver':<33} {'sent':>9} {'delivered':>10} {'seconds':>8} {'pps':>11}")
+    for path, sink, sent, delivered, seconds, pps in rows:
+        say(f"{path:<7} {SINKS[sink]:<33} {sent:>9} {delivered:>10} {seconds:>8.3f} {pps:>11,.0f}")
+    pps = {(path, sink): p for path, sink, *_, p in rows}
+
+    def ratio(sink: str) -> str:
+        x, k = pps.get(("XDP", sink)), pps.get(("kernel", sink))
+        return f"{x / k:.2f}x" if x and k else "n/a"
+
+    say(f"XDP/kernel pps ratio: {ratio('xdp-drop')} (target >= 2x)  router path: h2 drops in XDP")
+    say(f"XDP/kernel pps ratio: {ratio('stack')}                 end to end: into h2's IP/UDP stack")
+    say("(the generator, r1 and h2 all run in softirq on the generator's CPU, so pps = 1 / the CPU cost\n"
+        " of the whole path per packet; the end-to-end figure adds h2's stack, the same work for both\n"
+        " paths. `delivered` counts every frame h2-eth0 receives, a few IPv6 ND/MLD frames among them)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a shorter run (fewer calls, fewer packets)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if os.geteuid() != 0:
+        say("bench/nfrouter.py needs root (BPF and Mininet)")
+        return 1
+    given = sys.argv[1:] if argv is None else argv
+    cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/nfrouter.py", *given])
+    say(f"reproduce: cd {REPO} && sudo {cmd}")
+    say(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {'quick' if args.quick else 'full'} run")
+    calls = 40 if args.quick else 200
+    packets, warmup = (1_000_000, 100_000) if args.quick else (5_000_000, 500_000)
+
+    # a SIGTERM unwinds like Ctrl-C, so the testbed is still torn down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    t0 = time.perf_counter()
+    try:
+        rows = bench_prog_run(calls)
+        print_prog_run(rows)
+        fwd = bench_forwarding(packets, warmup)
+        print_forwarding(fwd)
+    except KeyboardInterrupt:
+        say("\n[bench] interrupted")
+        return 130
+    say(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
