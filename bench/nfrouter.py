@@ -87,19 +87,13 @@ CASES = [("IPv4  64 B", False, 64), ("IPv4 1500 B", False, 1500),
 REPEAT = 250   # TTL 255 -> 5 within one call: every repetition takes the forward path
 
 
-def measure(prog_fd: int, frame: bytes, calls: int) -> tuple[float, set[int]]:
-    """Median over `calls` test runs of the kernel's ns per repetition, and the verdicts seen."""
-    durations, verdicts = [], set()
-    libbpf.test_run(prog_fd, frame, repeat=REPEAT)    # warm up
-    for _ in range(calls):
-        res = libbpf.test_run(prog_fd, frame, repeat=REPEAT)
-        durations.append(res.duration_ns)
-        verdicts.add(res.retval)
-    return statistics.median(durations), verdicts
-
-
 def bench_prog_run(calls: int) -> list[tuple]:
-    say(f"[1/2] per-packet cost: BPF_PROG_TEST_RUN, {calls} calls x {REPEAT} repetitions per case")
+    """Median over `calls` test runs of the kernel's ns per repetition, per case and program.
+
+    The runs go round-robin over every case and program, so a burst of load elsewhere on
+    the machine spreads over all of them instead of skewing one."""
+    say(f"[1/2] per-packet cost: BPF_PROG_TEST_RUN, {calls} calls x {REPEAT} repetitions per case, "
+        f"round-robin over {len(CASES)} cases x 2 programs")
     router = libbpf.BpfObject(str(compile_program("ebpf/nfrouter.bpf.c"))).load()
     baseline = libbpf.BpfObject(str(compile_program("ebpf/xdp_pass.bpf.c"))).load()
     try:
@@ -108,19 +102,26 @@ def bench_prog_run(calls: int) -> list[tuple]:
         router.maps["ipv6_routes"].update(struct.pack("=I16s", 128, ipaddress.ip_address(DST_V6).packed), entry)
         port = struct.pack("=I", LO_IFINDEX)
         router.maps["tx_ports"].update(port, port)
-        rows = []
-        for name, v6, size in CASES:
-            frame = udp_frame(size, v6)
-            say(f"      {name}: nfrouter ...")
-            ns, verdicts = measure(router.programs["nfrouter"], frame, calls)
-            say(f"      {name}: xdp_pass ...")
-            base, _ = measure(baseline.programs["xdp_pass"], frame, calls)
-            rows.append((name, ns, base, verdicts))
+        progs = {"nfrouter": router.programs["nfrouter"], "xdp_pass": baseline.programs["xdp_pass"]}
+        frames = {name: udp_frame(size, v6) for name, v6, size in CASES}
+        durations = {(c, p): [] for c in frames for p in progs}
+        verdicts = {c: set() for c in frames}
+        for i in range(calls + 1):   # the first round warms up and is not counted
+            if i % max(1, calls // 4) == 0 and i:
+                say(f"      {i}/{calls} rounds")
+            for case, frame in frames.items():
+                for prog, fd in progs.items():
+                    res = libbpf.test_run(fd, frame, repeat=REPEAT)
+                    if i:
+                        durations[case, prog].append(res.duration_ns)
+                    if prog == "nfrouter":
+                        verdicts[case].add(res.retval)
         counts = router.maps["verdicts"].lookup_per_cpu(struct.pack("=I", 0))
         forwarded = sum(struct.unpack_from("=Q", c)[0] for c in counts)
         passed = sum(sum(struct.unpack_from("=8Q", c, 8)) for c in counts)
         say(f"      nfrouter verdict counters: forwarded={forwarded} pass_*={passed}")
-        return rows
+        return [(c, statistics.median(durations[c, "nfrouter"]), statistics.median(durations[c, "xdp_pass"]),
+                 verdicts[c]) for c in frames]
     finally:
         router.close()
         baseline.close()
