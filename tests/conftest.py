@@ -6,6 +6,7 @@ import pytest
 
 from controller.core import Controller
 from controller.node import Node
+from controller.routes import RouteService
 
 
 def pytest_collection_modifyitems(config, items):
@@ -41,4 +42,5 @@ def veth_node():
     yield ctl, name
     for nf in ("nfrouter", "rxcount"):
         ctl.remove(name, nf)
+    RouteService(ctl).clear_state(name)
     subprocess.run(["ip", "netns", "del", name], check=True)
