@@ -39,6 +39,7 @@ class Table:
     size_param: str | int
     counters: tuple[str, ...]
     xdp: dict = field(default_factory=dict)
+    bmv2: dict = field(default_factory=dict)
 
     def action(self, name: str) -> tuple[Field, ...]:
         if name not in self.actions:
@@ -56,15 +57,38 @@ class Parameter:
     max: int
     xdp: dict = field(default_factory=dict)
     power_of_two: bool = False
+    bmv2: dict = field(default_factory=dict)
+
+
+STAT_KINDS = {"counters", "registers"}
 
 
 @dataclass(frozen=True)
 class Stat:
+    """A statistic the NF exports.
+
+    kind `counters`: named packet/byte counters (`index`), read summed over CPUs.
+    kind `registers`: an array of cells, `cells` giving its shape (parameter names or
+    integers, row-major), each cell holding `fields`; sketches and flow tables are these.
+    """
     name: str
     doc: str
     kind: str
-    index: tuple[str, ...]
+    index: tuple[str, ...] = ()
+    cells: tuple[str | int, ...] = ()
+    fields: tuple[Field, ...] = ()
     xdp: dict = field(default_factory=dict)
+    bmv2: dict = field(default_factory=dict)
+
+    def shape(self, params: dict[str, int]) -> tuple[int, ...]:
+        return tuple(params[c] if isinstance(c, str) else c for c in self.cells)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise CatalogError(f"statistic {self.name} has no field '{name}'",
+                           hint=f"fields: {', '.join(f.name for f in self.fields)}")
 
 
 @dataclass(frozen=True)
@@ -137,7 +161,7 @@ def load_nf(path: Path) -> NFSpec:
     params = {}
     for pname, p in (doc.get("parameters") or {}).items():
         params[pname] = Parameter(pname, p.get("doc", ""), p["default"], p.get("min", 0), p.get("max", 2**32 - 1),
-                                  p.get("xdp", {}), p.get("power_of_two", False))
+                                  p.get("xdp", {}), p.get("power_of_two", False), p.get("bmv2", {}))
     tables = {}
     for tname, t in (doc.get("tables") or {}).items():
         where = f"{path.name}: table {tname}"
@@ -148,10 +172,21 @@ def load_nf(path: Path) -> NFSpec:
             raise CatalogError(f"{where}: size names parameter '{size}', which is not declared")
         actions = {a: _fields(ps, f"{where} action {a}", False) for a, ps in t["actions"].items()}
         tables[tname] = Table(tname, t.get("doc", ""), _fields(t["match"], f"{where} match", True), actions,
-                              size, tuple(t.get("counters") or ()), t.get("xdp", {}))
-    stats = {sname: Stat(sname, s.get("doc", ""), s.get("kind", "counters"), tuple(s.get("index") or ()),
-                         s.get("xdp", {}))
-             for sname, s in (doc.get("stats") or {}).items()}
+                              size, tuple(t.get("counters") or ()), t.get("xdp", {}), t.get("bmv2", {}))
+    stats = {}
+    for sname, st in (doc.get("stats") or {}).items():
+        where = f"{path.name}: statistic {sname}"
+        kind = st.get("kind", "counters")
+        if kind not in STAT_KINDS:
+            raise CatalogError(f"{where}: unknown kind '{kind}'", hint=f"kinds: {', '.join(sorted(STAT_KINDS))}")
+        cells = tuple(st.get("cells") or ())
+        for c in cells:
+            if isinstance(c, str) and c not in params:
+                raise CatalogError(f"{where}: cells name parameter '{c}', which is not declared")
+        if kind == "registers" and not (cells and st.get("fields")):
+            raise CatalogError(f"{where}: a registers statistic needs cells and fields")
+        stats[sname] = Stat(sname, st.get("doc", ""), kind, tuple(st.get("index") or ()), cells,
+                            _fields(st.get("fields"), f"{where} fields", False), st.get("xdp", {}), st.get("bmv2", {}))
     return NFSpec(name, doc.get("description", "").strip(), doc.get("programs", {}), params, tables, stats, path)
 
 

@@ -85,3 +85,15 @@ class Controller:
     def read_stat(self, node: str, nf: str, stat: str) -> dict[str, int]:
         n, spec, target = self._resolve(node, nf)
         return target.read_stat(n, spec, stat)
+
+    def read_registers(self, node: str, nf: str, stat: str) -> dict:
+        n, spec, target = self._resolve(node, nf)
+        return target.read_registers(n, spec, stat)
+
+    def write_registers(self, node: str, nf: str, stat: str, index: int, values: dict[str, int]) -> None:
+        n, spec, target = self._resolve(node, nf)
+        target.write_registers(n, spec, stat, index, values)
+
+    def reset_registers(self, node: str, nf: str, stat: str, start: int = 0, count: int | None = None) -> None:
+        n, spec, target = self._resolve(node, nf)
+        target.reset_registers(n, spec, stat, start, count)

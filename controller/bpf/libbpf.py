@@ -48,6 +48,10 @@ bpf_map__btf_value_type_id = _bind("bpf_map__btf_value_type_id", c_uint, c_void_
 bpf_map_update_elem = _bind("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, ctypes.c_uint64)
 bpf_map_lookup_elem = _bind("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_void_p)
 bpf_map_delete_elem = _bind("bpf_map_delete_elem", c_int, c_int, c_void_p)
+bpf_map_lookup_batch = _bind("bpf_map_lookup_batch", c_int, c_int, c_void_p, c_void_p, c_void_p, c_void_p,
+                             ctypes.POINTER(ctypes.c_uint32), c_void_p)
+bpf_map_update_batch = _bind("bpf_map_update_batch", c_int, c_int, c_void_p, c_void_p,
+                             ctypes.POINTER(ctypes.c_uint32), c_void_p)
 bpf_map_get_next_key = _bind("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
 bpf_obj_pin = _bind("bpf_obj_pin", c_int, c_int, c_char_p)
 bpf_obj_get = _bind("bpf_obj_get", c_int, c_char_p)
@@ -166,6 +170,41 @@ class BpfMap:
             key = nxt.raw
             yield key
             cur = ctypes.create_string_buffer(key, self.key_size)
+
+    def lookup_all(self, batch: int = 4096) -> bytes:
+        """Every value of an array map, index order, in BPF_MAP_LOOKUP_BATCH calls of `batch` entries.
+
+        Per-CPU maps give `read_size` bytes per index (each CPU's value, 8-byte aligned)."""
+        n = self.max_entries
+        out = ctypes.create_string_buffer(n * self.read_size)
+        keys = ctypes.create_string_buffer(n * self.key_size)
+        token = ctypes.create_string_buffer(self.key_size)
+        done = 0
+        while done < n:
+            count = ctypes.c_uint32(min(batch, n - done))
+            ret = bpf_map_lookup_batch(self.fd, token if done else None, token,
+                                       ctypes.byref(keys, done * self.key_size),
+                                       ctypes.byref(out, done * self.read_size), ctypes.byref(count), None)
+            done += count.value
+            if ret < 0:
+                if ctypes.get_errno() == errno.ENOENT or ret == -errno.ENOENT:
+                    break   # the last batch
+                _check(ret, f"batch-reading map {self.name}")
+        if done != n:
+            raise BpfError(f"map {self.name}: batch read returned {done} of {n} entries")
+        return out.raw
+
+    def update_range(self, start: int, values: bytes) -> None:
+        """Overwrite consecutive indexes of an array map from `start` in one BPF_MAP_UPDATE_BATCH
+        call; `values` holds `read_size` bytes per index."""
+        count = len(values) // self.read_size
+        if count * self.read_size != len(values) or start + count > self.max_entries:
+            raise BpfError(f"map {self.name}: cannot write {len(values)} bytes from index {start}")
+        keys = b"".join(i.to_bytes(self.key_size, "little") for i in range(start, start + count))
+        n = ctypes.c_uint32(count)
+        _check(bpf_map_update_batch(self.fd, ctypes.create_string_buffer(keys, len(keys)),
+                                    ctypes.create_string_buffer(values, len(values)), ctypes.byref(n), None),
+               f"batch-writing map {self.name}")
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         for key in list(self.keys()):

@@ -8,6 +8,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from controller.catalog import NFSpec
 from controller.node import Node
 from controller.tables import EntryCounters, TableEntry
@@ -56,4 +58,18 @@ class Target(ABC):
 
     @abstractmethod
     def read_stat(self, node: Node, nf: NFSpec, stat: str) -> dict[str, int]:
-        """An indexed statistic of the NF, by index name."""
+        """A `counters` statistic of the NF, by index name."""
+
+    @abstractmethod
+    def read_registers(self, node: Node, nf: NFSpec, stat: str) -> dict[str, np.ndarray]:
+        """Every cell of a `registers` statistic, read in batches: one array per field, shaped as
+        the catalog's `cells`. Fields of up to 64 bits come as uint64; wider ones (ipv6) as
+        object arrays of Python ints; address fields hold the address as an integer."""
+
+    @abstractmethod
+    def write_registers(self, node: Node, nf: NFSpec, stat: str, index: int, values: dict[str, int]) -> None:
+        """Set fields of one cell (flat, row-major index) of a `registers` statistic."""
+
+    @abstractmethod
+    def reset_registers(self, node: Node, nf: NFSpec, stat: str, start: int = 0, count: int | None = None) -> None:
+        """Zero `count` cells (default: all) of a `registers` statistic from flat index `start`."""

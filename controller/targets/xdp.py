@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -340,6 +341,76 @@ class XdpTarget(Target):
                         for name in spec.index}
             return {name: sum(int.from_bytes(v[:8], "little") for v in m.lookup_per_cpu(struct.pack("=I", i)))
                     for i, name in enumerate(spec.index)}
+        finally:
+            loaded.close()
+
+    # ---- register arrays (sketches, flow tables) --------------------------------------
+    def _registers(self, loaded: _Loaded, nf: NFSpec, stat: str):
+        spec = nf.stat(stat)
+        if spec.kind != "registers":
+            raise TargetError(f"{nf.name}.{stat} is a {spec.kind} statistic, not registers",
+                              hint="read it with read_stat")
+        m = loaded.maps[spec.xdp["map"]]
+        members = loaded.btf.members(_btf_ids(loaded, spec.xdp["map"])[1])
+        shape = spec.shape(loaded.meta["params"])
+        if int(np.prod(shape)) != m.max_entries:
+            raise TargetError(f"{nf.name}.{stat}: map {m.name} has {m.max_entries} cells, the catalog's shape "
+                              f"{shape} wants {int(np.prod(shape))}", hint=f"fix {nf.source}")
+        return spec, m, members, shape
+
+    def read_registers(self, node: Node, nf: NFSpec, stat: str) -> dict[str, np.ndarray]:
+        """Read in batches; numeric fields of per-CPU maps are summed over CPUs."""
+        loaded = self._open(node, nf)
+        try:
+            spec, m, members, shape = self._registers(loaded, nf, stat)
+            raw = np.frombuffer(m.lookup_all(), dtype=np.uint8)
+            per_index = m.read_size // m.stride if m.per_cpu else 1
+            raw = raw.reshape(m.max_entries, per_index, m.stride if m.per_cpu else m.value_size)
+            out = {}
+            for f in spec.fields:
+                mem = members[f.name]
+                chunk = np.ascontiguousarray(raw[:, :, mem.offset:mem.offset + mem.size])
+                if f.type in ("ipv4", "ipv6", "mac"):   # network byte order
+                    values = [int.from_bytes(c.tobytes(), "big") for c in chunk[:, 0]]
+                    arr = np.array(values, dtype=object if mem.size > 8 else np.uint64)
+                else:
+                    arr = chunk.view(f"<u{mem.size}")[:, :, 0].astype(np.uint64).sum(axis=1, dtype=np.uint64)
+                out[f.name] = arr.reshape(shape)
+            return out
+        finally:
+            loaded.close()
+
+    def write_registers(self, node: Node, nf: NFSpec, stat: str, index: int, values: dict[str, int]) -> None:
+        loaded = self._open(node, nf)
+        try:
+            spec, m, members, _ = self._registers(loaded, nf, stat)
+            if not 0 <= index < m.max_entries:
+                raise EntryError(f"{nf.name}.{stat}: cell {index} is out of range [0, {m.max_entries})")
+            key = struct.pack("=I", index)
+            cell = bytearray(m.lookup(key)[:m.value_size])
+            for name, value in values.items():
+                f, mem = spec.field(name), members[name]
+                order = "big" if f.type in ("ipv4", "ipv6", "mac") else "little"
+                try:
+                    cell[mem.offset:mem.offset + mem.size] = int(value).to_bytes(mem.size, order)
+                except OverflowError:
+                    raise EntryError(f"{nf.name}.{stat}.{name}={value} does not fit in {mem.size} bytes") from None
+            if m.per_cpu:   # the value on the first CPU, zero on the others
+                cell = cell.ljust(m.stride, b"\0").ljust(m.read_size, b"\0")
+            m.update(key, bytes(cell))
+        finally:
+            loaded.close()
+
+    def reset_registers(self, node: Node, nf: NFSpec, stat: str, start: int = 0, count: int | None = None) -> None:
+        loaded = self._open(node, nf)
+        try:
+            _, m, _, _ = self._registers(loaded, nf, stat)
+            count = m.max_entries - start if count is None else count
+            if start < 0 or count < 0 or start + count > m.max_entries:
+                raise EntryError(f"{nf.name}.{stat}: cells [{start}, {start + count}) are out of range "
+                                 f"[0, {m.max_entries})")
+            if count:
+                m.update_range(start, bytes(count * m.read_size))
         finally:
             loaded.close()
 
