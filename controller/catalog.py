@@ -15,8 +15,10 @@ from controller.errors import CatalogError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOG_DIR = REPO_ROOT / "nfs"
 
+ADDRESS_TYPES = {"ipv4", "ipv6", "ip", "mac"}   # kept in network byte order by every target
 MATCH_KINDS = {"exact", "lpm", "ternary"}
-VALUE_TYPES = {"ipv4": 32, "ipv6": 128, "mac": 48, "port": 32, "u8": 8, "u16": 16, "u32": 32, "u64": 64}
+# `ip` holds an IPv4 or IPv6 address in 128 bits, IPv4 as its IPv4-mapped IPv6 address.
+VALUE_TYPES = {"ipv4": 32, "ipv6": 128, "ip": 128, "mac": 48, "port": 32, "u8": 8, "u16": 16, "u32": 32, "u64": 64}
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,24 @@ def mac_str(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
+def ip_packed(value: str) -> bytes:
+    """An `ip` field's 16 bytes: IPv6 as is, IPv4 as its IPv4-mapped IPv6 address."""
+    addr = ipaddress.ip_address(value)
+    return addr.packed if addr.version == 6 else ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + addr.packed).packed
+
+
+def ip_str(value: int | bytes) -> str:
+    """An `ip` field's address as text: IPv4-mapped addresses come back as plain IPv4."""
+    addr = ipaddress.IPv6Address(value)
+    return str(addr.ipv4_mapped or addr)
+
+
 def _normalize_value(f: Field, value, where: str):
+    if f.type == "ip":
+        try:
+            return ip_str(ip_packed(str(value)))
+        except ValueError as exc:
+            raise EntryError(f"{where}: '{value}' is not an IPv4 or IPv6 address", hint=str(exc)) from exc
     if f.type in ("ipv4", "ipv6"):
         version = 4 if f.type == "ipv4" else 6
         try:

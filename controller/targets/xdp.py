@@ -24,11 +24,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 from controller.bpf import libbpf
 from controller.bpf.btf import Btf
 from controller.bpf.build import compile_program
-from controller.catalog import NFSpec, Table
+from controller.catalog import ADDRESS_TYPES, NFSpec, Table
 from controller.errors import BpfError, EntryError, TargetError, TopologyError
 from controller.netns import netns
 from controller.node import Node
-from controller.tables import EntryCounters, TableEntry, mac_bytes, mac_str, normalize
+from controller.tables import EntryCounters, TableEntry, ip_packed, ip_str, mac_bytes, mac_str, normalize
 from controller.targets.base import Deployment, Target
 
 log = logging.getLogger("innet.xdp")
@@ -370,7 +370,7 @@ class XdpTarget(Target):
             for f in spec.fields:
                 mem = members[f.name]
                 chunk = np.ascontiguousarray(raw[:, :, mem.offset:mem.offset + mem.size])
-                if f.type in ("ipv4", "ipv6", "mac"):   # network byte order
+                if f.type in ADDRESS_TYPES:   # network byte order
                     values = [int.from_bytes(c.tobytes(), "big") for c in chunk[:, 0]]
                     arr = np.array(values, dtype=object if mem.size > 8 else np.uint64)
                 else:
@@ -390,7 +390,7 @@ class XdpTarget(Target):
             cell = bytearray(m.lookup(key)[:m.value_size])
             for name, value in values.items():
                 f, mem = spec.field(name), members[name]
-                order = "big" if f.type in ("ipv4", "ipv6", "mac") else "little"
+                order = "big" if f.type in ADDRESS_TYPES else "little"
                 try:
                     cell[mem.offset:mem.offset + mem.size] = int(value).to_bytes(mem.size, order)
                 except OverflowError:
@@ -439,7 +439,9 @@ class _Codec:
 
     # fields
     def _put(self, buf: bytearray, member, field_type: str, value, where: str) -> None:
-        if field_type in ("ipv4", "ipv6"):
+        if field_type == "ip":
+            raw = ip_packed(value)
+        elif field_type in ("ipv4", "ipv6"):
             raw = ipaddress.ip_network(value).network_address.packed
         elif field_type == "mac":
             raw = mac_bytes(value)
@@ -454,6 +456,8 @@ class _Codec:
 
     def _get(self, raw: bytes, member, field_type: str):
         chunk = raw[member.offset:member.offset + member.size]
+        if field_type == "ip":
+            return ip_str(chunk[:16])
         if field_type == "ipv4":
             return str(ipaddress.IPv4Address(chunk[:4]))
         if field_type == "ipv6":
