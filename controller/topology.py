@@ -18,7 +18,8 @@ from controller.errors import TopologyError
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 ROLES = {"host", "router"}
-TARGETS = {"xdp", "bmv2", "kernel"}
+# what may run each role: hosts are plain Linux stacks, routers run NFRouter on a data plane
+TARGETS = {"host": ("kernel",), "router": ("xdp", "bmv2")}
 IFNAMSIZ = 15
 
 
@@ -132,9 +133,10 @@ def parse_topology(doc: dict, source: str) -> Topology:
         role = spec.get("role", "host")
         if role not in ROLES:
             raise TopologyError(f"{source}: node {name}: unknown role '{role}'", hint="roles: host, router")
-        target = spec.get("target", "xdp" if role == "router" else "kernel")
-        if target not in TARGETS:
-            raise TopologyError(f"{source}: node {name}: unknown target '{target}'", hint="targets: xdp, bmv2, kernel")
+        target = spec.get("target", TARGETS[role][0])
+        if target not in TARGETS[role]:
+            raise TopologyError(f"{source}: node {name}: a {role} cannot run target '{target}'",
+                                hint=f"a {role}'s target is one of: {', '.join(TARGETS[role])}")
         nodes[str(name)] = TopoNode(str(name), role, target)
     index = {name: i + 1 for i, name in enumerate(nodes)}
     links = []

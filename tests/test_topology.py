@@ -4,7 +4,7 @@ from controller.errors import TopologyError
 from controller.topology import load_topology, parse_topology
 
 
-@pytest.mark.parametrize("name", ["linear", "line3", "diamond"])
+@pytest.mark.parametrize("name", ["linear", "line3", "diamond", "mixed"])
 def test_shipped_topologies_route_every_link(name):
     topo = load_topology(name)
     for r in topo.routers:
@@ -28,6 +28,8 @@ def test_line3_path_goes_through_every_router():
     ({"nodes": {"averyveryverylongname": {}, "b": {}}, "links": [{"a": "averyveryverylongname", "b": "b"}]},
      "longer than 15"),
     ({"nodes": []}, "'nodes' mapping"),
+    ({"nodes": {"r": {"role": "router", "target": "tofino"}}, "links": []}, "a router cannot run target 'tofino'"),
+    ({"nodes": {"h": {"target": "bmv2"}}, "links": []}, "a host cannot run target 'bmv2'"),
 ])
 def test_malformed_topology(doc, msg):
     with pytest.raises(TopologyError, match=msg):
