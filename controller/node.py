@@ -15,6 +15,9 @@ class Node:
     netns: str | None = None     # path of the namespace file; None: the controller's own
     role: str = "router"
     target: str = "xdp"
+    # the node's kernel holds the routes too and takes what the fast path hands up (XDP_PASS);
+    # a switch (BMv2) has no such slow path: its routes live in its tables only
+    kernel_slow_path: bool = True
 
     def interfaces(self) -> dict[str, dict]:
         """name -> {ifindex, mac, mtu} for every link in the node's namespace."""

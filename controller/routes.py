@@ -1,7 +1,8 @@
 """Routes on a node: the NFRouter's tables (fast path) and the kernel FIB (slow path), together.
 
 Knows nothing about BPF or P4: it writes logical `ipv4_routes`/`ipv6_routes` entries
-through the controller, whichever target the node runs.
+through the controller, whichever target the node runs. A node without a kernel slow path
+(`Node.kernel_slow_path`, e.g. a switch) gets its routes in the tables only.
 """
 from __future__ import annotations
 
@@ -85,11 +86,12 @@ class RouteService:
         entry = TableEntry(_table(net), {"dst_addr": str(net)}, "forward",
                            {"egress_port": interface, "dst_mac": mac, "src_mac": link["mac"]})
         self.controller.write(node, NF, [entry])
-        try:
-            fib.install(n, str(net), link["ifindex"], via, mac)
-        except BaseException:
-            self.controller.delete(node, NF, [entry])
-            raise
+        if n.kernel_slow_path:
+            try:
+                fib.install(n, str(net), link["ifindex"], via, mac)
+            except BaseException:
+                self.controller.delete(node, NF, [entry])
+                raise
         gateways = self._gateways(node)
         gateways[str(net)] = via
         self._save_gateways(node, gateways)
@@ -106,9 +108,10 @@ class RouteService:
         if not route.local:
             gateways = self._gateways(node)
             via = gateways.pop(str(net), None)
-            neighbour = via or str(net.network_address)
-            still_used = any((g or p.split("/")[0]) == neighbour for p, g in gateways.items())
-            fib.remove(n, str(net), n.interface(route.interface)["ifindex"], via, drop_neighbour=not still_used)
+            if n.kernel_slow_path:
+                neighbour = via or str(net.network_address)
+                still_used = any((g or p.split("/")[0]) == neighbour for p, g in gateways.items())
+                fib.remove(n, str(net), n.interface(route.interface)["ifindex"], via, drop_neighbour=not still_used)
             self._save_gateways(node, gateways)
         return True
 
