@@ -159,6 +159,19 @@ static __always_inline int parse_flow_key(void *data, void *data_end, struct flo
 	return parse_flow_key_dscp(data, data_end, key, key_mode, &dscp);
 }
 
+/* True when the 40 bytes at `stored` (a map value laid out as struct flow_key)
+ * hold `key`; compared as 32-bit words, so `stored` must be 4-byte aligned. */
+static __always_inline int flow_key_equal(const void *stored, const struct flow_key *key)
+{
+	const __u32 *a = stored, *b = (const __u32 *)key;
+	__u32 diff = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*key) / 4); i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
 static __always_inline __u32 rotl32(__u32 x, int r)
 {
 	return (x << r) | (x >> (32 - r));
