@@ -45,8 +45,14 @@ def test_xdp_program_exposes_catalog(name):
             assert "stats_slot" in value
     for stat in nf.stats.values():
         fields = btf.members(ids[stat.xdp["map"]][1])
-        if fields:
+        if stat.kind == "registers":
+            for f in stat.fields:
+                assert f.name in fields, f"{name}: stat {stat.name} lacks field {f.name}"
+                assert fields[f.name].size * 8 == f.width, f"{name}.{stat.name}.{f.name} width"
+        elif fields:
             assert list(fields) == list(stat.index), f"{name}: stat {stat.name} fields differ from the catalog"
+    if "classes_map" in nf.programs["xdp"]:   # queueing NFs: one class id per level
+        assert nf.programs["xdp"]["classes_map"] in ids, f"{name}: no map {nf.programs['xdp']['classes_map']}"
     source = (nf.source.parent.parent / nf.programs["xdp"]["source"]).read_text()
     for p in nf.parameters.values():
         if "define" in p.xdp:
