@@ -30,6 +30,7 @@ from controller.netns import netns
 from controller.node import Node
 from controller.tables import EntryCounters, TableEntry, ip_packed, ip_str, mac_bytes, mac_str, normalize
 from controller.targets.base import Deployment, Target
+from controller.targets.tc import TcEgressHook
 
 log = logging.getLogger("innet.xdp")
 
@@ -64,10 +65,63 @@ class _Loaded:
             m.close()
 
 
+class XdpHook:
+    """The XDP hook of interfaces (IFLA_XDP); TcEgressHook offers the same steps for tc egress."""
+
+    what = "XDP"
+
+    @staticmethod
+    def detach_hint(ifname: str) -> str:
+        return f"detach it first: ip link set dev {ifname} xdp off"
+
+    @staticmethod
+    def prog_id(ipr: IPRoute, ifindex: int) -> int | None:
+        link = ipr.get_links(ifindex)[0]
+        xdp = link.get("xdp")
+        return xdp.get("IFLA_XDP_PROG_ID") if xdp else None
+
+    @staticmethod
+    def attach(ipr: IPRoute, node: Node, ifname: str, ifindex: int, prog_fd: int) -> str:
+        """Native mode first; generic (skb) mode when the driver has no native XDP."""
+        for flags, mode in ((XDP_FLAGS_DRV_MODE, "native"), (XDP_FLAGS_SKB_MODE, "generic")):
+            try:
+                ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]})
+                if mode == "generic":
+                    log.warning("%s:%s has no native XDP; running in generic mode (slower)", node.name, ifname)
+                return mode
+            except NetlinkError as exc:
+                if exc.code == errno.EPERM:
+                    raise BpfError(f"attaching XDP to {node.name}:{ifname}: permission denied", errno=exc.code)
+                last = exc
+        raise TargetError(f"cannot attach XDP to {node.name}:{ifname}: {last}",
+                          hint="check that the interface is up and supports XDP")
+
+    @staticmethod
+    def detach(ipr: IPRoute, ifindex: int | None, only_prog_id: int | None) -> None:
+        if ifindex is None:
+            return
+        try:
+            link = ipr.get_links(ifindex)[0]
+        except NetlinkError:
+            return   # the interface is gone, and its program with it
+        xdp = link.get("xdp")
+        current = xdp.get("IFLA_XDP_PROG_ID") if xdp else None
+        if not current or (only_prog_id is not None and current != only_prog_id):
+            return
+        mode = xdp.get("IFLA_XDP_ATTACHED")
+        flags = XDP_FLAGS_SKB_MODE if mode in ("xdpgeneric", 2) else XDP_FLAGS_DRV_MODE
+        ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
+
+
 class XdpTarget(Target):
     kind = "xdp"
 
     # ---- deployment -------------------------------------------------------------------
+    @staticmethod
+    def _hook(nf: NFSpec) -> XdpHook | TcEgressHook:
+        """Where the NF's program runs: XDP, or tc egress when its catalog entry says so."""
+        return TcEgressHook(nf.name) if nf.programs["xdp"].get("hook") == "tc_egress" else XdpHook()
+
     def _pin_dir(self, node: Node, nf: NFSpec) -> Path:
         return PIN_ROOT / node.name / nf.name
 
@@ -101,7 +155,7 @@ class XdpTarget(Target):
 
         meta = self._read_meta(node, nf)
         if meta and meta["object"] == str(obj_path) and meta["interfaces"] == list(interfaces) \
-                and meta["params"] == values and self._attached_ids(node, meta) == {meta["prog_id"]}:
+                and meta["params"] == values and self._attached_ids(node, nf, meta) == {meta["prog_id"]}:
             log.info("%s already runs on %s (%s): nothing to do", nf.name, node.name, ", ".join(interfaces))
             return self.deployment(node, nf)
         if meta and meta["params"] != values:
@@ -122,21 +176,22 @@ class XdpTarget(Target):
             prog_fd = obj.programs[entry]
             prog_id = libbpf.prog_id(prog_fd)
             modes = {}
+            hook = self._hook(nf)
             with netns(node.netns), IPRoute() as ipr:
                 if PORT_MAP in obj.maps:
                     for ifname in interfaces:   # DEVMAP resolves ifindexes in the caller's namespace
                         idx = struct.pack("=I", links[ifname]["ifindex"])
                         obj.maps[PORT_MAP].update(idx, idx)
                 for ifname in interfaces:
-                    before = self._xdp_prog_id(ipr, links[ifname]["ifindex"])
+                    before = hook.prog_id(ipr, links[ifname]["ifindex"])
                     if before and before != (meta or {}).get("prog_id"):
-                        raise TargetError(f"{node.name}:{ifname} already runs XDP program id {before}, not innet's",
-                                          hint=f"detach it first: ip link set dev {ifname} xdp off")
+                        raise TargetError(f"{node.name}:{ifname} already runs {hook.what} program id {before}, "
+                                          f"not this deployment's", hint=hook.detach_hint(ifname))
                     changed[ifname] = before
-                    modes[ifname] = self._attach(ipr, node, ifname, links[ifname]["ifindex"], prog_fd)
+                    modes[ifname] = hook.attach(ipr, node, ifname, links[ifname]["ifindex"], prog_fd)
                 for ifname in (meta or {}).get("interfaces", []):
                     if ifname not in interfaces:
-                        self._detach(ipr, links.get(ifname, {}).get("ifindex"), meta["prog_id"])
+                        hook.detach(ipr, links.get(ifname, {}).get("ifindex"), meta["prog_id"])
             prog_pin = pin_dir / PROG_PIN
             prog_pin.unlink(missing_ok=True)
             libbpf.pin(prog_fd, str(prog_pin))
@@ -161,6 +216,7 @@ class XdpTarget(Target):
         if not changed:
             return
         old_fd = None
+        hook = self._hook(nf)
         if meta:
             try:
                 old_fd = libbpf.get_pinned(str(self._pin_dir(node, nf) / PROG_PIN))
@@ -171,57 +227,20 @@ class XdpTarget(Target):
                 for ifname, before in changed.items():
                     idx = links[ifname]["ifindex"]
                     if before and old_fd is not None:
-                        self._attach(ipr, node, ifname, idx, old_fd)
+                        hook.attach(ipr, node, ifname, idx, old_fd)
                     else:
-                        self._detach(ipr, idx, None)
+                        hook.detach(ipr, idx, None)
         finally:
             if old_fd is not None:
                 os.close(old_fd)
 
-    @staticmethod
-    def _xdp_prog_id(ipr: IPRoute, ifindex: int) -> int | None:
-        link = ipr.get_links(ifindex)[0]
-        xdp = link.get("xdp")
-        return xdp.get("IFLA_XDP_PROG_ID") if xdp else None
-
-    def _attached_ids(self, node: Node, meta: dict) -> set:
+    def _attached_ids(self, node: Node, nf: NFSpec, meta: dict) -> set:
+        hook = self._hook(nf)
         try:
             with netns(node.netns), IPRoute() as ipr:
-                return {self._xdp_prog_id(ipr, idx) for idx in meta["ifindexes"].values()}
+                return {hook.prog_id(ipr, idx) for idx in meta["ifindexes"].values()}
         except (TopologyError, NetlinkError):
             return set()
-
-    @staticmethod
-    def _attach(ipr: IPRoute, node: Node, ifname: str, ifindex: int, prog_fd: int) -> str:
-        """Native mode first; generic (skb) mode when the driver has no native XDP."""
-        for flags, mode in ((XDP_FLAGS_DRV_MODE, "native"), (XDP_FLAGS_SKB_MODE, "generic")):
-            try:
-                ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]})
-                if mode == "generic":
-                    log.warning("%s:%s has no native XDP; running in generic mode (slower)", node.name, ifname)
-                return mode
-            except NetlinkError as exc:
-                if exc.code == errno.EPERM:
-                    raise BpfError(f"attaching XDP to {node.name}:{ifname}: permission denied", errno=exc.code)
-                last = exc
-        raise TargetError(f"cannot attach XDP to {node.name}:{ifname}: {last}",
-                          hint="check that the interface is up and supports XDP")
-
-    @staticmethod
-    def _detach(ipr: IPRoute, ifindex: int | None, only_prog_id: int | None) -> None:
-        if ifindex is None:
-            return
-        try:
-            link = ipr.get_links(ifindex)[0]
-        except NetlinkError:
-            return   # the interface is gone, and its program with it
-        xdp = link.get("xdp")
-        current = xdp.get("IFLA_XDP_PROG_ID") if xdp else None
-        if not current or (only_prog_id is not None and current != only_prog_id):
-            return
-        mode = xdp.get("IFLA_XDP_ATTACHED")
-        flags = XDP_FLAGS_SKB_MODE if mode in ("xdpgeneric", 2) else XDP_FLAGS_DRV_MODE
-        ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
 
     def remove(self, node: Node, nf: NFSpec) -> bool:
         meta = self._read_meta(node, nf)
@@ -230,9 +249,10 @@ class XdpTarget(Target):
             return False
         if meta:
             try:
+                hook = self._hook(nf)
                 with netns(node.netns), IPRoute() as ipr:
                     for idx in meta["ifindexes"].values():
-                        self._detach(ipr, idx, meta["prog_id"])
+                        hook.detach(ipr, idx, meta["prog_id"])
             except TopologyError:
                 log.info("%s: namespace gone; only dropping pins", node.name)
             self._meta_path(node, nf).unlink(missing_ok=True)
