@@ -1,0 +1,238 @@
+"""simple_switch_grpc processes: one BMv2 switch per node, started and stopped here.
+
+A plain library, usable from the controller, from tests on bare namespaces and from a
+Mininet node class (give it the host's namespace, e.g. f"/proc/{host.pid}/ns/net"):
+
+    sw = switch.start("s1", ["s1-eth0", "s1-eth1"], netns=f"/proc/{pid}/ns/net")
+    ...                                     # Bmv2Target finds it by node name
+    switch.stop("s1")
+
+The switch runs inside the node's network namespace, so it opens the node's interfaces and its
+Thrift server (which binds 0.0.0.0) is private to that namespace. Its P4Runtime server listens
+on a unix socket, unix:/run/innet/bmv2/<node>.sock, reachable from any namespace. The switch
+starts with no pipeline (--no-p4): Bmv2Target pushes one over P4Runtime. What the controller
+needs to reach it (pid, ports, gRPC address, Thrift port, device id, log) is kept in
+/run/innet/bmv2/<node>/switch.json, so any innet process finds it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from controller.errors import TargetError
+from controller.netns import netns as enter_netns
+from controller.p4.build import P4_HOME, find_tool
+
+log = logging.getLogger("innet.bmv2")
+
+STATE_ROOT = Path(os.environ.get("INNET_STATE", "/run/innet")) / "bmv2"
+SWITCH_BINARY = "simple_switch_grpc"
+LOG_LEVEL = os.environ.get("INNET_BMV2_LOG_LEVEL", "warn")   # 'info' and below log every packet
+LOG_TAIL_LINES = 15
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class SwitchInfo:
+    node: str
+    pid: int
+    netns: str | None             # namespace file the switch runs in; None: the controller's
+    ports: dict[str, int]         # interface name -> BMv2 port number
+    grpc_addr: str                # P4Runtime server
+    thrift_port: int              # BMv2's Thrift runtime, on 127.0.0.1 inside `netns`
+    device_id: int
+    priority_queues: int
+    cpu_port: int | None
+    log_file: str                 # BMv2's own log
+    output_file: str              # the process's stdout and stderr
+
+    @property
+    def port_names(self) -> dict[int, str]:
+        return {p: i for i, p in self.ports.items()}
+
+
+def state_dir(node: str) -> Path:
+    return STATE_ROOT / node
+
+
+def _state_file(node: str) -> Path:
+    return state_dir(node) / "switch.json"
+
+
+def info(node: str) -> SwitchInfo | None:
+    """The switch recorded for `node`, or None."""
+    path = _state_file(node)
+    if not path.exists():
+        return None
+    return SwitchInfo(**json.loads(path.read_text()))
+
+
+def is_running(sw: SwitchInfo) -> bool:
+    """True while the recorded process is alive and still this node's switch."""
+    try:
+        cmdline = Path(f"/proc/{sw.pid}/cmdline").read_bytes().split(b"\0")
+        status = Path(f"/proc/{sw.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return status != "Z" and SWITCH_BINARY.encode() in cmdline[0] and sw.grpc_addr.encode() in b" ".join(cmdline)
+
+
+def log_tail(sw: SwitchInfo, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of the switch's output and log, errors first: what to show when it fails."""
+    text = []
+    for path in (sw.output_file, sw.log_file):
+        try:
+            text += [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            continue
+    errors = [ln for ln in text if any(w in ln.lower() for w in ("error", "fail", "exception", "abort", "cannot"))]
+    chosen = (errors or text)[-lines:]
+    return "\n".join("    " + ln for ln in chosen) or "    (the switch wrote nothing)"
+
+
+def ensure_running(sw: SwitchInfo) -> None:
+    if not is_running(sw):
+        raise TargetError(f"the BMv2 switch of {sw.node} (pid {sw.pid}) is not running; its last output:\n"
+                          f"{log_tail(sw)}",
+                          hint=f"restart it (bring the topology up again, or controller.p4.switch.start('{sw.node}', ...)); "
+                               f"full log: {sw.log_file}")
+
+
+def _free_port(netns: str | None) -> int:
+    """A TCP port free in `netns` (the Thrift server binds 0.0.0.0 there)."""
+    with enter_netns(netns), socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def _device_id() -> int:
+    """The lowest device id no recorded switch uses: ids name switches in BMv2's IPC."""
+    used = set()
+    for path in STATE_ROOT.glob("*/switch.json"):
+        try:
+            used.add(json.loads(path.read_text())["device_id"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return next(i for i in range(1, len(used) + 2) if i not in used)
+
+
+def start(node: str, interfaces: list[str] | dict[str, int], netns: str | None = None, priority_queues: int = 8,
+          cpu_port: int | None = None, progress=None, timeout: float = START_TIMEOUT) -> SwitchInfo:
+    """Start `node`'s switch on `interfaces` (a list: ports 1, 2, ... in order; or name -> port).
+
+    Waits until its P4Runtime and Thrift servers answer, calling `progress(message)` about
+    once a second. A failed start leaves nothing behind and raises TargetError with the
+    relevant lines of the switch's log.
+    """
+    binary = find_tool(SWITCH_BINARY)
+    if not binary:
+        raise TargetError(f"{SWITCH_BINARY} not found on PATH or in {P4_HOME}/bin",
+                          hint="build BMv2 with P4Runtime support into /opt/p4 (see DEVELOPERS.md) or put it on PATH")
+    ports = dict(interfaces) if isinstance(interfaces, dict) else {i: n for n, i in enumerate(interfaces, start=1)}
+    if not ports:
+        raise TargetError(f"starting the BMv2 switch of {node}: no interfaces given")
+    current = info(node)
+    if current is not None:
+        if is_running(current):
+            raise TargetError(f"{node} already runs a BMv2 switch (pid {current.pid})",
+                              hint=f"stop it first: controller.p4.switch.stop('{node}')")
+        stop(node)   # a dead switch's leftovers
+    directory = state_dir(node)
+    directory.mkdir(parents=True, exist_ok=True)
+    sock = STATE_ROOT / f"{node}.sock"
+    sock.unlink(missing_ok=True)
+    thrift_port = _free_port(netns)
+    device_id = _device_id()
+    log_file = directory / "switch.log"
+    output_file = directory / "output.log"
+    cmd = [binary, "--device-id", str(device_id), "--thrift-port", str(thrift_port), "--no-p4",
+           "--log-file", str(log_file.with_suffix("")), "--log-level", LOG_LEVEL, "--log-flush",
+           "--notifications-addr", f"ipc://{directory / 'notifications.ipc'}",
+           *(arg for name, port in sorted(ports.items(), key=lambda p: p[1]) for arg in ("-i", f"{port}@{name}")),
+           "--", "--grpc-server-addr", f"unix:{sock}", "--priority-queues", str(priority_queues)]
+    if cpu_port is not None:
+        cmd += ["--cpu-port", str(cpu_port)]
+    if netns is not None:
+        cmd = ["nsenter", f"--net={netns}", *cmd]
+    log.info("starting the BMv2 switch of %s: %s", node, " ".join(cmd))
+    with open(output_file, "w") as out:
+        # a session of its own: the switch outlives this process, as a node's data plane does
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    sw = SwitchInfo(node, proc.pid, netns, ports, f"unix:{sock}", thrift_port, device_id, priority_queues,
+                    cpu_port, str(log_file), str(output_file))
+    _state_file(node).write_text(json.dumps(asdict(sw), indent=1))
+    try:
+        _wait_ready(sw, proc, progress or (lambda msg: None), timeout)
+    except BaseException:
+        stop(node)
+        raise
+    return sw
+
+
+def _wait_ready(sw: SwitchInfo, proc: subprocess.Popen, progress, timeout: float) -> None:
+    from controller.p4.runtime import grpc_ready   # grpc is imported only when a switch is used
+    began = time.monotonic()
+    announced = 0
+    while True:
+        if proc.poll() is not None:
+            raise TargetError(f"the BMv2 switch of {sw.node} exited with status {proc.returncode} while starting:\n"
+                              f"{log_tail(sw)}",
+                              hint=f"check its interfaces ({', '.join(sw.ports)}) exist in the node's namespace; "
+                                   f"full output: {sw.output_file}")
+        waited = time.monotonic() - began
+        if Path(sw.grpc_addr[len("unix:"):]).exists() and grpc_ready(sw.grpc_addr, 0.5) and _thrift_ready(sw):
+            log.info("BMv2 switch of %s ready after %.1fs (pid %d)", sw.node, waited, sw.pid)
+            return
+        if waited > timeout:
+            raise TargetError(f"the BMv2 switch of {sw.node} did not answer within {timeout:.0f}s:\n{log_tail(sw)}",
+                              hint="the machine may be overloaded; try again, or read " + sw.output_file)
+        if waited >= announced + 1:
+            announced = int(waited)
+            progress(f"[bmv2] waiting for the switch of {sw.node} ({announced}s)")
+        time.sleep(0.1)
+
+
+def _thrift_ready(sw: SwitchInfo) -> bool:
+    try:
+        with enter_netns(sw.netns), socket.create_connection(("127.0.0.1", sw.thrift_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def stop(node: str) -> bool:
+    """Stop `node`'s switch and drop its socket, logs and state; False if none was recorded."""
+    sw = info(node)
+    if sw is None:
+        return False
+    if is_running(sw):
+        os.kill(sw.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while is_running(sw) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if is_running(sw):
+            log.warning("the BMv2 switch of %s ignored SIGTERM; killing it", node)
+            os.kill(sw.pid, signal.SIGKILL)
+    _reap(sw.pid)
+    Path(sw.grpc_addr[len("unix:"):]).unlink(missing_ok=True)
+    shutil.rmtree(state_dir(node), ignore_errors=True)
+    log.info("BMv2 switch of %s stopped", node)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the switch is our child (a Popen of this process)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
