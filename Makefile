@@ -28,6 +28,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/nfrouter.py
+	$(PY) bench/tables.py
 
 clean:
 	-mn -c >/dev/null 2>&1

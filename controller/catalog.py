@@ -192,8 +192,22 @@ def load_nf(path: Path) -> NFSpec:
     return NFSpec(name, doc.get("description", "").strip(), doc.get("programs", {}), params, tables, stats, path)
 
 
+# parsed entries by path, kept while the file's mtime and size stay the same: every controller
+# call looks its NF up, and parsing the YAML each time cost more than the table write itself
+_PARSED: dict[Path, tuple[tuple[int, int], NFSpec]] = {}
+
+
+def _load_nf_cached(path: Path) -> NFSpec:
+    st = path.stat()
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _PARSED.get(path)
+    if hit is None or hit[0] != stamp:
+        hit = _PARSED[path] = (stamp, load_nf(path))
+    return hit[1]
+
+
 def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, NFSpec]:
-    return {nf.name: nf for nf in (load_nf(p) for p in sorted(directory.glob("*.yaml")))}
+    return {nf.name: nf for nf in (_load_nf_cached(p) for p in sorted(directory.glob("*.yaml")))}
 
 
 def get_nf(name: str, directory: Path = CATALOG_DIR) -> NFSpec:

@@ -1,0 +1,221 @@
+"""Control-plane speed: table writes and register reads, XDP beside BMv2, same controller calls.
+
+    .venv/bin/python bench/tables.py [--quick]        (as root)
+
+1. Table-write rate, entries/s: N NFRouter routes (IPv4 /32s) written one by one (one
+   Controller.write per entry) and in one batched call. On XDP a write opens the NF's pinned
+   maps and BTF once per call, then updates one map entry per route; on BMv2 each call is one
+   P4Runtime WriteRequest (one update per request, or all N in one request).
+2. Register read time: the cms NF's whole `sketch` statistic ([2][rows][columns] cells of
+   packets and bytes) read with Controller.read_registers, for a few sketch widths. On XDP
+   that is a batched lookup of one array map; on BMv2 a Thrift register read per register.
+
+Each target runs on a bare network namespace with one veth pair: XDP attaches to one end,
+BMv2's simple_switch_grpc takes both ends as its ports. BMv2 figures appear where
+simple_switch_grpc and p4c are found (PATH or /opt/p4/bin); otherwise the run says why.
+Ratios are against figures measured in the same run. It prints figures and asserts nothing
+beyond checking that the work was really done (every entry read back, every cell read).
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:   # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from controller.core import Controller  # noqa: E402
+from controller.errors import InnetError  # noqa: E402
+from controller.node import Node  # noqa: E402
+from controller.tables import TableEntry  # noqa: E402
+
+ROUTER, SKETCH = "nfrouter", "cms"
+PORT, PEER = "tbva", "tbvb"        # the veth pair inside each bench namespace
+FIRST_DST = ipaddress.IPv4Address("10.128.0.0")
+NEXT_HOP_MAC, OWN_MAC = "02:00:00:00:be:01", "02:00:00:00:be:02"
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---- bench nodes: one namespace each, per target ---------------------------------------------
+
+@contextmanager
+def namespace():
+    """A fresh namespace holding the veth pair PORT <-> PEER, both up; deleted on exit."""
+    name = f"tb{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    path = f"/var/run/netns/{name}"
+    try:
+        subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
+                        f"ip link add {PORT} type veth peer name {PEER} && ip link set {PORT} up "
+                        f"&& ip link set {PEER} up"], check=True)
+        yield name, path
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@contextmanager
+def xdp_node():
+    with namespace() as (name, path):
+        yield Node(name, path, "router", "xdp"), [PORT]
+
+
+BENCH_NODES = {"XDP": xdp_node}
+
+
+@contextmanager
+def deployed(ctl: Controller, node: Node, interfaces: list[str], nf: str, params: dict):
+    """`nf` deployed on `node` for the body, removed after it whatever happens."""
+    ctl.add_node(node)
+    ctl.deploy(node.name, nf, interfaces, params)
+    try:
+        yield
+    finally:
+        ctl.remove(node.name, nf)
+
+
+# ---- 1. table-write rate -------------------------------------------------------------------
+
+def routes(n: int) -> list[TableEntry]:
+    return [TableEntry("ipv4_routes", {"dst_addr": f"{FIRST_DST + i}/32"}, "forward",
+                       {"egress_port": PORT, "dst_mac": NEXT_HOP_MAC, "src_mac": OWN_MAC}) for i in range(n)]
+
+
+def timed_write(ctl: Controller, node: str, entries: list[TableEntry], batched: bool) -> float:
+    """entries/s of one write pass; the entries are read back, then deleted."""
+    t0 = time.perf_counter()
+    if batched:
+        ctl.write(node, ROUTER, entries)
+    else:
+        for e in entries:
+            ctl.write(node, ROUTER, [e])
+    seconds = time.perf_counter() - t0
+    held = len(ctl.read(node, ROUTER, "ipv4_routes"))
+    if held != len(entries):
+        raise RuntimeError(f"{node}: wrote {len(entries)} routes, the table holds {held}")
+    ctl.delete(node, ROUTER, entries)
+    return len(entries) / seconds
+
+
+def bench_writes(target: str, sizes: list[int], rounds: int) -> list[tuple]:
+    """(target, N, one-by-one entries/s, batched entries/s), medians over `rounds`."""
+    rows = []
+    ctl = Controller()
+    with BENCH_NODES[target]() as (node, ports), \
+            deployed(ctl, node, ports, ROUTER, {"max_routes": max(sizes)}):
+        for n in sizes:
+            entries = routes(n)
+            single, batch = [], []
+            for r in range(rounds):   # alternate, so a burst of load elsewhere hits both
+                single.append(timed_write(ctl, node.name, entries, batched=False))
+                batch.append(timed_write(ctl, node.name, entries, batched=True))
+            rows.append((target, n, statistics.median(single), statistics.median(batch)))
+            say(f"      {target:<5} N={n:<6} one by one {rows[-1][2]:>10,.0f}/s   batched {rows[-1][3]:>10,.0f}/s")
+    return rows
+
+
+def print_writes(rows: list[tuple]) -> None:
+    say("")
+    say(f"{'target':<7} {'routes':>7} {'one by one /s':>14} {'batched /s':>12} {'batch gain':>11}")
+    for target, n, single, batch in rows:
+        say(f"{target:<7} {n:>7} {single:>14,.0f} {batch:>12,.0f} {batch / single:>10.1f}x")
+    by = {(t, n): (s, b) for t, n, s, b in rows}
+    for t, n, s, b in rows:
+        if t != "XDP" and ("XDP", n) in by:
+            xs, xb = by["XDP", n]
+            say(f"{t}/XDP at N={n}: one by one {s / xs:.2f}x, batched {b / xb:.2f}x")
+    say("")
+
+
+# ---- 2. register read time -----------------------------------------------------------------
+
+def bench_reads(target: str, columns: list[int], rows_: int, reads: int) -> list[tuple]:
+    """(target, cells, median seconds to read the whole sketch) per sketch width."""
+    out = []
+    ctl = Controller()
+    for width in columns:
+        with BENCH_NODES[target]() as (node, ports), \
+                deployed(ctl, node, ports, SKETCH, {"rows": rows_, "columns": width}):
+            times = []
+            for _ in range(reads + 1):   # the first read warms caches and is not counted
+                t0 = time.perf_counter()
+                sketch = ctl.read_registers(node.name, SKETCH, "sketch")
+                times.append(time.perf_counter() - t0)
+            shape = sketch["packets"].shape
+            if shape != (2, rows_, width):
+                raise RuntimeError(f"{target}: the sketch came back shaped {shape}, not {(2, rows_, width)}")
+            cells = 2 * rows_ * width
+            out.append((target, cells, statistics.median(times[1:])))
+            say(f"      {target:<5} {cells:>7} cells x 2 fields: {out[-1][2] * 1e3:9.2f} ms")
+    return out
+
+
+def print_reads(rows: list[tuple]) -> None:
+    say("")
+    say(f"{'target':<7} {'cells':>8} {'read ms':>9} {'ns/cell':>8}")
+    for target, cells, seconds in rows:
+        say(f"{target:<7} {cells:>8} {seconds * 1e3:>9.2f} {seconds / cells * 1e9:>8.0f}")
+    by = {(t, c): s for t, c, s in rows}
+    for t, c, s in rows:
+        if t != "XDP" and ("XDP", c) in by:
+            say(f"{t}/XDP read time at {c} cells: {s / by['XDP', c]:.1f}x")
+    say("")
+
+
+def run_section(title: str, fn, *args) -> list[tuple]:
+    """Run one section per target; a target that cannot run it says why and is skipped."""
+    rows = []
+    for target in BENCH_NODES:
+        try:
+            rows += fn(target, *args)
+        except InnetError as exc:
+            say(f"      {target}: not measured: {exc}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a shorter run (fewer entries and rounds)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if os.geteuid() != 0:
+        say("bench/tables.py needs root (BPF, namespaces, BMv2 ports)")
+        return 1
+    given = sys.argv[1:] if argv is None else argv
+    say(f"reproduce: cd {REPO} && sudo {' '.join(shlex.quote(a) for a in ['.venv/bin/python', 'bench/tables.py', *given])}")
+    say(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {'quick' if args.quick else 'full'} run, "
+        f"targets: {', '.join(BENCH_NODES)}")
+    sizes, rounds = ([100, 1000], 3) if args.quick else ([100, 1000, 4000], 5)
+    columns, reads = ([256, 4096], 5) if args.quick else ([256, 4096, 16384], 11)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))   # unwind: namespaces go
+    t0 = time.perf_counter()
+    try:
+        say(f"[1/2] table writes: {', '.join(map(str, sizes))} IPv4 routes, one by one vs one batched call, "
+            f"median of {rounds}")
+        print_writes(run_section("writes", bench_writes, sizes, rounds))
+        say(f"[2/2] register reads: cms sketch, 4 rows x {', '.join(map(str, columns))} columns, 2 banks, "
+            f"median of {reads}")
+        print_reads(run_section("reads", bench_reads, columns, 4, reads))
+    except KeyboardInterrupt:
+        say("\n[bench] interrupted")
+        return 130
+    say(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
