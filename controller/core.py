@@ -9,6 +9,7 @@ from pathlib import Path
 from controller.catalog import NFSpec, get_nf
 from controller.errors import TopologyError
 from controller.node import Node
+from controller.queues import QueueLevel, QueueStats
 from controller.tables import EntryCounters, TableEntry
 from controller.targets import Deployment, Target, make_target
 
@@ -97,3 +98,12 @@ class Controller:
     def reset_registers(self, node: str, nf: str, stat: str, start: int = 0, count: int | None = None) -> None:
         n, spec, target = self._resolve(node, nf)
         target.reset_registers(n, spec, stat, start, count)
+
+    def configure_queues(self, node: str, nf: str, interface: str, link_rate_bps: int,
+                         levels: list[QueueLevel]) -> list[QueueLevel]:
+        n, spec, target = self._resolve(node, nf)
+        return target.configure_queues(n, spec, interface, link_rate_bps, levels)
+
+    def queue_stats(self, node: str, nf: str, interface: str) -> list[QueueStats]:
+        n, spec, target = self._resolve(node, nf)
+        return target.queue_stats(n, spec, interface)

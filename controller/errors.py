@@ -28,6 +28,10 @@ class EntryError(InnetError):
     """A table entry does not fit its logical table (field, prefix, MAC, action...)."""
 
 
+class QueueError(InnetError):
+    """A queue configuration does not fit the link or the NF (levels, rates, ceilings)."""
+
+
 class TargetError(InnetError):
     """A data-plane target failed to compile, load, attach or answer."""
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from controller.catalog import NFSpec
 from controller.node import Node
+from controller.queues import QueueLevel, QueueStats
 from controller.tables import EntryCounters, TableEntry
 
 
@@ -73,3 +74,17 @@ class Target(ABC):
     @abstractmethod
     def reset_registers(self, node: Node, nf: NFSpec, stat: str, start: int = 0, count: int | None = None) -> None:
         """Zero `count` cells (default: all) of a `registers` statistic from flat index `start`."""
+
+    @abstractmethod
+    def configure_queues(self, node: Node, nf: NFSpec, interface: str, link_rate_bps: int,
+                         levels: list[QueueLevel]) -> list[QueueLevel]:
+        """Serve the levels of the NF deployed on `node` in strict priority on `interface`'s egress
+        (level 0 first), each level guaranteed `rate_bps` and borrowing up to `ceil_bps` (None: the
+        link rate), the link at `link_rate_bps`. One QueueLevel per level of the NF's `levels`
+        parameter, checked with queues.check_levels (QueueError). Replaces an earlier
+        configuration; all or nothing. Returns the levels as configured. Removing the NF removes
+        its queues."""
+
+    @abstractmethod
+    def queue_stats(self, node: Node, nf: NFSpec, interface: str) -> list[QueueStats]:
+        """Per-level queue statistics on `interface` (sent packets/bytes, drops, backlog), level order."""

@@ -21,13 +21,15 @@ import numpy as np
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from controller import qos
 from controller.bpf import libbpf
 from controller.bpf.btf import Btf
 from controller.bpf.build import compile_program
 from controller.catalog import ADDRESS_TYPES, NFSpec, Table
-from controller.errors import BpfError, EntryError, TargetError, TopologyError
+from controller.errors import BpfError, EntryError, QueueError, TargetError, TopologyError
 from controller.netns import netns
 from controller.node import Node
+from controller.queues import QueueLevel, QueueStats, check_levels
 from controller.tables import EntryCounters, TableEntry, ip_packed, ip_str, mac_bytes, mac_str, normalize
 from controller.targets.base import Deployment, Target
 from controller.targets.tc import TcEgressHook
@@ -192,11 +194,14 @@ class XdpTarget(Target):
                 for ifname in (meta or {}).get("interfaces", []):
                     if ifname not in interfaces:
                         hook.detach(ipr, links.get(ifname, {}).get("ifindex"), meta["prog_id"])
+                        if ifname in meta.get("queues", {}):
+                            qos.remove(ipr, meta["ifindexes"][ifname])
             prog_pin = pin_dir / PROG_PIN
             prog_pin.unlink(missing_ok=True)
             libbpf.pin(prog_fd, str(prog_pin))
             new_meta = {"object": str(obj_path), "interfaces": list(interfaces), "params": values,
-                        "modes": modes, "prog_id": prog_id, "ifindexes": {i: links[i]["ifindex"] for i in interfaces}}
+                        "modes": modes, "prog_id": prog_id, "ifindexes": {i: links[i]["ifindex"] for i in interfaces},
+                        "queues": {i: q for i, q in (meta or {}).get("queues", {}).items() if i in interfaces}}
             path = self._meta_path(node, nf)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(new_meta, indent=1))
@@ -253,6 +258,8 @@ class XdpTarget(Target):
                 with netns(node.netns), IPRoute() as ipr:
                     for idx in meta["ifindexes"].values():
                         hook.detach(ipr, idx, meta["prog_id"])
+                    for ifname in meta.get("queues", {}):
+                        qos.remove(ipr, meta["ifindexes"][ifname])
             except TopologyError:
                 log.info("%s: namespace gone; only dropping pins", node.name)
             self._meta_path(node, nf).unlink(missing_ok=True)
@@ -433,6 +440,67 @@ class XdpTarget(Target):
                 m.update_range(start, bytes(count * m.read_size))
         finally:
             loaded.close()
+
+
+    # ---- priority queues (an HTB tree per interface, see controller.qos) ---------------
+    def _queue_meta(self, node: Node, nf: NFSpec, interface: str) -> dict:
+        meta = self._read_meta(node, nf)
+        if meta is None:
+            raise TargetError(f"{nf.name} is not deployed on {node.name}",
+                              hint=f"deploy it first: innet nf deploy {node.name} {nf.name}")
+        if interface not in meta["interfaces"]:
+            raise QueueError(f"{nf.name} does not run on {node.name}:{interface}, so it classifies nothing there",
+                             hint=f"it runs on: {', '.join(meta['interfaces'])}")
+        return meta
+
+    def configure_queues(self, node: Node, nf: NFSpec, interface: str, link_rate_bps: int,
+                         levels: list[QueueLevel]) -> list[QueueLevel]:
+        meta = self._queue_meta(node, nf, interface)
+        where = f"{node.name}:{interface}"
+        checked = check_levels(nf, meta["params"], where, link_rate_bps, levels)
+        if "classes_map" not in nf.programs["xdp"]:
+            raise QueueError(f"{nf.name}'s XDP program has no level -> class map", hint=f"fix {nf.source}")
+        previous = meta.get("queues", {}).get(interface)
+        ifindex = meta["ifindexes"][interface]
+        loaded = self._open(node, nf)
+        try:
+            classes_map = loaded.maps[nf.programs["xdp"]["classes_map"]]
+            with netns(node.netns), IPRoute() as ipr:
+                if previous is None:
+                    qos.check_free(ipr, ifindex, where)
+                try:
+                    self._write_classes(classes_map, qos.install(ipr, ifindex, link_rate_bps, checked))
+                except BaseException:
+                    if previous:   # put the earlier configuration back
+                        old = [QueueLevel(*q) for q in previous["levels"]]
+                        self._write_classes(classes_map, qos.install(ipr, ifindex, previous["link_rate_bps"], old))
+                    else:
+                        qos.remove(ipr, ifindex)
+                        if not meta.get("queues"):
+                            self._write_classes(classes_map, {})
+                    raise
+            meta.setdefault("queues", {})[interface] = {"link_rate_bps": link_rate_bps,
+                                                        "levels": [[q.level, q.rate_bps, q.ceil_bps] for q in checked]}
+            self._meta_path(node, nf).write_text(json.dumps(meta, indent=1))
+        finally:
+            loaded.close()
+        log.info("%s: %d priority levels on %s at %d bit/s", nf.name, len(checked), where, link_rate_bps)
+        return checked
+
+    @staticmethod
+    def _write_classes(classes_map: libbpf.BpfMap, classes: dict[int, int]) -> None:
+        """level -> class id for the classifier; levels not given get 0 (leave the packet's priority)."""
+        for level in range(classes_map.max_entries):
+            classes_map.update(struct.pack("=I", level), struct.pack("=I", classes.get(level, 0)))
+
+    def queue_stats(self, node: Node, nf: NFSpec, interface: str) -> list[QueueStats]:
+        meta = self._queue_meta(node, nf, interface)
+        if interface not in meta.get("queues", {}):
+            raise QueueError(f"no queues are configured for {nf.name} on {node.name}:{interface}",
+                             hint=f"configure them first: innet queues {node.name} {interface} --link-rate RATE "
+                                  f"--level RATE[:CEIL] ...")
+        with netns(node.netns), IPRoute() as ipr:
+            return qos.read_stats(ipr, meta["ifindexes"][interface], meta["params"]["levels"])
 
 
 class _Codec:
