@@ -71,3 +71,7 @@ class VerifierError(BpfError):
                 stop = i
                 break
         return lines[max(0, stop - cls.CONTEXT_LINES):stop + 1]
+
+
+class StatsError(InnetError):
+    """A flow-statistics request does not fit the NF or its data (k, threshold, epoch...)."""

@@ -1,4 +1,6 @@
 """The catalog is the contract: each compiled program exposes what its entry says."""
+import math
+
 import pytest
 
 from controller.bpf.btf import Btf
@@ -16,6 +18,16 @@ def _layout(nf):
     with BpfObject(str(obj)) as o:
         ids = {name: o.btf_type_ids(name) for name in o._map_ptrs}
     return btf, ids
+
+
+def _max_entries(btf, map_name):
+    """A map's max_entries as its BTF definition in SEC(".maps") declares it (an array's length)."""
+    for t in btf.types.values():
+        if t["kind"] == "VAR" and t["name"] == map_name:
+            for m in btf._resolve(t["type_id"])["members"]:
+                if m["name"] == "max_entries":
+                    return btf.types[btf.types[m["type_id"]]["type_id"]]["nr_elems"]
+    raise AssertionError(f"no BTF definition of map {map_name}")
 
 
 @pytest.mark.parametrize("name", [n for n, nf in CATALOG.items() if "xdp" in nf.programs])
@@ -49,6 +61,9 @@ def test_xdp_program_exposes_catalog(name):
             for f in stat.fields:
                 assert f.name in fields, f"{name}: stat {stat.name} lacks field {f.name}"
                 assert fields[f.name].size * 8 == f.width, f"{name}.{stat.name}.{f.name} width"
+            cells = math.prod(stat.shape(nf.resolve_parameters({})))
+            assert _max_entries(btf, stat.xdp["map"]) == cells, \
+                f"{name}: map {stat.xdp['map']} is not sized {stat.cells} for the default parameters"
         elif fields:
             assert list(fields) == list(stat.index), f"{name}: stat {stat.name} fields differ from the catalog"
     if "classes_map" in nf.programs["xdp"]:   # queueing NFs: one class id per level
