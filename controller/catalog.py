@@ -26,6 +26,7 @@ class Field:
     name: str
     type: str
     kind: str = "exact"  # for match fields
+    below: int | str | None = None   # values must be under this: a number, or a parameter's name
 
     @property
     def width(self) -> int:
@@ -148,7 +149,10 @@ def _fields(items, where: str, is_match: bool) -> tuple[Field, ...]:
         if is_match and kind not in MATCH_KINDS:
             raise CatalogError(f"{where}.{item['name']}: unknown match kind '{kind}'",
                                hint=f"kinds: {', '.join(sorted(MATCH_KINDS))}")
-        out.append(Field(item["name"], item["type"], kind))
+        below = item.get("below")
+        if below is not None and not isinstance(below, (int, str)):
+            raise CatalogError(f"{where}.{item['name']}: 'below' is a number or a parameter's name, got {below!r}")
+        out.append(Field(item["name"], item["type"], kind, below))
     return tuple(out)
 
 
@@ -173,7 +177,11 @@ def load_nf(path: Path) -> NFSpec:
         if isinstance(size, str) and size not in params:
             raise CatalogError(f"{where}: size names parameter '{size}', which is not declared")
         actions = {a: _fields(ps, f"{where} action {a}", False) for a, ps in t["actions"].items()}
-        tables[tname] = Table(tname, t.get("doc", ""), _fields(t["match"], f"{where} match", True), actions,
+        match = _fields(t["match"], f"{where} match", True)
+        for f in (*match, *(f for fs in actions.values() for f in fs)):
+            if isinstance(f.below, str) and f.below not in params:
+                raise CatalogError(f"{where}: field {f.name} is bounded by parameter '{f.below}', which is not declared")
+        tables[tname] = Table(tname, t.get("doc", ""), match, actions,
                               size, tuple(t.get("counters") or ()), t.get("xdp", {}), t.get("bmv2", {}))
     stats = {}
     for sname, st in (doc.get("stats") or {}).items():

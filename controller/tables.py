@@ -61,7 +61,7 @@ def ip_str(value: int | bytes) -> str:
     return str(addr.ipv4_mapped or addr)
 
 
-def _normalize_value(f: Field, value, where: str):
+def _normalize_value(f: Field, value, where: str, nf_params: dict | None = None):
     if f.type == "ip":
         try:
             return ip_str(ip_packed(str(value)))
@@ -88,11 +88,18 @@ def _normalize_value(f: Field, value, where: str):
         return value
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << f.width):
         raise EntryError(f"{where}: {value!r} is not an unsigned {f.width}-bit integer")
+    # a bound named by a parameter is known once the NF runs with its parameters
+    bound = f.below if not isinstance(f.below, str) else (nf_params or {}).get(f.below)
+    if bound is not None and value >= bound:
+        name = f" ({f.below})" if isinstance(f.below, str) else ""
+        raise EntryError(f"{where}: {value} is out of range; it must be below {bound}{name}",
+                         hint=f"use 0..{bound - 1}")
     return value
 
 
-def normalize(table: Table, entry: TableEntry, with_action: bool = True) -> TableEntry:
-    """The entry in canonical form, checked field by field against the catalog table."""
+def normalize(table: Table, entry: TableEntry, with_action: bool = True, nf_params: dict | None = None) -> TableEntry:
+    """The entry in canonical form, checked field by field against the catalog table (and
+    against the bounds that name parameters, given the NF's `nf_params`)."""
     where = f"table {table.name}"
     names = {f.name for f in table.match}
     if set(entry.match) != names:
@@ -100,7 +107,8 @@ def normalize(table: Table, entry: TableEntry, with_action: bool = True) -> Tabl
         raise EntryError(f"{where}: match fields {sorted(entry.match)} do not fit; "
                          f"missing {sorted(missing)}, unknown {sorted(extra)}",
                          hint=f"the table matches on {', '.join(f'{f.name} ({f.kind} {f.type})' for f in table.match)}")
-    match = {f.name: _normalize_value(f, entry.match[f.name], f"{where} match {f.name}") for f in table.match}
+    match = {f.name: _normalize_value(f, entry.match[f.name], f"{where} match {f.name}", nf_params)
+             for f in table.match}
     if not with_action:
         return TableEntry(table.name, match, entry.action, {})
     try:
@@ -112,6 +120,6 @@ def normalize(table: Table, entry: TableEntry, with_action: bool = True) -> Tabl
     if given != wanted:
         raise EntryError(f"{where} action {entry.action}: parameters {sorted(given)} do not fit",
                          hint=f"it takes {', '.join(f'{f.name} ({f.type})' for f in fields) or 'no parameters'}")
-    params = {f.name: _normalize_value(f, entry.params[f.name], f"{where} action {entry.action} {f.name}")
+    params = {f.name: _normalize_value(f, entry.params[f.name], f"{where} action {entry.action} {f.name}", nf_params)
               for f in fields}
     return TableEntry(table.name, match, entry.action, params)

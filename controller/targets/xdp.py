@@ -299,7 +299,7 @@ class XdpTarget(Target):
             for e in entries:
                 table = nf.table(e.table)
                 codec = self._codec(loaded, table)
-                e = normalize(table, e)
+                e = normalize(table, e, nf_params=loaded.meta["params"])
                 encoded.append((codec, codec.key(e), e))
             undo: list[tuple[_Codec, bytes, bytes | None]] = []
             used: dict[str, set[int]] = {}
