@@ -1,0 +1,139 @@
+/* NFRouter on BMv2: IPv4/IPv6 longest-prefix-match forwarding with TTL/hop-limit
+ * decrement, IPv4 checksum update and MAC rewrite; the contract is nfs/nfrouter.yaml.
+ *
+ * It forwards exactly what ebpf/nfrouter.bpf.c forwards, with the same bytes out
+ * (Ethernet padding past the IP length trimmed). What the XDP router hands to the kernel
+ * goes to the CPU port or is dropped (to_cpu_or_drop), counted under the same verdicts.
+ */
+#include "include/pipeline.p4"
+
+#ifndef MAX_ROUTES
+#define MAX_ROUTES 1024
+#endif
+/* BMv2 knows no port MTU: IP packets longer than this are refused as pass_too_big. */
+#ifndef NFROUTER_MTU
+#define NFROUTER_MTU 1500
+#endif
+
+#define ETH_HLEN 14
+#define IPV6_HLEN 40
+
+control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_t std) {
+    counter(VERDICT_COUNT, CounterType.packets) verdicts;
+    direct_counter(CounterType.packets_and_bytes) ipv4_route_counters;
+    direct_counter(CounterType.packets_and_bytes) ipv6_route_counters;
+
+    verdict_t verdict = VERDICT_PASS_NO_ROUTE;
+    bit<32> next_port = 0;
+    bit<48> next_dst_mac = 0;
+    bit<48> next_src_mac = 0;
+
+    /* The route's next hop, applied only once the packet is known to fit (as on XDP). */
+    action forward(bit<32> egress_port, bit<48> dst_mac, bit<48> src_mac) {
+        verdict = VERDICT_FORWARDED;
+        next_port = egress_port;
+        next_dst_mac = dst_mac;
+        next_src_mac = src_mac;
+    }
+
+    action local() {
+        verdict = VERDICT_PASS_LOCAL;
+    }
+
+    table ipv4_routes {
+        key = { hdr.ipv4.dstAddr: lpm @name("dst_addr"); }
+        actions = { forward; local; @defaultonly NoAction; }
+        default_action = NoAction();
+        counters = ipv4_route_counters;
+        size = MAX_ROUTES;
+    }
+
+    table ipv6_routes {
+        key = { hdr.ipv6.dstAddr: lpm @name("dst_addr"); }
+        actions = { forward; local; @defaultonly NoAction; }
+        default_action = NoAction();
+        counters = ipv6_route_counters;
+        size = MAX_ROUTES;
+    }
+
+    action rewrite_macs() {
+        hdr.ethernet.dstAddr = next_dst_mac;
+        hdr.ethernet.srcAddr = next_src_mac;
+        std.egress_spec = (bit<9>)next_port;
+    }
+
+    apply {
+        if (!hdr.ethernet.isValid()) {
+            verdict = VERDICT_PASS_MALFORMED;
+        } else if (hdr.ethernet.etherType == ETHERTYPE_IPV4) {
+            bit<32> dst = hdr.ipv4.dstAddr;
+            if (!hdr.ipv4.isValid() || hdr.ipv4.version != 4 || hdr.ipv4.ihl < 5) {
+                verdict = VERDICT_PASS_MALFORMED;
+            } else if (hdr.ipv4.ihl > 5) {
+                verdict = VERDICT_PASS_IP_OPTIONS;
+            } else if (hdr.ipv4.totalLen < 20 ||
+                       ETH_HLEN + (bit<32>)hdr.ipv4.totalLen > std.packet_length ||
+                       std.checksum_error == 1) {
+                verdict = VERDICT_PASS_MALFORMED;
+            } else if (dst[31:28] == 0xe || dst == 0xffffffff || dst[31:24] == 127 ||
+                       dst[31:24] == 0) {
+                /* multicast, limited broadcast, loopback and "this network" */
+                verdict = VERDICT_PASS_LOCAL;
+            } else if (hdr.ipv4.ttl <= 1) {
+                verdict = VERDICT_PASS_TTL_EXPIRED;
+            } else if (ipv4_routes.apply().hit) {
+                if (verdict == VERDICT_FORWARDED && hdr.ipv4.totalLen > NFROUTER_MTU) {
+                    verdict = VERDICT_PASS_TOO_BIG;
+                }
+                if (verdict == VERDICT_FORWARDED) {
+                    rewrite_macs();
+                    hdr.ipv4.ttl = hdr.ipv4.ttl - 1;
+                    meta.ipv4_rewritten = 1;
+                    truncate(ETH_HLEN + (bit<32>)hdr.ipv4.totalLen);
+                }
+            }
+        } else if (hdr.ethernet.etherType == ETHERTYPE_IPV6) {
+            bit<128> dst = hdr.ipv6.dstAddr;
+            bit<128> src = hdr.ipv6.srcAddr;
+            /* payload length 0 is a jumbogram (or garbage): the kernel would judge it */
+            if (!hdr.ipv6.isValid() || hdr.ipv6.version != 6 || hdr.ipv6.payloadLen == 0 ||
+                ETH_HLEN + IPV6_HLEN + (bit<32>)hdr.ipv6.payloadLen > std.packet_length) {
+                verdict = VERDICT_PASS_MALFORMED;
+            } else if (hdr.ipv6.nextHdr == IP_PROTO_HOPOPT) {
+                verdict = VERDICT_PASS_IP_OPTIONS;
+            } else if (dst[127:120] == 0xff || dst[127:118] == 0x3fa || src[127:118] == 0x3fa) {
+                /* multicast (NDP among it) and link-local (fe80::/10) stay on the link */
+                verdict = VERDICT_PASS_LOCAL;
+            } else if (hdr.ipv6.hopLimit <= 1) {
+                verdict = VERDICT_PASS_TTL_EXPIRED;
+            } else if (ipv6_routes.apply().hit) {
+                if (verdict == VERDICT_FORWARDED &&
+                    IPV6_HLEN + (bit<32>)hdr.ipv6.payloadLen > NFROUTER_MTU) {
+                    verdict = VERDICT_PASS_TOO_BIG;
+                }
+                if (verdict == VERDICT_FORWARDED) {
+                    rewrite_macs();
+                    hdr.ipv6.hopLimit = hdr.ipv6.hopLimit - 1;
+                    truncate(ETH_HLEN + IPV6_HLEN + (bit<32>)hdr.ipv6.payloadLen);
+                }
+            }
+        } else {
+            verdict = VERDICT_PASS_NOT_IP;
+        }
+        if (verdict != VERDICT_FORWARDED) {
+            to_cpu_or_drop(std);
+        }
+        verdicts.count(verdict);
+    }
+}
+
+#ifndef INNET_COMPOSED
+control InnetIngress(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_t std) {
+    NfRouter() nfrouter;
+    apply {
+        nfrouter.apply(hdr, meta, std);
+    }
+}
+
+INNET_SWITCH;
+#endif
