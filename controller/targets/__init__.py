@@ -9,4 +9,7 @@ def make_target(kind: str) -> Target:
     if kind == "xdp":
         from controller.targets.xdp import XdpTarget
         return XdpTarget()
-    raise TargetError(f"unknown target '{kind}'", hint="targets: xdp")
+    if kind == "bmv2":
+        from controller.targets.bmv2 import Bmv2Target
+        return Bmv2Target()
+    raise TargetError(f"unknown target '{kind}'", hint="targets: xdp, bmv2")
