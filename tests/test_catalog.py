@@ -74,6 +74,66 @@ def test_xdp_program_exposes_catalog(name):
             assert p.xdp["define"] in source
 
 
+P4C_MISSING = "p4c not found on PATH or in /opt/p4/bin: the BMv2 programs cannot be compiled here"
+P4_KINDS = {"exact": "EXACT", "lpm": "LPM", "ternary": "TERNARY"}
+
+
+@pytest.mark.parametrize("name", [n for n, nf in CATALOG.items() if "bmv2" in nf.programs])
+def test_bmv2_program_exposes_catalog(name):
+    """The p4info (tables, match fields, actions, counters) and the BMv2 JSON (registers) say
+    what the catalog says, compiled with every parameter at its default."""
+    from controller.p4.build import compile_p4, find_tool
+    from controller.p4.p4info import P4Info, load
+    from controller.targets.bmv2 import _registers
+
+    if not find_tool("p4c"):
+        pytest.skip(P4C_MISSING)
+    nf = CATALOG[name]
+    params = nf.resolve_parameters({})
+    build = compile_p4(nf.programs["bmv2"]["source"],
+                       {p.bmv2["define"]: params[p.name] for p in nf.parameters.values() if "define" in p.bmv2})
+    info = P4Info(load(build.p4info))
+    for table in nf.tables.values():
+        where = f"{name}.{table.name}"
+        t = info.table(table.bmv2.get("table", table.name), where)
+        assert {f.name for f in t.table.match_fields} == {f.name for f in table.match}, f"{where}: match fields"
+        for f in table.match:
+            mf = t.match_field(f.name)
+            assert p4info_kind(mf) == P4_KINDS[f.kind], f"{where}.{f.name}: match kind"
+            assert mf.bitwidth == f.width, f"{where}.{f.name}: {mf.bitwidth} bits, the catalog says {f.width}"
+        runtime_actions = {a for a, ref in zip(t.actions, t.table.action_refs) if ref.scope != ref.DEFAULT_ONLY}
+        assert runtime_actions == set(table.actions), f"{where}: actions"
+        for action, fields in table.actions.items():
+            p4_params = {p.name: p.bitwidth for p in t.actions[action].params}
+            assert p4_params == {f.name: f.width for f in fields}, f"{where} action {action}: parameters"
+        assert t.has_counters == bool(table.counters), f"{where}: direct counters"
+        assert t.table.size == nf.table_size(table, params), f"{where}: size"
+    registers = _registers(build.json)
+    for stat in nf.stats.values():
+        where = f"{name} statistic {stat.name}"
+        if stat.kind == "counters":
+            counter = info.counter(stat.bmv2["counter"], where)
+            assert counter.size == len(stat.index), f"{where}: {counter.size} cells for {len(stat.index)} names"
+            continue
+        cells = math.prod(stat.shape(params))
+        for f in stat.fields:
+            names = stat.bmv2["registers"][f.name]
+            names = names if isinstance(names, list) else [names]
+            found = [r for n in names for full, r in registers.items() if full == n or full.endswith("." + n)]
+            assert len(found) == len(names), f"{where}.{f.name}: registers {names} not all in the program"
+            assert all(r["size"] == cells for r in found), f"{where}.{f.name}: register size != {cells}"
+            assert sum(r["bitwidth"] for r in found) >= f.width, f"{where}.{f.name}: narrower than {f.width} bits"
+    source = nf.source.parent.parent / nf.programs["bmv2"]["source"]
+    text = "".join(p.read_text() for p in [source, *sorted((source.parent / "include").glob("*.p4"))])
+    for p in nf.parameters.values():
+        if "define" in p.bmv2:
+            assert p.bmv2["define"] in text, f"{name}: the program never uses -D{p.bmv2['define']}"
+
+
+def p4info_kind(match_field) -> str:
+    return match_field.MatchType.Name(match_field.match_type)
+
+
 def test_unknown_nf_is_named():
     with pytest.raises(CatalogError, match="unknown NF 'nosuch'.*") as exc:
         get_nf("nosuch")
