@@ -105,6 +105,66 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def _queue_rows(ctl, node: str, interfaces: list[str], last: dict, interval: float) -> list[str]:
+    from controller.errors import QueueError
+
+    regs = ctl.read_registers(node, "prio", "levels")
+    lines = []
+    for ifname in interfaces:
+        try:
+            stats = ctl.queue_stats(node, "prio", ifname)
+        except QueueError:
+            lines.append(f"{node}:{ifname}: no queues configured (innet queues {node} {ifname} ...)")
+            continue
+        lines.append(f"{node}:{ifname}")
+        lines.append(f"  {'level':>5} {'rate':>10} {'ceil':>10} {'packets':>10} {'bytes':>12} {'drops':>8} "
+                     f"{'backlog':>12} {'now Mbit/s':>10} {'classified':>10}")
+        for q in stats:
+            before = last.get((ifname, q.level))
+            now = f"{(q.bytes - before) * 8 / interval / 1e6:.2f}" if before is not None else "-"
+            last[(ifname, q.level)] = q.bytes
+            lines.append(f"  {q.level:>5} {q.rate_bps / 1e6:>8g}M {q.ceil_bps / 1e6:>8g}M {q.packets:>10} "
+                         f"{q.bytes:>12} {q.drops:>8} {f'{q.backlog_packets}p/{q.backlog_bytes}B':>12} {now:>10} "
+                         f"{int(regs['packets'][q.level]):>10}")
+    return lines
+
+
+def cmd_prio(args) -> int:
+    import time
+
+    ctl = _controller()
+    deployment = ctl.deployment(args.node, "prio")
+    if deployment is None:
+        raise InnetError(f"prio is not deployed on {args.node}", hint=f"innet nf deploy {args.node} prio --iface IFACE")
+    interfaces = [args.interface] if args.interface else list(deployment.interfaces)
+    last: dict = {}
+    while True:
+        lines = _queue_rows(ctl, args.node, interfaces, last, args.interval)
+        if args.once:
+            print("\n".join(lines))
+            return 0
+        print("\033[H\033[J" + f"innet prio {args.node}, every {args.interval:g} s (Ctrl-C stops)\n" + "\n".join(lines),
+              flush=True)
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_queues(args) -> int:
+    from controller.queues import QueueLevel, parse_rate
+
+    levels = []
+    for i, spec in enumerate(args.level):
+        rate, _, ceil = spec.partition(":")
+        levels.append(QueueLevel(i, parse_rate(rate, f"level {i} rate"), parse_rate(ceil, f"level {i} ceil") if ceil else None))
+    done = _controller().configure_queues(args.node, args.nf, args.interface, parse_rate(args.link_rate, "--link-rate"),
+                                          levels)
+    for q in done:
+        print(f"level {q.level}: rate {q.rate_bps} bit/s, ceil {q.ceil_bps} bit/s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="innet", description="in-network offloading control plane")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the controller does")
@@ -143,6 +203,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("nf")
     p.add_argument("stat")
     p.set_defaults(func=cmd_stats)
+    p = sub.add_parser("prio", help="per-level queue statistics of the prio NF, refreshing")
+    p.add_argument("node")
+    p.add_argument("--interface", help="one interface (default: every interface prio runs on)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.add_argument("--once", action="store_true", help="print once and exit")
+    p.set_defaults(func=cmd_prio)
+    p = sub.add_parser("queues", help="set up a queueing NF's priority queues on an interface, e.g. "
+                                      "innet queues r1 r1-eth1 --link-rate 20mbit --level 2mbit --level 4mbit:20mbit --level 10mbit")
+    p.add_argument("node")
+    p.add_argument("interface")
+    p.add_argument("--nf", default="prio")
+    p.add_argument("--link-rate", required=True, help="the link's rate, e.g. 20mbit")
+    p.add_argument("--level", action="append", required=True,
+                   help="RATE[:CEIL] of level 0, then 1, ... (repeat once per level; CEIL defaults to the link rate)")
+    p.set_defaults(func=cmd_queues)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
