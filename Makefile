@@ -29,6 +29,7 @@ test: setup
 bench: setup
 	$(PY) bench/nfrouter.py
 	$(PY) bench/tables.py
+	$(PY) bench/priority.py
 
 clean:
 	-mn -c >/dev/null 2>&1
