@@ -267,9 +267,11 @@ class Bmv2Target(Target):
             except WriteFailed as failed:   # put back the old actions (a no-op for those refused)
                 _undo(client, [_update(p4r.Update.MODIFY, old) for old in before])
                 raise self._refused(node, [(existing[err.index][0], err) for err in failed.errors])
-        except TargetError as exc:
+        except BaseException as exc:
             _undo(client, [_update(p4r.Update.DELETE, _key_only(te)) for te in inserted])
-            raise (exc if isinstance(exc, EntryError) else self._failed(node, exc)) from None
+            if isinstance(exc, TargetError):
+                raise self._failed(node, exc) from None
+            raise
 
     def _refused(self, node: Node, errors: list) -> EntryError:
         lines = "\n".join(f"    {e.table} {e.match} -> {e.action}: {err.code_name}: {err.message}" for e, err in errors)

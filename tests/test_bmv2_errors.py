@@ -1,0 +1,158 @@
+"""Bad input on the BMv2 target: clear errors, and nothing half-configured left behind.
+
+Each test runs a real simple_switch_grpc in a namespace of its own (prefix `p4t`) with the
+small program tests/p4/tiny.p4 and its catalog entry tests/p4/tiny.yaml.
+"""
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from controller.catalog import load_nf
+from controller.errors import CompileError, EntryError, TargetError, TopologyError
+from controller.node import Node
+from controller.p4 import switch
+from controller.tables import TableEntry
+
+pytestmark = [pytest.mark.needs_root,
+              pytest.mark.skipif(switch.unavailable() is not None, reason=str(switch.unavailable()))]
+
+HERE = Path(__file__).parent
+TINY = load_nf(HERE / "p4" / "tiny.yaml")
+TINY_BIG = load_nf(HERE / "p4" / "tiny_big.yaml")
+MAC = "02:00:00:00:00:01"
+
+
+def route(prefix, port="p4a", action="forward"):
+    params = {"egress_port": port, "dst_mac": MAC} if action == "forward" else {}
+    return TableEntry("routes", {"dst_addr": prefix}, action, params)
+
+
+@pytest.fixture
+def bmv2_node():
+    """A namespace with two veth pairs, a BMv2 switch on one end of each, and the target."""
+    from controller.targets.bmv2 import Bmv2Target
+
+    name = f"p4t{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    path = f"/var/run/netns/{name}"
+    subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
+                    "ip link add p4a type veth peer name p4b && ip link add p4c type veth peer name p4d "
+                    "&& for i in lo p4a p4b p4c p4d; do ip link set $i up; done"], check=True)
+    node = Node(name, path, target="bmv2")
+    try:
+        switch.start(name, ["p4a", "p4c"], netns=path)
+        yield node, Bmv2Target()
+    finally:
+        switch.stop(name)
+        subprocess.run(["ip", "netns", "del", name], check=True)
+    assert not (switch.STATE_ROOT / name).exists() and not (switch.STATE_ROOT / f"{name}.sock").exists()
+
+
+def test_compile_error_shows_the_compilers_trimmed_message(tmp_path):
+    from controller.p4.build import MAX_ERROR_LINES, compile_p4
+
+    bad = tmp_path / "bad.p4"
+    bad.write_text((HERE / "p4" / "tiny.p4").read_text().replace("hdr.ethernet.dst = dst_mac;",
+                                                                 "hdr.ethernet.dst = dst_mac +;"))
+    with pytest.raises(CompileError) as exc:
+        compile_p4(bad)
+    text = str(exc.value)
+    assert "p4c failed to compile" in text and f"{bad}(" in text and "syntax error" in text
+    assert "dst_mac +;" in text, "the offending source line is shown"
+    assert len(exc.value.message.splitlines()) <= MAX_ERROR_LINES + 1
+    assert not list(bad.parent.glob("*.json")), "no output is left from a failed build"
+
+
+def test_a_switch_that_cannot_start_shows_its_log_and_leaves_nothing():
+    name = f"p4t{uuid.uuid4().hex[:6]}"
+    with pytest.raises(TopologyError, match="no interface p4-no-such-if in its namespace"):
+        switch.start(name, ["p4-no-such-if"])
+    with pytest.raises(TargetError) as exc:
+        switch.start(name, ["lo"], cpu_port=0)        # BMv2 refuses CPU port 0 and exits
+    assert "exited with status 1 while starting" in str(exc.value)
+    assert "program-options parser" in str(exc.value), "the switch's last output is shown"
+    assert "--cpu-port 0" in exc.value.hint
+    assert switch.info(name) is None and not (switch.STATE_ROOT / name).exists()
+
+
+def test_no_switch_on_the_node_is_a_clear_error():
+    from controller.targets.bmv2 import Bmv2Target
+
+    with pytest.raises(TargetError, match="runs no BMv2 switch"):
+        Bmv2Target().deploy(Node("p4t-none", None, target="bmv2"), TINY, ["p4a"])
+
+
+def test_grpc_connection_refused_is_a_clear_error(tmp_path):
+    import socket
+
+    from controller.p4.runtime import P4RuntimeClient
+
+    path = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX) as s:   # a socket file nobody listens on any more
+        s.bind(str(path))
+    with pytest.raises(TargetError) as exc:
+        P4RuntimeClient(f"unix:{path}", 1, "test switch")
+    assert "cannot reach the switch's P4Runtime server" in str(exc.value)
+    assert "is the switch running?" in exc.value.hint
+
+
+def test_a_switch_that_dies_is_a_clear_error(bmv2_node):
+    node, target = bmv2_node
+    target.deploy(node, TINY, ["p4a", "p4c"])
+    target.write(node, TINY, [route("10.1.0.0/16")])
+    sw = switch.info(node.name)
+    os.kill(sw.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while switch.is_running(sw) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(TargetError) as exc:
+        target.write(node, TINY, [route("10.2.0.0/16")])
+    assert f"the BMv2 switch of {node.name} (pid {sw.pid}) is not running" in str(exc.value)
+    assert "restart it" in exc.value.hint
+    assert target.deployment(node, TINY) is None, "a dead switch runs nothing"
+    assert target.remove(node, TINY) is True and target.remove(node, TINY) is False
+
+
+def test_entry_that_does_not_fit_the_p4info_is_refused_whole(bmv2_node):
+    node, target = bmv2_node
+    target.deploy(node, TINY, ["p4a", "p4c"])
+    fits = TableEntry("narrow", {"key": 17}, "set_tos", {"tos": 1})
+    too_wide = TableEntry("narrow", {"key": 300}, "set_tos", {"tos": 1})   # a u16 in the catalog, 8 bits in P4
+    with pytest.raises(EntryError) as exc:
+        target.write(node, TINY, [fits, too_wide])
+    assert "narrow" in str(exc.value) and "key=300" in str(exc.value) and "8 bits" in str(exc.value)
+    assert target.read(node, TINY, "narrow") == [], "nothing of the batch went in"
+    with pytest.raises(EntryError, match="interface 'eth9' is not a port of the switch"):
+        target.write(node, TINY, [route("10.3.0.0/16", port="eth9")])
+
+
+def test_a_batch_the_switch_refuses_in_part_is_rolled_back(bmv2_node):
+    node, target = bmv2_node
+    target.deploy(node, TINY, ["p4a", "p4c"])
+    kept = [route("10.0.0.0/24"), route("10.0.1.0/24", "p4c")]
+    target.write(node, TINY, kept)
+    changed = route("10.0.0.0/24", "p4c")                                       # a modify...
+    fresh = [route(f"10.9.{i}.0/24") for i in range(TINY.parameters["size"].default)]   # ...and too many inserts
+    with pytest.raises(EntryError) as exc:
+        target.write(node, TINY, [changed, *fresh])
+    assert "refused" in str(exc.value) and "none was kept" in str(exc.value)
+    assert sorted(target.read(node, TINY, "routes"), key=str) == sorted(kept, key=str)
+
+
+def test_another_pipeline_is_refused_while_an_nf_runs(bmv2_node):
+    node, target = bmv2_node
+    target.deploy(node, TINY, ["p4a"])
+    target.write(node, TINY, [route("10.4.0.0/16")])
+    with pytest.raises(TargetError, match="runs tiny in another P4 program"):
+        target.deploy(node, TINY_BIG, ["p4c"])
+    with pytest.raises(TargetError, match="remove it first"):
+        target.deploy(node, TINY, ["p4a"], {"size": 32})
+    with pytest.raises(TopologyError, match="has no port on 'p4b'"):
+        target.deploy(node, TINY, ["p4b"])
+    assert [e.match["dst_addr"] for e in target.read(node, TINY, "routes")] == ["10.4.0.0/16"], "still running"
+    assert target.deployment(node, TINY_BIG) is None
