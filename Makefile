@@ -27,9 +27,11 @@ test: setup
 	$(PY) -m pytest -v
 
 bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/nfrouter.py
 	$(PY) bench/tables.py
 	$(PY) bench/priority.py
+	$(PY) bench/heavy_hitters.py
 
 clean:
 	-mn -c >/dev/null 2>&1

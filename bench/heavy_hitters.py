@@ -1,0 +1,465 @@
+"""Heavy-hitter benchmark: Count-Min (+ top-k candidates) and PRECISION on XDP, against exact counts.
+
+    .venv/bin/python bench/heavy_hitters.py [--quick] [--seed N] [--plot PATH]   (as root)
+
+1. Accuracy. Seeded Zipf traces (skew 0.8, 1.0, 1.2; 100k flows, 2M packets; bench/zipf.py)
+   are replayed packet by packet through the real programs: each NF is deployed by the
+   controller's XdpTarget on a veth in a fresh namespace, and every packet runs once
+   through the loaded program with BPF_PROG_TEST_RUN (bench/replay.py). The NF's flow
+   table is then read with Controller.read_registers and ranked with controller/stats.py
+   (cms: SketchEpochs closes the epoch, as the controller does; precision: heavy_hitters).
+   Printed per skew, NF and memory: top-k recall and precision (k = 100, 300) and the
+   average relative error (ARE) of the reported flows' packet estimates.
+   A reported flow counts as a true top-k flow when its exact count reaches the k-th largest
+   (ties do not count against the NF); recall = true ones / k, precision = true ones /
+   reported. They differ only when the NF holds fewer than k flows.
+   Memory: each NF gets the largest parameters whose maps fit the budget (8 KB to 256 KB),
+   counting every map the NF pins, at the map's real element size: for cms both banks of the
+   sketch and of the candidate table (the price of loss-free epochs), for precision all
+   stages. The bytes printed are read back from the pinned maps.
+2. Sketch reads: Controller.read_registers of each register array (batched map reads) at
+   each memory size, against one map lookup per cell (baseline, same maps, same run).
+3. Cost: ns/packet of cms and precision beside NFRouter's and xdp_pass's (the rxcount NF),
+   all deployed side by side, on the same Zipf packets (round-robin chunks, kernel-timed)
+   and on one 64-byte frame repeated (as bench/nfrouter.py measures it).
+Plot: recall and ARE against memory, one panel per skew (PNG, needs the `bench` extra).
+
+It prints figures and asserts nothing: it is a benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:   # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from bench.nfrouter import udp_frame  # noqa: E402
+from bench.replay import bench_node, replay  # noqa: E402
+from bench.zipf import Trace, build_frames, zipf_trace  # noqa: E402
+from controller import stats  # noqa: E402
+from controller.bpf import libbpf  # noqa: E402
+from controller.catalog import get_nf  # noqa: E402
+from controller.netns import netns  # noqa: E402
+from controller.routes import RouteService  # noqa: E402
+from controller.targets.xdp import PIN_ROOT, PROG_PIN  # noqa: E402
+
+SKEWS = (0.8, 1.0, 1.2)
+KS = (100, 300)
+KB = 1024
+FULL = dict(flows=100_000, packets=2_000_000, budgets_kb=(8, 16, 32, 64, 80, 128, 256), cost_packets=400_000)
+QUICK = dict(flows=20_000, packets=200_000, budgets_kb=(16, 80, 256), cost_packets=60_000)
+TARGET_KB, TARGET_RECALL = 80, 0.95
+NFS = ("cms", "precision")
+PRECISION_STAGES = (2, 3)      # the paper's choices; a tie in bytes goes to fewer stages
+CMS_ROWS = (2, 3, 4)           # a tie in bytes goes to more rows
+CMS_CANDIDATE_SHARE = 0.5      # at most this share of the budget for the candidate table
+DEFAULT_PLOT = Path(tempfile.gettempdir()) / "innet-heavy-hitters.png"   # not into the source tree
+XDP_ACTIONS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# ---- memory: parameters that fit a budget ------------------------------------------------
+
+class MapSizes:
+    """Bytes of an NF's maps as a function of its parameters, from a deployment's pinned maps:
+    each map's element size as the kernel stores it (value rounded up to 8 bytes, times the
+    CPUs for per-CPU maps); the cell count of a map bound to a `registers` statistic follows
+    the catalog's shape, any other map keeps its size."""
+
+    def __init__(self, nf: str, node: str):
+        self.spec = get_nf(nf)
+        by_map = {s.xdp["map"]: s for s in self.spec.stats.values() if s.kind == "registers" and "map" in s.xdp}
+        self.cell_bytes, self.fixed = {}, 0
+        for name, entries, elem in pinned_maps(node, nf):
+            if name in by_map:
+                self.cell_bytes[by_map[name].name] = elem
+            else:
+                self.fixed += entries * elem
+
+    def of(self, params: dict) -> dict[str, int]:
+        """Bytes per registers statistic (and 'other' for the rest) with these parameters."""
+        sizes = {stat: int(np.prod(self.spec.stats[stat].shape(params))) * elem
+                 for stat, elem in self.cell_bytes.items()}
+        sizes["other"] = self.fixed
+        return sizes
+
+    def total(self, params: dict) -> int:
+        return sum(self.of(params).values())
+
+
+def pinned_maps(node: str, nf: str) -> list[tuple[str, int, int]]:
+    """(map name, entries, bytes per entry) of every map the deployed NF pinned."""
+    out = []
+    for pin in sorted((PIN_ROOT / node / nf).iterdir()):
+        if pin.name == PROG_PIN:
+            continue
+        m = libbpf.BpfMap.from_pin(str(pin))
+        try:
+            elem = m.read_size if m.per_cpu else (m.value_size + 7) & ~7
+            out.append((m.name, m.max_entries, elem))
+        finally:
+            m.close()
+    return out
+
+
+def powers_of_two(lo: int, hi: int) -> list[int]:
+    return [1 << i for i in range(lo.bit_length() - 1, hi.bit_length()) if lo <= 1 << i <= hi]
+
+
+def fit_params(nf: str, sizes: MapSizes, budget: int) -> dict:
+    """The largest configuration whose maps fit `budget` bytes (see the module doc for the rules)."""
+    p = sizes.spec.parameters
+    if nf == "precision":
+        options = [{"stages": d, "slots": s} for d in PRECISION_STAGES
+                   for s in powers_of_two(p["slots"].min, p["slots"].max)]
+        fitting = [o for o in options if sizes.total(o) <= budget]
+        return max(fitting, key=lambda o: (sizes.total(o), -o["stages"]), default=None)
+    # cms: the candidate table first (at most its share), the sketch fills the rest
+    base = {"rows": p["rows"].min, "columns": p["columns"].min}
+    cands = [c for c in powers_of_two(p["candidates"].min, p["candidates"].max)
+             if sizes.of({**base, "candidates": c})["candidates"] <= budget * CMS_CANDIDATE_SHARE]
+    if not cands:
+        return None
+    options = [{"rows": r, "columns": w, "candidates": cands[-1]} for r in CMS_ROWS
+               for w in powers_of_two(p["columns"].min, p["columns"].max)]
+    fitting = [o for o in options if sizes.total(o) <= budget]
+    return max(fitting, key=lambda o: (sizes.total(o), o["rows"]), default=None)
+
+
+def describe(params: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+# ---- accuracy -----------------------------------------------------------------------------
+
+@dataclass
+class Score:
+    recall: float
+    precision: float
+    are: float          # average relative error of the reported flows' packet estimates
+    reported: int
+
+
+def score(trace: Trace, index: dict, reported: list[stats.FlowCount], k: int) -> Score:
+    top = reported[:k]
+    flows = np.array([index.get(flow_tuple(c.flow), -1) for c in top], dtype=np.int64)
+    if (flows < 0).any():   # a flow key the trace never sent: the data plane mis-keyed a packet
+        raise RuntimeError(f"{(flows < 0).sum()} reported flows are not in the trace, e.g. {top[int(np.argmax(flows < 0))].flow}")
+    exact = trace.packets[flows].astype(np.float64)
+    estimate = np.array([c.packets for c in top], dtype=np.float64)
+    kth = trace.packets[trace.top(k)[-1]]
+    true = int((exact >= kth).sum())
+    are = float(np.mean(np.abs(estimate - exact) / exact)) if len(top) else float("nan")
+    return Score(true / k, true / len(top) if top else 0.0, are, len(top))
+
+
+def flow_tuple(flow: stats.Flow) -> tuple:
+    return int(flow.src), int(flow.dst), flow.sport, flow.dport, flow.proto
+
+
+def trace_index(trace: Trace) -> dict:
+    return {t: i for i, t in enumerate(zip(trace.src.tolist(), trace.dst.tolist(), trace.sport.tolist(),
+                                           trace.dport.tolist(), trace.proto.tolist()))}
+
+
+@dataclass
+class Row:
+    skew: float
+    nf: str
+    budget_kb: int
+    params: dict
+    map_bytes: int
+    ns_per_packet: float
+    replay_s: float
+    scores: dict[int, Score]
+
+
+def run_one(ctl, node: str, nf: str, params: dict, trace: Trace, frames, reads: list | None) -> tuple:
+    """Deploy, replay the whole trace, read and rank; returns (map bytes, ns/packet, seconds, top flows).
+    With `reads`, also times reading the filled register arrays into it."""
+    ctl.deploy(node, nf, ["hb0"], params)
+    try:
+        map_bytes = sum(e * b for _, e, b in pinned_maps(node, nf))
+        epochs = stats.SketchEpochs(ctl, node, nf) if stats.has_epochs(get_nf(nf)) else None
+        fd = libbpf.get_pinned(str(PIN_ROOT / node / nf / PROG_PIN))
+        try:
+            t0 = time.perf_counter()
+            kernel_ns = replay(fd, frames, trace.order)
+            seconds = time.perf_counter() - t0
+        finally:
+            os.close(fd)
+        if reads is not None:
+            reads += time_reads(ctl, node, nf, repeats=5)
+        if epochs is not None:
+            top = epochs.close().top(max(KS))
+        else:
+            top = stats.heavy_hitters(ctl.read_registers(node, nf, stats.flow_table(get_nf(nf))), max(KS))
+        return map_bytes, kernel_ns / len(trace.order), seconds, top
+    finally:
+        ctl.remove(node, nf)
+
+
+# ---- sketch reads: batched vs one lookup per cell ----------------------------------------
+
+@dataclass
+class ReadRow:
+    nf: str
+    map_bytes: int
+    stat: str
+    cells: int
+    bytes: int
+    batched_ms: float
+    per_cell_ms: float
+
+
+def time_reads(ctl, node: str, nf: str, repeats: int) -> list[ReadRow]:
+    rows = []
+    map_bytes = sum(e * b for _, e, b in pinned_maps(node, nf))
+    spec = get_nf(nf)
+    for stat in (s for s in spec.stats.values() if s.kind == "registers" and s.cells != (1,)):   # not control
+        batched = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            ctl.read_registers(node, nf, stat.name)
+            batched.append(time.perf_counter() - t0)
+        m = libbpf.BpfMap.from_pin(str(PIN_ROOT / node / nf / stat.xdp["map"]))
+        try:
+            t0 = time.perf_counter()
+            cells = [m.lookup(struct.pack("=I", i)) for i in range(m.max_entries)]
+            per_cell = time.perf_counter() - t0
+            rows.append(ReadRow(nf, map_bytes, stat.name, len(cells), len(cells) * m.value_size,
+                                statistics.median(batched) * 1e3, per_cell * 1e3))
+        finally:
+            m.close()
+    return rows
+
+
+# ---- cost: ns/packet beside NFRouter and xdp_pass -----------------------------------------
+
+COST_NFS = (("xdp_pass", "rxcount", "hb0"), ("nfrouter", "nfrouter", "hb1"),
+            ("cms", "cms", "hb2"), ("precision", "precision", "hb3"))
+COST_CHUNK = 10_000
+HOT_CALLS, HOT_REPEAT = 100, 250
+
+
+def bench_cost(trace: Trace, frames, packets: int) -> list[tuple]:
+    """ns/packet of each program on the trace's first `packets` packets and on one 64-byte frame."""
+    say(f"[3/3] cost: {packets} Zipf packets (skew {trace.skew}) through each program in round-robin chunks of "
+        f"{COST_CHUNK}, then one 64-byte frame x {HOT_REPEAT} repetitions x {HOT_CALLS} calls; catalog defaults")
+    with bench_node("hhb", len(COST_NFS)) as (ctl, node):
+        fds = {}
+        try:
+            for name, nf, ifname in COST_NFS:
+                ctl.deploy(node, nf, [ifname])
+                fds[name] = libbpf.get_pinned(str(PIN_ROOT / node / nf / PROG_PIN))
+            # every destination of the trace (172.16.0.0/12) takes NFRouter's forwarding path
+            RouteService(ctl).add(node, "172.16.0.0/12", "hb1", "02:00:00:00:01:02", via="198.18.1.2")
+            order = trace.order[:packets]
+            kernel_ns = dict.fromkeys(fds, 0)
+            verdicts = {name: Counter() for name in fds}
+            hot_frame = udp_frame(64, v6=False, dst="172.16.0.1")   # TTL 255: forwarded on every repetition
+            hot = {name: [] for name in fds}
+            hot_verdicts = {name: set() for name in fds}
+            # in the node's namespace, NFRouter's MTU check and redirect find hb1 by its ifindex
+            with netns(ctl.node(node).netns):
+                for start in range(0, len(order), COST_CHUNK):
+                    for name, fd in fds.items():
+                        kernel_ns[name] += replay(fd, frames, order[start:start + COST_CHUNK], verdicts[name])
+                for _ in range(HOT_CALLS):
+                    for name, fd in fds.items():
+                        res = libbpf.test_run(fd, hot_frame, repeat=HOT_REPEAT)
+                        hot[name].append(res.duration_ns)
+                        hot_verdicts[name].add(res.retval)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+    return [(name, kernel_ns[name] / len(order), statistics.median(hot[name]), verdicts[name], hot_verdicts[name])
+            for name in fds]
+
+
+def print_cost(rows: list[tuple]) -> None:
+    base = {name: (trace_ns, hot_ns) for name, trace_ns, hot_ns, *_ in rows}["xdp_pass"]
+    say(f"{'program':<10} {'Zipf ns/pkt':>12} {'x xdp_pass':>11} {'64 B ns/pkt':>12} {'x xdp_pass':>11}  "
+        f"verdicts (Zipf; 64 B)")
+    for name, trace_ns, hot_ns, verdicts, hot_verdicts in rows:
+        v = ", ".join(f"{XDP_ACTIONS.get(a, a)} {n}" for a, n in sorted(verdicts.items()))
+        h = ", ".join(XDP_ACTIONS.get(a, str(a)) for a in sorted(hot_verdicts))
+        say(f"{name:<10} {trace_ns:>12.1f} {trace_ns / base[0]:>10.2f}x {hot_ns:>12.1f} {hot_ns / base[1]:>10.2f}x  "
+            f"{v}; {h}")
+    say("(Zipf: kernel-timed single runs, cold per-flow state as on a live interface; 64 B: one frame repeated,\n"
+        " state hot in cache. NFRouter forwards every trace packet (route 172.16.0.0/12): REDIRECT)")
+
+
+# ---- printing and plotting -----------------------------------------------------------------
+
+def print_header() -> None:
+    say(f"{'skew':>4} {'NF':<9} {'budget':>6} {'map bytes':>10} {'parameters':<36} "
+        + " ".join(f"{'rec@' + str(k):>7} {'prec@' + str(k):>8}" for k in KS)
+        + f" {'ARE@100':>8} {'ARE@300':>8} {'ns/pkt':>7} {'replay':>7}")
+
+
+def print_row(r: Row) -> None:
+    s = r.scores
+    say(f"{r.skew:>4} {r.nf:<9} {r.budget_kb:>4}KB {r.map_bytes:>10,} {describe(r.params):<36} "
+        + " ".join(f"{s[k].recall:>7.1%} {s[k].precision:>8.1%}" for k in KS)
+        + f" {s[100].are:>8.3f} {s[300].are:>8.3f} {r.ns_per_packet:>7.0f} {r.replay_s:>6.1f}s")
+
+
+def print_reads(rows: list[ReadRow]) -> None:
+    say(f"{'NF':<9} {'map bytes':>10} {'register array':<15} {'cells':>6} {'bytes':>9} "
+        f"{'read_registers':>15} {'per-cell lookups':>17} {'speed-up':>9}")
+    for r in rows:
+        say(f"{r.nf:<9} {r.map_bytes:>10,} {r.stat:<15} {r.cells:>6} {r.bytes:>9,} {r.batched_ms:>12.2f} ms "
+            f"{r.per_cell_ms:>14.2f} ms {r.per_cell_ms / r.batched_ms:>8.1f}x")
+    say("(read_registers: BPF_MAP_LOOKUP_BATCH and decoding into one array per field, median of runs;\n"
+        " per-cell: one BPF_MAP_LOOKUP_ELEM per cell, raw bytes, not even decoded)")
+
+
+def print_target(rows: list[Row]) -> None:
+    say(f"target: PRECISION finds >= {TARGET_RECALL:.0%} of the 300 heaviest flows within {TARGET_KB} KB")
+    for skew in sorted({r.skew for r in rows}):
+        fit = [r for r in rows if r.skew == skew and r.nf == "precision" and r.map_bytes <= TARGET_KB * KB]
+        met = [r for r in fit if r.scores[300].recall >= TARGET_RECALL]
+        best = max(fit, key=lambda r: r.scores[300].recall, default=None)
+        if met:
+            r = min(met, key=lambda r: r.map_bytes)
+            say(f"  skew {skew}: met with {r.map_bytes:,} bytes ({describe(r.params)}): recall@300 {r.scores[300].recall:.1%}")
+        elif best:
+            say(f"  skew {skew}: NOT met: best within {TARGET_KB} KB is {best.scores[300].recall:.1%} "
+                f"with {best.map_bytes:,} bytes")
+        else:
+            say(f"  skew {skew}: no PRECISION point within {TARGET_KB} KB was run")
+
+
+def plot(rows: list[Row], path: Path, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("no plot: matplotlib is missing (install the bench extra: .venv/bin/pip install -e '.[bench]')")
+        return
+    skews = sorted({r.skew for r in rows})
+    fig, axes = plt.subplots(2, len(skews), figsize=(4.2 * len(skews), 7), sharex=True, squeeze=False)
+    for col, skew in enumerate(skews):
+        for nf, color in zip(NFS, ("tab:blue", "tab:red")):
+            pts = sorted((r for r in rows if r.skew == skew and r.nf == nf), key=lambda r: r.map_bytes)
+            kb = [r.map_bytes / KB for r in pts]
+            for k, style in zip(KS, ("-o", "--s")):
+                axes[0][col].plot(kb, [100 * r.scores[k].recall for r in pts], style, color=color, label=f"{nf} top-{k}")
+            axes[1][col].plot(kb, [r.scores[300].are for r in pts], "-o", color=color, label=f"{nf} top-300")
+        axes[0][col].axhline(100 * TARGET_RECALL, color="grey", lw=0.8, ls=":")
+        axes[0][col].axvline(TARGET_KB, color="grey", lw=0.8, ls=":")
+        axes[0][col].set_title(f"Zipf skew {skew}")
+        axes[0][col].set_ylim(0, 102)
+        axes[1][col].set_yscale("log")
+        axes[1][col].set_xscale("log", base=2)
+        axes[1][col].set_xlabel("map memory (KB, real bytes)")
+    axes[0][0].set_ylabel("top-k recall (%)")
+    axes[1][0].set_ylabel("ARE of reported top-300")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    say(f"plot written: {path}")
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+def bench_accuracy(cfg: dict, seed: int) -> tuple[list[Row], list[ReadRow], Trace, object]:
+    budgets = cfg["budgets_kb"]
+    say(f"[1/3] accuracy: {len(SKEWS)} skews x {len(NFS)} NFs x {len(budgets)} budgets, "
+        f"{cfg['packets']:,} packets per replay")
+    rows, reads = [], []
+    cost_trace = None
+    with bench_node("hhb", 1) as (ctl, node):
+        sizes = {}
+        for nf in NFS:   # a first deployment tells each map's real element size
+            ctl.deploy(node, nf, ["hb0"])
+            sizes[nf] = MapSizes(nf, node)
+            ctl.remove(node, nf)
+        for skew in SKEWS:
+            t0 = time.perf_counter()
+            trace = zipf_trace(skew, cfg["flows"], cfg["packets"], seed)
+            frames = build_frames(trace)
+            index = trace_index(trace)
+            top1 = trace.packets.max() / trace.packets.sum()
+            say(f"trace skew {skew}: {trace.flows:,} flows, {len(trace.order):,} packets, {int(trace.bytes.sum()):,} bytes; "
+                f"heaviest flow {top1:.1%} of packets, 100th {trace.packets[trace.top(100)[-1]]}, "
+                f"300th {trace.packets[trace.top(300)[-1]]} packets (built in {time.perf_counter() - t0:.1f} s)")
+            print_header()
+            for nf in NFS:
+                for kb in budgets:
+                    params = fit_params(nf, sizes[nf], kb * KB)
+                    if params is None:
+                        say(f"{skew:>4} {nf:<9} {kb:>4}KB  no configuration fits")
+                        continue
+                    # read cost depends on the size only: timed once per size, in the first skew's runs
+                    map_bytes, ns, secs, top = run_one(ctl, node, nf, params, trace, frames,
+                                                       reads if skew == SKEWS[0] else None)
+                    row = Row(skew, nf, kb, params, map_bytes, ns, secs, {k: score(trace, index, top, k) for k in KS})
+                    rows.append(row)
+                    print_row(row)
+            if skew == 1.0:
+                cost_trace = (trace, frames)
+    return rows, reads, cost_trace
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK['flows']:,} flows, {QUICK['packets']:,} packets, budgets {QUICK['budgets_kb']} KB")
+    ap.add_argument("--seed", type=int, default=1, help="trace seed (default 1)")
+    ap.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"PNG to write (default {DEFAULT_PLOT})")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if os.geteuid() != 0:
+        say("bench/heavy_hitters.py needs root (BPF programs and network namespaces)")
+        return 1
+    given = sys.argv[1:] if argv is None else argv
+    cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/heavy_hitters.py", *given])
+    say(f"reproduce: cd {REPO} && sudo {cmd}")
+    cfg = QUICK if args.quick else FULL
+    say(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {'quick' if args.quick else 'full'} run, seed {args.seed}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    t0 = time.perf_counter()
+    try:
+        rows, reads, (trace, frames) = bench_accuracy(cfg, args.seed)
+        say()
+        print_target(rows)
+        say()
+        say(f"[2/3] sketch reads at each memory size (timed in step 1, after the skew-{SKEWS[0]} replays)")
+        print_reads(reads)
+        say()
+        print_cost(bench_cost(trace, frames, cfg["cost_packets"]))
+        say()
+        plot(rows, args.plot, f"innet heavy hitters on XDP: {cfg['flows']:,} flows, {cfg['packets']:,} packets, "
+                              f"seed {args.seed}")
+    except KeyboardInterrupt:
+        say("\n[bench] interrupted")
+        return 130
+    say(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
