@@ -61,10 +61,12 @@ def install(ipr: IPRoute, ifindex: int, link_rate_bps: int, levels: list[QueueLe
         for q in levels:
             ipr.tc("add-class", "htb", ifindex, level_classid(q.level), parent=LINK_CLASS, rate=f"{q.rate_bps}bit",
                    ceil=f"{q.ceil_bps}bit", prio=q.level, quantum=QUANTUM)
-    except NetlinkError as exc:
+    except BaseException as exc:
         remove(ipr, ifindex)
-        raise QueueError(f"cannot set up the HTB tree on interface {ifindex}: {exc}",
-                         hint="check that the kernel has sch_htb and the rates are sane") from exc
+        if isinstance(exc, NetlinkError):
+            raise QueueError(f"cannot set up the HTB tree on interface {ifindex}: {exc}",
+                             hint="check that the kernel has sch_htb and the rates are sane") from exc
+        raise
     return {q.level: level_classid(q.level) for q in levels}
 
 
@@ -91,9 +93,13 @@ def read_stats(ipr: IPRoute, ifindex: int, count: int) -> list[QueueStats]:
         if c is None:
             raise QueueError(f"interface {ifindex} has no HTB class for level {level}",
                              hint="configure the queues again")
-        parms = c.get_attr("TCA_OPTIONS").get_attr("TCA_HTB_PARMS")
+        options = c.get_attr("TCA_OPTIONS")
+        parms = options.get_attr("TCA_HTB_PARMS")
+        # rates of 2^32 bytes/s and more come in the 64-bit attributes
+        rate = options.get_attr("TCA_HTB_RATE64") or parms["rate"]
+        ceil = options.get_attr("TCA_HTB_CEIL64") or parms["ceil"]
         stats = c.get_attr("TCA_STATS2")
         basic, queue = stats.get_attr("TCA_STATS_BASIC"), stats.get_attr("TCA_STATS_QUEUE")
-        out.append(QueueStats(level, parms["rate"] * 8, parms["ceil"] * 8, basic["packets"], basic["bytes"],
+        out.append(QueueStats(level, rate * 8, ceil * 8, basic["packets"], basic["bytes"],
                               queue["drops"], queue["qlen"], queue["backlog"]))
     return out
