@@ -64,14 +64,17 @@ def class_packets(ctl, node):
     return [q.packets for q in ctl.queue_stats(node, "prio", "pqa")]
 
 
+def eth(dst="02:77:00:00:00:02"):
+    """Explicit MACs: scapy would otherwise resolve them from the test process's own namespace."""
+    return Ether(src="02:77:00:00:00:01", dst=dst)
+
+
 def udp4(dscp=0, sport=4000, dport=5000, size=100):
-    return Ether(src="02:77:00:00:00:01", dst="02:77:00:00:00:02") / IP(src=A_ADDR, dst=B_ADDR, tos=dscp << 2) \
-        / UDP(sport=sport, dport=dport) / (b"x" * size)
+    return eth() / IP(src=A_ADDR, dst=B_ADDR, tos=dscp << 2) / UDP(sport=sport, dport=dport) / (b"x" * size)
 
 
 def udp6(dscp=0, sport=4000, dport=5000):
-    return Ether(src="02:77:00:00:00:01", dst="02:77:00:00:00:02") / IPv6(src="2001:db8:77::1", dst="2001:db8:77::2",
-                                                                          tc=dscp << 2) / UDP(sport=sport, dport=dport)
+    return eth() / IPv6(src="2001:db8:77::1", dst="2001:db8:77::2", tc=dscp << 2) / UDP(sport=sport, dport=dport)
 
 
 def test_each_class_lands_in_its_htb_class(prio):
@@ -89,10 +92,10 @@ def test_each_class_lands_in_its_htb_class(prio):
     by_dscp = [udp4(dscp=46, sport=4000 + i) for i in range(3)]                # level 0 (DSCP)
     by_flow4 = [udp4(dscp=46, sport=5001, dport=6001) for _ in range(4)]      # level 1 (flow over DSCP)
     unmatched = [udp4(dscp=0, sport=4100 + i) for i in range(2)] + \
-        [Ether() / IP(src=A_ADDR, dst=B_ADDR) / TCP(sport=80, dport=4242 + i) for i in range(3)]  # level 2
+        [eth() / IP(src=A_ADDR, dst=B_ADDR) / TCP(sport=80, dport=4242 + i) for i in range(3)]  # level 2
     by_dscp6 = [udp6(dscp=10) for _ in range(2)]                               # level 1 (DSCP, IPv6)
     by_flow6 = [udp6(sport=7000, dport=7001) for _ in range(6)]               # level 0 (flow, IPv6)
-    arp = [Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=A_ADDR, pdst=B_ADDR)]      # not IP: HTB's default
+    arp = [eth("ff:ff:ff:ff:ff:ff") / ARP(hwsrc="02:77:00:00:00:01", psrc=A_ADDR, pdst=B_ADDR)]      # not IP: HTB's default
     frames = [bytes(f) for f in by_dscp + by_flow4 + unmatched + by_dscp6 + by_flow6 + arp]
     expect = {0: by_dscp + by_flow6, 1: by_flow4 + by_dscp6, 2: unmatched}
 
