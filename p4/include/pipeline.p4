@@ -47,6 +47,49 @@ control FlowKey(in headers_t hdr, inout metadata_t meta, in standard_metadata_t 
     }
 }
 
+/* A 32-bit fingerprint of a flow key (CRC-32). NFs derive their row, stage and slot
+ * indices from it with FLOW_INDEX, a multiply-shift with an odd multiplier of their own:
+ * CRCs of one key under different seeds differ by a constant, so their low bits would
+ * collide together, where the middle bits of a product mix all 32 bits of the fingerprint. */
+action flow_fingerprint(in flow_key_t key, out bit<32> fp) {
+    hash(fp, HashAlgorithm.crc32, (bit<32>)0,
+         { key.src_addr, key.dst_addr, key.src_port, key.dst_port, key.proto },
+         (bit<64>)0x100000000);
+}
+
+#define FLOW_INDEX(fp, multiplier, size) \
+    ((bit<32>)(((bit<64>)(fp) * (multiplier)) >> 32) & ((bit<32>)(size) - 1))
+
+/* An address in registers: four 32-bit registers <name>_0 .. <name>_3, most significant
+ * word first, because BMv2's Thrift register API carries values as signed 64-bit
+ * integers (and saturates wider or larger ones). */
+#define INNET_STR(x) #x
+#define INNET_XSTR(x) INNET_STR(x)
+#define ADDR_REGISTERS(reg, size) \
+    @name(INNET_XSTR(.reg##_0)) register<bit<32>>(size) reg##_0; \
+    @name(INNET_XSTR(.reg##_1)) register<bit<32>>(size) reg##_1; \
+    @name(INNET_XSTR(.reg##_2)) register<bit<32>>(size) reg##_2; \
+    @name(INNET_XSTR(.reg##_3)) register<bit<32>>(size) reg##_3
+
+#define ADDR_READ(reg, value, index) { \
+    bit<32> w0; bit<32> w1; bit<32> w2; bit<32> w3; \
+    reg##_0.read(w0, index); reg##_1.read(w1, index); \
+    reg##_2.read(w2, index); reg##_3.read(w3, index); \
+    value = w0 ++ w1 ++ w2 ++ w3; }
+
+#define ADDR_WRITE(reg, index, value) { \
+    reg##_0.write(index, value[127:96]); reg##_1.write(index, value[95:64]); \
+    reg##_2.write(index, value[63:32]); reg##_3.write(index, value[31:0]); }
+
+/* A measurement NF's own key: in key mode 1 (address pair) the ports are dropped. */
+action flow_key_for_mode(in flow_key_t full, out flow_key_t key, bit<1> address_pair) {
+    key = full;
+    if (address_pair == 1) {
+        key.src_port = 0;
+        key.dst_port = 0;
+    }
+}
+
 control InnetEgress(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_t std) {
     apply { }
 }
