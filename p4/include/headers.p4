@@ -108,6 +108,8 @@ const verdict_t VERDICT_PASS_TOO_BIG = 7;
 const verdict_t VERDICT_PASS_NO_PORT = 8;
 #define VERDICT_COUNT 9
 
+const bit<8> PRECISION_FIELD_LIST = 1;
+
 struct metadata_t {
     /* filled by the parser */
     bit<8>     l4_proto;         /* protocol after the IPv6 extension headers */
@@ -118,11 +120,13 @@ struct metadata_t {
     bit<8>     dscp;
     /* the composed pipeline's enabled NFs (innet.p4) */
     bit<8>     nfs;
-    /* PRECISION's second pass: the stage to take over (1-based, 0 = none) and its new
-     * counter, carried from the first pass by resubmit */
-    @field_list(1)
-    bit<8>     precision_stage;
-    @field_list(1)
+    /* PRECISION's takeover, decided on a packet's first pass and carried by resubmit to
+     * its second: the slot to take over and its new counter */
+    @field_list(PRECISION_FIELD_LIST)
+    bit<1>     precision_takeover;
+    @field_list(PRECISION_FIELD_LIST)
+    bit<32>    precision_slot;
+    @field_list(PRECISION_FIELD_LIST)
     bit<64>    precision_count;
     /* the router asks computeChecksum for a new IPv4 checksum only on what it rewrote */
     bit<1>     ipv4_rewritten;

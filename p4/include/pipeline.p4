@@ -81,15 +81,6 @@ action flow_fingerprint(in flow_key_t key, out bit<32> fp) {
     reg##_0.write(index, value[127:96]); reg##_1.write(index, value[95:64]); \
     reg##_2.write(index, value[63:32]); reg##_3.write(index, value[31:0]); }
 
-/* A measurement NF's own key: in key mode 1 (address pair) the ports are dropped. */
-action flow_key_for_mode(in flow_key_t full, out flow_key_t key, bit<1> address_pair) {
-    key = full;
-    if (address_pair == 1) {
-        key.src_port = 0;
-        key.dst_port = 0;
-    }
-}
-
 control InnetEgress(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_t std) {
     apply { }
 }
