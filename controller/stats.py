@@ -26,7 +26,7 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 136: "
 DEFAULT_GRACE_S = 0.05
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Flow:
     """A flow's identity as the data plane keys it (ports 0 when it keys address pairs)."""
     src: ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -39,6 +39,10 @@ class Flow:
     def of(cls, src, dst, sport: int = 0, dport: int = 0, proto: int = 0) -> "Flow":
         """From addresses as text, integers or address objects (IPv4-mapped IPv6 becomes IPv4)."""
         return cls(_address(src), _address(dst), int(sport), int(dport), int(proto))
+
+    def sort_key(self) -> tuple:
+        """A total order over IPv4 and IPv6 flows alike (for stable rankings)."""
+        return (self.src.version, int(self.src), self.dst.version, int(self.dst), self.sport, self.dport, self.proto)
 
     def __str__(self) -> str:
         proto = PROTO_NAMES.get(self.proto, f"proto {self.proto}")
@@ -109,7 +113,7 @@ def top_k(counts: list[FlowCount], k: int, by: str = "packets") -> list[FlowCoun
         raise StatsError(f"cannot rank flows by '{by}'", hint="rank by packets or bytes")
     if by == "bytes" and counts and counts[0].bytes is None:
         raise StatsError("this flow table counts packets only", hint="rank by packets")
-    return sorted(counts, key=lambda c: (-getattr(c, by), c.flow))[:k]
+    return sorted(counts, key=lambda c: (-getattr(c, by), c.flow.sort_key()))[:k]
 
 
 def heavy_hitters(registers: dict[str, np.ndarray], k: int, by: str = "packets") -> list[FlowCount]:
@@ -151,7 +155,7 @@ def elephants(flow_rates: list[FlowRate], threshold_bytes_per_s: float) -> list[
         raise StatsError("elephant detection needs byte counts, which this flow table lacks",
                          hint="use the cms NF, or rank precision flows with top_k")
     big = [r for r in flow_rates if r.bytes_per_s >= threshold_bytes_per_s]
-    return sorted(big, key=lambda r: (-r.bytes_per_s, r.flow))
+    return sorted(big, key=lambda r: (-r.bytes_per_s, r.flow.sort_key()))
 
 
 def flow_table(nf: NFSpec) -> str:

@@ -1,0 +1,325 @@
+"""Heavy-hitter NFs (cms, precision) on XDP: real frames from scapy through the attached programs.
+
+A bare namespace holds two veth pairs: cms runs on va (frames sent from vb), precision on
+vc (frames sent from vd). IPv6 is off in the namespace so the kernel adds no frames of its
+own: every counted packet is one the test sent, and exact counts are known.
+"""
+import functools
+import math
+import random
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import pytest
+from pyroute2 import IPRoute
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
+from scapy.layers.l2 import ARP, Ether
+
+from controller.bpf import libbpf
+from controller.bpf.build import compile_program
+from controller.catalog import get_nf
+from controller.core import Controller
+from controller.errors import CatalogError, StatsError
+from controller.netns import netns
+from controller.node import Node
+from controller.stats import (Flow, FlowCount, SketchEpochs, elephant_threshold, elephants, flow_counts, heavy_hitters,
+                              rates, top_k)
+from controller.targets.xdp import PIN_ROOT
+from testbed import traffic
+
+pytestmark = pytest.mark.needs_root
+
+CMS_PARAMS = {"rows": 4, "columns": 256, "candidates": 1024}
+PROTO = {"udp": 17, "tcp": 6, "icmp": 1}
+
+
+def _namespace(pairs: list[tuple[str, str]]):
+    name = f"hh-{uuid.uuid4().hex[:6]}"
+    path = f"/var/run/netns/{name}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    links = " && ".join(f"ip link add {a} type veth peer name {b} && ip link set {a} up && ip link set {b} up"
+                        for a, b in pairs)
+    subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
+                    "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && " + links],
+                   check=True)
+    ctl = Controller()
+    ctl.add_node(Node(name, path))
+    return ctl, name
+
+
+def _drop(ctl, name):
+    for nf in ("cms", "precision"):
+        ctl.remove(name, nf)
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+@pytest.fixture(scope="module")
+def hh():
+    """cms on va, precision on vc, in one namespace."""
+    ctl, name = _namespace([("va", "vb"), ("vc", "vd")])
+    try:
+        ctl.deploy(name, "cms", ["va"], CMS_PARAMS)
+        ctl.deploy(name, "precision", ["vc"])
+        yield ctl, name
+    finally:
+        _drop(ctl, name)
+
+
+@pytest.fixture
+def bare():
+    """A fresh namespace with one veth pair and nothing deployed."""
+    ctl, name = _namespace([("va", "vb")])
+    yield ctl, name
+    _drop(ctl, name)
+
+
+# ---- frames ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)   # scapy builds a frame in ~0.5 ms: build each one once
+def frame(flow: Flow, payload: int = 0) -> bytes:
+    ip = IPv6(src=str(flow.src), dst=str(flow.dst)) if flow.src.version == 6 else IP(src=str(flow.src),
+                                                                                         dst=str(flow.dst))
+    l4 = TCP(sport=flow.sport, dport=flow.dport) if flow.proto == 6 else UDP(sport=flow.sport, dport=flow.dport)
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / l4 / (b"x" * payload))
+
+
+def test_flows(n: int) -> list[Flow]:
+    """n distinct flows: IPv4 and IPv6, UDP and TCP."""
+    flows = []
+    for i in range(n):
+        v6 = i % 4 == 3
+        src = f"2001:db8:1::{i + 1:x}" if v6 else f"10.1.{i // 250}.{i % 250 + 1}"
+        dst = "2001:db8:2::1" if v6 else "10.2.0.1"
+        flows.append(Flow.of(src, dst, 10000 + i, 80 + i % 7, PROTO["tcp"] if i % 2 else PROTO["udp"]))
+    return flows
+
+
+test_flows.__test__ = False   # a helper, not a test
+
+
+def rx_packets(ctl, name: str, ifname: str) -> int:
+    with netns(ctl.node(name).netns), IPRoute() as ipr:
+        link = ipr.link_lookup(ifname=ifname)[0]
+        return ipr.get_links(link)[0].get("IFLA_STATS64")["rx_packets"]
+
+
+def send(ctl, name: str, iface: str, rx_iface: str, frames: list[bytes]) -> None:
+    """Send from `iface` and wait until its peer `rx_iface` has taken every frame in."""
+    before = rx_packets(ctl, name, rx_iface)
+    traffic.send(ctl.node(name), iface, frames)
+    deadline = time.monotonic() + 5
+    while rx_packets(ctl, name, rx_iface) - before < len(frames) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def sketch_cells(name: str, flows: list[Flow]) -> dict[Flow, np.ndarray]:
+    """Each flow's sketch cells (flat index per row, bank 0), found by running one of its frames
+    through a separate, unattached copy of the same compiled program (BPF_PROG_TEST_RUN)."""
+    nf = get_nf("cms")
+    values = nf.resolve_parameters(CMS_PARAMS)
+    defines = {p.xdp["define"]: values[p.name] for p in nf.parameters.values()}
+    cells = {}
+    with libbpf.BpfObject(str(compile_program(nf.programs["xdp"]["source"], defines))).load() as obj:
+        sketch = obj.maps["cms_sketch"]
+        prog = obj.programs["cms"]
+        for flow in flows:
+            before = np.frombuffer(sketch.lookup_all(), dtype="<u8")[0::2].copy()
+            assert libbpf.test_run(prog, frame(flow)).retval == 2   # XDP_PASS
+            after = np.frombuffer(sketch.lookup_all(), dtype="<u8")[0::2]
+            cells[flow] = np.flatnonzero(after != before)
+            assert len(cells[flow]) == CMS_PARAMS["rows"], f"{flow}: one cell per row"
+    return cells
+
+
+# ---- Count-Min --------------------------------------------------------------------------------
+def test_count_min_never_undercounts_and_stays_within_its_bound(hh):
+    ctl, name = hh
+    flows = test_flows(300)
+    sent = {f: max(1, 3000 // (i + 1)) for i, f in enumerate(flows)}          # Zipf-like
+    payload = {f: i % 50 for i, f in enumerate(flows)}
+    frames = [frame(f, payload[f]) for f in flows for _ in range(sent[f])]
+    random.Random(1).shuffle(frames)
+    sent_bytes = {f: sent[f] * len(frame(f, payload[f])) for f in flows}
+
+    epochs = SketchEpochs(ctl, name, "cms")
+    epochs.restart()
+    send(ctl, name, "vb", "va", frames)
+    epoch = epochs.close()
+    assert epoch.packets == len(frames)
+    assert epoch.bytes == sum(len(f) for f in frames)
+
+    n, total_bytes, width = len(frames), epoch.bytes, CMS_PARAMS["columns"]
+    cells = sketch_cells(name, flows)
+    sketch_packets = epoch.sketch["packets"].reshape(-1)
+    sketch_bytes = epoch.sketch["bytes"].reshape(-1)
+    for f in flows:
+        est_packets = int(sketch_packets[cells[f]].min())
+        est_bytes = int(sketch_bytes[cells[f]].min())
+        assert sent[f] <= est_packets <= sent[f] + math.e * n / width, f"{f}: packets {est_packets} vs {sent[f]}"
+        assert sent_bytes[f] <= est_bytes <= sent_bytes[f] + math.e * total_bytes / width, f"{f}: bytes"
+
+    # candidates: sent flows only, each held with its estimate at its last packet
+    counted = flow_counts(epoch.flows)
+    assert counted and {c.flow for c in counted} <= set(flows)
+    for c in counted:
+        assert sent[c.flow] <= c.packets <= int(sketch_packets[cells[c.flow]].min())
+        assert sent_bytes[c.flow] <= c.bytes
+    heaviest = sorted(flows, key=lambda f: -sent[f])[:5]
+    assert {c.flow for c in epoch.top(5)} == set(heaviest)
+
+    # elephants: at least the rate of the third-heaviest flow, given in bytes/s or as half a link
+    threshold = sent_bytes[heaviest[2]] / epoch.duration
+    assert elephant_threshold(link_bps=16 * threshold, fraction=0.5) == pytest.approx(threshold)
+    found = {r.flow for r in elephants(epoch.rates(50), threshold)}
+    assert set(heaviest[:3]) <= found
+    for f in found:
+        assert sent_bytes[f] + math.e * total_bytes / width >= threshold * epoch.duration
+
+
+def test_epoch_rotation_loses_and_double_counts_nothing(hh):
+    ctl, name = hh
+    flows = test_flows(40)
+    frames = [frame(flows[i % len(flows)], i % 30) for i in range(60000)]
+    epochs = SketchEpochs(ctl, name, "cms", grace_s=0.02)
+    epochs.restart()
+    before = rx_packets(ctl, name, "va")
+    sender = traffic._probe(ctl.node(name), "send", "vb")
+    sender.stdin.write(traffic._frames_json(frames))
+    sender.stdin.close()
+    closed = []
+    deadline = time.monotonic() + 30
+    while (sender.poll() is None or rx_packets(ctl, name, "va") - before < len(frames)) \
+            and time.monotonic() < deadline:
+        closed.append(epochs.close())
+    assert sender.wait() == 0, sender.stderr.read()
+    closed.append(epochs.close())
+
+    busy = [e for e in closed if e.packets]
+    assert len(busy) >= 3, f"traffic spanned only {len(busy)} epochs: rotate faster or send more"
+    for e in closed:   # a packet reads its bank once: every row of an epoch saw the same packets
+        assert set(e.sketch["packets"].sum(axis=1)) == {e.packets}
+        assert set(e.sketch["bytes"].sum(axis=1)) == {e.bytes}
+    assert sum(e.packets for e in closed) == len(frames)
+    assert sum(e.bytes for e in closed) == sum(len(f) for f in frames)
+    assert {c.flow for e in busy for c in flow_counts(e.flows)} <= set(flows)
+    assert {e.bank for e in busy} == {0, 1}
+
+
+def test_truncated_and_non_ip_frames_are_not_counted(hh):
+    ctl, name = hh
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    v4 = eth / IP(src="10.9.0.1", dst="10.9.0.2")
+    v6 = eth / IPv6(src="2001:db8:9::1", dst="2001:db8:9::2")
+    ignored = [
+        bytes(eth / ARP(pdst="10.9.0.2")),
+        bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x88b5) / (b"\0" * 46)),
+        bytes(eth)[:14],                                                  # Ethernet header only
+        bytes(v4 / UDP(sport=1, dport=2))[:14 + 12],                      # IPv4 header cut short
+        bytes(eth / IP(src="10.9.0.1", dst="10.9.0.2", ihl=4) / (b"\0" * 30)),   # IHL below 5
+        bytes(v4 / UDP(sport=1, dport=2))[:14 + 20 + 2],                  # ports cut short
+        bytes(v6 / UDP(sport=1, dport=2))[:14 + 30],                      # IPv6 header cut short
+        bytes(v6 / TCP(sport=1, dport=2))[:14 + 40 + 3],                  # ports cut short
+    ]
+    counted = {   # frame -> the flow it is counted as
+        bytes(v4 / UDP(sport=1111, dport=2222) / b"hi"): Flow.of("10.9.0.1", "10.9.0.2", 1111, 2222, 17),
+        bytes(eth / IP(src="10.9.0.1", dst="10.9.0.2", frag=100, proto=17) / (b"\0" * 16)):   # no ports
+            Flow.of("10.9.0.1", "10.9.0.2", 0, 0, 17),
+        bytes(v4 / ICMP()): Flow.of("10.9.0.1", "10.9.0.2", 0, 0, 1),
+        bytes(v6 / IPv6ExtHdrFragment(m=1) / UDP(sport=3333, dport=4444) / b"frag"):
+            Flow.of("2001:db8:9::1", "2001:db8:9::2", 3333, 4444, 17),
+    }
+    epochs = SketchEpochs(ctl, name, "cms")
+    epochs.restart()
+    send(ctl, name, "vb", "va", ignored + list(counted))
+    time.sleep(0.2)   # runt frames may never show in the interface's rx count
+    epoch = epochs.close()
+    assert epoch.packets == len(counted)
+    assert {c.flow: c.packets for c in flow_counts(epoch.flows)} == {f: 1 for f in counted.values()}
+
+
+def test_address_pair_key_mode_drops_ports(bare):
+    ctl, name = bare
+    ctl.deploy(name, "precision", ["va"], {"key_mode": 1})
+    flows = [Flow.of("10.3.0.1", "10.3.0.2", 1000 + i, 53, 17) for i in range(5)]
+    send(ctl, name, "vb", "va", [frame(f) for f in flows for _ in range(4)])
+    time.sleep(0.05)
+    got = flow_counts(ctl.read_registers(name, "precision", "flows"))
+    assert [(c.flow, c.packets) for c in got] == [(Flow.of("10.3.0.1", "10.3.0.2", 0, 0, 17), 20)]
+
+
+# ---- PRECISION -------------------------------------------------------------------------------
+def test_precision_finds_elephants_among_mice(hh):
+    ctl, name = hh
+    ctl.reset_registers(name, "precision", "flows")
+    alone = Flow.of("10.4.0.1", "10.4.0.2", 5, 6, 17)
+    send(ctl, name, "vd", "vc", [frame(alone)] * 50)
+    time.sleep(0.05)
+    assert [(c.flow, c.packets) for c in flow_counts(ctl.read_registers(name, "precision", "flows"))] == \
+        [(alone, 50)], "a lone flow takes an empty slot at once and counts every later packet"
+
+    ctl.reset_registers(name, "precision", "flows")
+    flows = test_flows(1508)
+    big, mice = flows[:8], flows[8:]
+    frames = [frame(f) for f in big for _ in range(400)] + [frame(f) for f in mice for _ in range(2)]
+    random.Random(2).shuffle(frames)
+    send(ctl, name, "vd", "vc", frames)
+    time.sleep(0.05)
+    top = heavy_hitters(ctl.read_registers(name, "precision", "flows"), 8)
+    assert {c.flow for c in top} == set(big)
+    for c in top:
+        assert 0.9 * 400 <= c.packets <= 400 + 10, f"{c.flow}: counter {c.packets} for 400 packets"
+    assert top[0].bytes is None
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("nf, params, message", [
+    ("cms", {"rows": 0}, "cms.rows=0 is out of range"),
+    ("cms", {"columns": 1000}, "cms.columns=1000 must be a power of two"),
+    ("cms", {"columns": 1 << 17}, "cms.columns=131072 is out of range"),
+    ("cms", {"candidates": 1 << 20}, "cms.candidates=1048576 is out of range"),
+    ("cms", {"rows": 9}, "cms.rows=9 is out of range"),
+    ("precision", {"slots": 3000}, "precision.slots=3000 must be a power of two"),
+    ("precision", {"stages": 0}, "precision.stages=0 is out of range"),
+])
+def test_bad_sizes_are_refused_and_nothing_is_deployed(bare, nf, params, message):
+    ctl, name = bare
+    with pytest.raises(CatalogError, match=message):
+        ctl.deploy(name, nf, ["va"], params)
+    assert ctl.deployment(name, nf) is None
+    assert not (PIN_ROOT / name / nf).exists()
+    out = subprocess.run(["nsenter", f"--net=/var/run/netns/{name}", "ip", "link", "show", "va"],
+                         capture_output=True, text=True).stdout
+    assert "xdp" not in out
+
+
+def test_largest_sizes_fit_the_map_limits(bare):
+    ctl, name = bare
+    ctl.deploy(name, "cms", ["va"], {"rows": 8, "columns": 65536, "candidates": 65536})
+    ctl.deploy(name, "precision", ["vb"], {"stages": 4, "slots": 65536})
+    assert SketchEpochs(ctl, name, "cms").close().sketch["packets"].shape == (8, 65536)
+
+
+def test_bad_statistics_requests_say_what_is_wrong(hh):
+    ctl, name = hh
+    with pytest.raises(StatsError, match="NF precision has no epochs"):
+        SketchEpochs(ctl, name, "precision")
+    with pytest.raises(StatsError, match="top-k needs k >= 1"):
+        top_k([], 0)
+    with pytest.raises(StatsError, match="counts packets only"):
+        top_k([FlowCount(Flow.of("10.0.0.1", "10.0.0.2"), 5)], 1, by="bytes")
+    with pytest.raises(StatsError, match="fraction must be in"):
+        elephant_threshold(link_bps=1e9, fraction=2)
+    with pytest.raises(StatsError, match="either in bytes/s or as a fraction"):
+        elephant_threshold(bytes_per_s=1e6, link_bps=1e9, fraction=0.1)
+    with pytest.raises(StatsError, match="duration must be positive"):
+        rates([], 0)
+    with pytest.raises(StatsError, match="lack the flow table field"):
+        flow_counts({"packets": np.zeros(4)})
+
+
+def test_not_deployed_epochs(bare):
+    ctl, name = bare
+    with pytest.raises(StatsError, match=f"cms is not deployed on {name}"):
+        SketchEpochs(ctl, name, "cms")
