@@ -18,12 +18,21 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="module")
-def linear():
-    """h1 -- r1 -- h2 in Mininet, NFRouter on r1, routes installed."""
-    from controller.topology import load_topology
+def linear(request):
+    """h1 -- r1 -- h2 in Mininet, NFRouter on r1, routes installed. r1's target is XDP, or the
+    one given by indirect parametrisation (`pytest.mark.parametrize("linear", [...], indirect=True)`)."""
+    import yaml
+
+    from controller.p4 import switch
+    from controller.topology import TOPOLOGY_DIR, parse_topology
     from testbed.net import Testbed
 
-    tb = Testbed(load_topology("linear"), progress=lambda msg: None).start()
+    target = getattr(request, "param", "xdp")
+    if target == "bmv2" and switch.unavailable():
+        pytest.skip(switch.unavailable())
+    doc = yaml.safe_load((TOPOLOGY_DIR / "linear.yaml").read_text())
+    doc["nodes"]["r1"]["target"] = target
+    tb = Testbed(parse_topology(doc, f"linear (r1 on {target})"), progress=lambda msg: None).start()
     yield tb
     tb.stop()
 
