@@ -1,10 +1,11 @@
-"""What a topology can leave behind: interfaces, pins, state files, processes."""
+"""What a topology can leave behind: interfaces, pins, state files, processes, BMv2 switches."""
 from __future__ import annotations
 
 import subprocess
 
 from pyroute2 import IPRoute
 
+from controller.p4 import switch
 from controller.targets.xdp import PIN_ROOT, STATE_ROOT
 from controller.topology import Topology
 
@@ -15,9 +16,11 @@ def leftovers(topo: Topology) -> list[str]:
         names = {link.get("ifname") for link in ipr.get_links()}
     found += [f"interface {i.name}" for n in topo.nodes.values() for i in n.interfaces if i.name in names]
     for n in topo.nodes:
-        for root in (PIN_ROOT, STATE_ROOT):
-            if (root / n).exists():
-                found.append(f"{root / n}")
-        ps = subprocess.run(["pgrep", "-f", f"mininet:{n}$"], capture_output=True, text=True).stdout.split()
-        found += [f"process {pid} (mininet:{n})" for pid in ps]
+        for path in (PIN_ROOT / n, STATE_ROOT / n, switch.state_dir(n), switch.STATE_ROOT / f"{n}.sock"):
+            if path.exists():
+                found.append(f"{path}")
+        for pattern, what in ((f"mininet:{n}$", f"mininet:{n}"),
+                              (f"{switch.SWITCH_BINARY} .*{switch.STATE_ROOT}/{n}[.]sock", f"BMv2 switch of {n}")):
+            ps = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+            found += [f"process {pid} ({what})" for pid in ps]
     return found
