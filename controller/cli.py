@@ -165,6 +165,60 @@ def cmd_queues(args) -> int:
     return 0
 
 
+def _hh_table(node: str, nf: str, sample, threshold: float | None) -> list[str]:
+    def si(value) -> str:
+        if value is None:
+            return "-"
+        for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if value >= scale:
+                return f"{value / scale:.1f}{unit}"
+        return f"{value:.0f}"
+
+    total = ""
+    if sample.packets is not None:
+        total = f", {sample.packets} packets, {si(sample.bytes * 8 / sample.duration)}bit/s in all"
+    lines = [f"{nf} on {node}: top {len(sample.flows)} flows of the last {sample.duration:.2f} s{total}",
+             f"  {'#':>3} {'flow':<58} {'packets':>10} {'bytes':>10} {'pkt/s':>8} {'bit/s':>8} {'share':>6}"]
+    for i, r in enumerate(sample.flows, 1):
+        share = f"{100 * r.packets / sample.packets:.1f}%" if sample.packets else "-"
+        big = "  ELEPHANT" if threshold is not None and r.bytes_per_s is not None and r.bytes_per_s >= threshold else ""
+        lines.append(f"  {i:>3} {str(r.flow):<58} {r.packets:>10} {si(r.bytes):>10} {si(r.packets_per_s):>8} "
+                     f"{si(r.bits_per_s):>8} {share:>6}{big}")
+    if not sample.flows:
+        lines.append("  (no flows counted)")
+    return lines
+
+
+def cmd_hh(args) -> int:
+    import time
+
+    from controller.queues import parse_rate
+    from controller.stats import FlowMonitor, elephant_threshold
+
+    threshold = None
+    if args.elephant:
+        if args.elephant.endswith("%"):
+            if not args.link:
+                raise InnetError("--elephant as a percentage needs --link (the link's rate)", hint="e.g. --link 1gbit")
+            threshold = elephant_threshold(link_bps=parse_rate(args.link, "--link"),
+                                           fraction=float(args.elephant[:-1]) / 100)
+        else:
+            threshold = elephant_threshold(bytes_per_s=parse_rate(args.elephant, "--elephant") / 8)
+    monitor = FlowMonitor(_controller(), args.node, args.nf, args.top, args.by)
+    monitor.start()
+    try:
+        while True:
+            time.sleep(args.interval)
+            lines = _hh_table(args.node, args.nf, monitor.sample(), threshold)
+            if args.once:
+                print("\n".join(lines))
+                return 0
+            print("\033[H\033[J" + f"innet hh {args.node} {args.nf}, every {args.interval:g} s (Ctrl-C stops)\n"
+                  + "\n".join(lines), flush=True)
+    except KeyboardInterrupt:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="innet", description="in-network offloading control plane")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the controller does")
@@ -218,6 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--level", action="append", required=True,
                    help="RATE[:CEIL] of level 0, then 1, ... (repeat once per level; CEIL defaults to the link rate)")
     p.set_defaults(func=cmd_queues)
+    p = sub.add_parser("hh", help="top-k heavy hitters of a cms or precision NF, per interval, refreshing")
+    p.add_argument("node")
+    p.add_argument("nf", help="cms or precision")
+    p.add_argument("--top", type=int, default=10, help="how many flows (default 10)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds per interval (a cms epoch)")
+    p.add_argument("--once", action="store_true", help="one interval, then exit")
+    p.add_argument("--by", choices=["packets", "bytes"], default="packets", help="rank flows by")
+    p.add_argument("--elephant", help="flag flows at or above RATE bit/s (e.g. 10mbit), or P%% of --link")
+    p.add_argument("--link", help="the link's rate, for --elephant P%%")
+    p.set_defaults(func=cmd_hh)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -252,6 +252,55 @@ class SketchEpochs:
         self.close()
 
 
+@dataclass
+class Sample:
+    """One interval of a FlowMonitor: the top flows and, for banked NFs, the interval's totals."""
+    duration: float
+    flows: list[FlowRate]
+    packets: int | None = None   # every packet of the interval (None: the NF cannot tell)
+    bytes: int | None = None
+
+
+class FlowMonitor:
+    """Top-k flows of a heavy-hitter NF, interval by interval.
+
+    A banked NF (cms) gives each interval as an epoch: counts and rates of that interval.
+    A flow table without epochs (precision) keeps counting: a flow's `packets` is its counter
+    and its rate the counter's growth over the interval."""
+
+    def __init__(self, controller, node: str, nf: str, k: int = 10, by: str = "packets",
+                 grace_s: float = DEFAULT_GRACE_S):
+        if k < 1:
+            raise StatsError(f"top-k needs k >= 1, got {k}")
+        self.ctl, self.node, self.nf, self.k, self.by = controller, node, nf, k, by
+        spec = get_nf(nf)
+        self.epochs = SketchEpochs(controller, node, nf, grace_s) if has_epochs(spec) else None
+        self.flow_stat = flow_table(spec)
+        self._last: dict[Flow, int] = {}
+        self._at = time.monotonic()
+
+    def start(self) -> None:
+        """Begin the first interval now."""
+        if self.epochs:
+            self.epochs.restart()
+        else:
+            self._last = {c.flow: c.packets for c in read_flows(self.ctl, self.node, self.nf)}
+            self._at = time.monotonic()
+
+    def sample(self) -> Sample:
+        """Close the current interval and report it."""
+        if self.epochs:
+            epoch = self.epochs.close()
+            return Sample(epoch.duration, epoch.rates(self.k, self.by), epoch.packets, epoch.bytes)
+        counts = read_flows(self.ctl, self.node, self.nf)
+        now = time.monotonic()
+        duration, self._at = now - self._at, now
+        last, self._last = self._last, {c.flow: c.packets for c in counts}
+        flows = [FlowRate(c.flow, c.packets, c.bytes, max(0, c.packets - last.get(c.flow, 0)) / duration, None)
+                 for c in top_k(counts, self.k, self.by)]
+        return Sample(duration, flows)
+
+
 def read_flows(controller, node: str, nf: str) -> list[FlowCount]:
     """Every flow an NF's flow table holds now (both banks of a banked NF)."""
     return flow_counts(controller.read_registers(node, nf, flow_table(get_nf(nf))))

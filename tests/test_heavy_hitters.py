@@ -18,6 +18,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Ether
 
+from controller import cli
 from controller.bpf import libbpf
 from controller.bpf.build import compile_program
 from controller.catalog import get_nf
@@ -25,7 +26,7 @@ from controller.core import Controller
 from controller.errors import CatalogError, StatsError
 from controller.netns import netns
 from controller.node import Node
-from controller.stats import (Flow, FlowCount, SketchEpochs, elephant_threshold, elephants, flow_counts, heavy_hitters,
+from controller.stats import (Flow, FlowCount, FlowMonitor, SketchEpochs, elephant_threshold, elephants, flow_counts, heavy_hitters,
                               rates, top_k)
 from controller.targets.xdp import PIN_ROOT
 from testbed import traffic
@@ -271,6 +272,36 @@ def test_precision_finds_elephants_among_mice(hh):
     for c in top:
         assert 0.9 * 400 <= c.packets <= 400 + 10, f"{c.flow}: counter {c.packets} for 400 packets"
     assert top[0].bytes is None
+
+
+# ---- monitoring, CLI ---------------------------------------------------------------------------
+def test_flow_monitor_reports_each_interval(hh):
+    ctl, name = hh
+    flows = test_flows(3)
+    monitor = FlowMonitor(ctl, name, "cms", k=2)
+    monitor.start()
+    frames = [frame(f, 100) for f, n in zip(flows, (30, 20, 10)) for _ in range(n)]
+    send(ctl, name, "vb", "va", frames)
+    sample = monitor.sample()
+    assert sample.packets == 60 and sample.bytes == sum(len(f) for f in frames)
+    assert [(r.flow, r.packets) for r in sample.flows] == [(flows[0], 30), (flows[1], 20)]
+    assert sample.flows[0].bytes_per_s == pytest.approx(30 * len(frames[0]) / sample.duration)
+    assert monitor.sample().flows == [], "the next interval starts empty"
+
+
+def test_cli_prints_the_top_flows(hh, tmp_path, monkeypatch, capsys):
+    ctl, name = hh
+    ctl.reset_registers(name, "precision", "flows")
+    flows = test_flows(2)
+    send(ctl, name, "vd", "vc", [frame(flows[0])] * 7 + [frame(flows[1])] * 3)
+    monkeypatch.setattr("controller.core.NODES_FILE", tmp_path / "nodes.json")
+    ctl.save_nodes()
+    assert cli.main(["hh", name, "precision", "--once", "--interval", "0.05", "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"{flows[0]}" in out and f"{flows[1]}" not in out
+    assert [ln.split()[-5] for ln in out.splitlines() if str(flows[0]) in ln] == ["7"]
+    assert cli.main(["hh", name, "precision", "--once", "--top", "0"]) == 1
+    assert "top-k needs k >= 1" in capsys.readouterr().err
 
 
 # ---- bad input ---------------------------------------------------------------------------------
