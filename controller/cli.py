@@ -18,14 +18,15 @@ def _print_routes(routes, node: str) -> None:
 
 def cmd_demo(args) -> int:
     from testbed.demo import run_demo
-    return run_demo(args.topology, args.iperf_seconds, _print_routes)
+    return run_demo(args.topology, args.iperf_seconds, _print_routes, args.target)
 
 
 def cmd_up(args) -> int:
     from controller.topology import load_topology
     from testbed.net import Testbed
 
-    with Testbed(load_topology(args.topology)) as tb:
+    topo = load_topology(args.topology)
+    with Testbed(topo.retarget(args.target) if args.target else topo) as tb:
         print(f"[innet] {tb.topo.name} is up; nodes: {', '.join(tb.topo.nodes)}. Ctrl-C (or EOF) tears it down.")
         if args.cli:
             from mininet.cli import CLI
@@ -223,12 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="innet", description="in-network offloading control plane")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the controller does")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="bring up a topology, route across XDP routers, ping, iperf3, tear down")
-    p.add_argument("--topology", default="line3")
+    p = sub.add_parser("demo", help="bring up a topology, route across its routers, ping, iperf3, tear down")
+    p.add_argument("--topology", default="line3", help="e.g. line3, or mixed (a BMv2 switch and an XDP router)")
+    p.add_argument("--target", choices=["xdp", "bmv2"], help="run every router on this target "
+                   "(default: as the topology says)")
     p.add_argument("--iperf-seconds", type=int, default=3)
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("up", help="bring a topology up with NFRouter on its routers until Ctrl-C")
     p.add_argument("topology")
+    p.add_argument("--target", choices=["xdp", "bmv2"], help="run every router on this target")
     p.add_argument("--cli", action="store_true", help="open Mininet's CLI")
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("topology", help="show a topology's addressing plan and routes")

@@ -8,6 +8,7 @@ link i gets 10.0.i.0/24 and 2001:db8:0:i::/64, its first endpoint .1/::1 and its
 from __future__ import annotations
 
 import ipaddress
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,16 @@ class Topology:
     @property
     def hosts(self) -> list[TopoNode]:
         return [n for n in self.nodes.values() if n.role == "host"]
+
+    def retarget(self, target: str) -> "Topology":
+        """A copy of the topology with every router on `target` (hosts stay as they are)."""
+        if target not in TARGETS["router"]:
+            raise TopologyError(f"a router cannot run target '{target}'",
+                                hint=f"a router's target is one of: {', '.join(TARGETS['router'])}")
+        copy = deepcopy(self)
+        for n in copy.routers:
+            n.target = target
+        return copy
 
     def node(self, name: str) -> TopoNode:
         if name not in self.nodes:

@@ -1,4 +1,6 @@
-"""The demo: line3 with NFRouter on every router, ping, iperf3, counters, clean teardown."""
+"""The demo: line3 with NFRouter on every router, ping, iperf3, counters, clean teardown.
+
+Routers run on the targets the topology names, or all on one (`target`: xdp or bmv2)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +11,11 @@ from testbed.net import Testbed
 from testbed.leftovers import leftovers
 
 
-def run_demo(topology: str, iperf_seconds: int, print_routes) -> int:
+def run_demo(topology: str, iperf_seconds: int, print_routes, target: str | None = None) -> int:
     topo = load_topology(topology)
+    if target:
+        topo = topo.retarget(target)
+    print(f"[demo] {topo.name}: " + ", ".join(f"{r.name} on {r.target}" for r in topo.routers))
     src, dst = topo.hosts[0], topo.hosts[-1]
     dst_v4, dst_v6 = dst.interfaces[0].ipv4.ip, dst.interfaces[0].ipv6.ip
     tb = Testbed(topo)

@@ -39,3 +39,13 @@ def test_malformed_topology(doc, msg):
 def test_unknown_topology_lists_known():
     with pytest.raises(TopologyError, match="known topologies: .*line3"):
         load_topology("nosuch")
+
+
+def test_retarget_moves_every_router_and_only_routers():
+    topo = load_topology("line3")
+    moved = topo.retarget("bmv2")
+    assert {r.target for r in moved.routers} == {"bmv2"}
+    assert {h.target for h in moved.hosts} == {"kernel"}
+    assert {r.target for r in topo.routers} == {"xdp"}, "the original must stay as loaded"
+    with pytest.raises(TopologyError, match="a router cannot run target 'kernel'"):
+        topo.retarget("kernel")
