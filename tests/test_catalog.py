@@ -112,11 +112,13 @@ def test_bmv2_program_exposes_catalog(name):
     for stat in nf.stats.values():
         where = f"{name} statistic {stat.name}"
         if stat.kind == "counters":
+            assert "counter" in stat.bmv2, f"{where}: no bmv2 counter"
             counter = info.counter(stat.bmv2["counter"], where)
             assert counter.size == len(stat.index), f"{where}: {counter.size} cells for {len(stat.index)} names"
             continue
         cells = math.prod(stat.shape(params))
         for f in stat.fields:
+            assert f.name in stat.bmv2.get("registers", {}), f"{where}: no bmv2 register for field {f.name}"
             names = stat.bmv2["registers"][f.name]
             names = names if isinstance(names, list) else [names]
             found = [r for n in names for full, r in registers.items() if full == n or full.endswith("." + n)]

@@ -11,8 +11,8 @@ registers). Logical `port` values (interface names) are the switch's port number
 
 Several NFs on one switch: a switch runs one pipeline. An NF's own program (programs.bmv2)
 holds that NF alone, so a second NF with another program is refused while the first runs there.
-When the composed pipeline (see composed.py) exists, every NF of a switch runs in it, enabled
-per ingress port by its enable table; parameters are compile-time defines of that one program,
+When the composed pipeline exists (p4/innet.p4, controller.p4.composed), every NF that has a
+bit in it runs there, enabled per ingress port by its nf_enable table; parameters are compile-time defines of that one program,
 so an NF whose parameters would change the loaded program is refused while other NFs run there,
 as XdpTarget refuses a resize.
 """
@@ -33,7 +33,7 @@ from p4.v1 import p4runtime_pb2 as p4r
 from controller.catalog import Field, NFSpec, Stat, Table
 from controller.errors import CatalogError, EntryError, TargetError, TopologyError
 from controller.node import Node
-from controller.p4 import switch
+from controller.p4 import composed, switch
 from controller.p4.build import P4Build, compile_p4
 from controller.p4.p4info import P4Info, TableInfo, load as load_p4info
 from controller.p4.runtime import P4RuntimeClient, WriteFailed
@@ -161,10 +161,14 @@ class Bmv2Target(Target):
             if ifname not in sw.ports:
                 raise TopologyError(f"the BMv2 switch of {node.name} has no port on '{ifname}'",
                                     hint=f"its ports: {', '.join(f'{i} ({p})' for i, p in sw.ports.items())}")
-        build = self._build(nf, values)
-        cookie = _cookie(build)
         records = self._records(node)
         old = records.pop(nf.name, None)
+        if composed.runs(nf):
+            defines = composed.defines({**{n: r["params"] for n, r in records.items()}, nf.name: values})
+            build = compile_p4(composed.SOURCE, defines)
+        else:
+            build = self._build(nf, values)
+        cookie = _cookie(build)
         if old and old["params"] != values:
             raise TargetError(f"{nf.name} runs on {node.name} with {old['params']}; changing to {values} means a new "
                               f"pipeline, which drops its tables and registers",
@@ -172,7 +176,8 @@ class Bmv2Target(Target):
         try:
             client = self._session(node)
             loaded = client.pipeline_cookie()
-            if loaded != cookie:
+            fresh = loaded != cookie
+            if fresh:
                 running = [n for n, r in records.items() if r["cookie"] == loaded]
                 if running:
                     raise TargetError(f"{node.name}'s switch runs {', '.join(running)} in another P4 program; "
@@ -183,7 +188,12 @@ class Bmv2Target(Target):
         except TargetError as exc:
             raise self._failed(node, exc) from None
         record = {"interfaces": list(interfaces), "params": values, "json": str(build.json),
-                  "p4info": str(build.p4info), "cookie": cookie}
+                  "p4info": str(build.p4info), "cookie": cookie,
+                  "enable_mask": nf.programs["bmv2"]["enable_mask"] if composed.runs(nf) else None}
+        if record["enable_mask"]:   # a fresh pipeline's enable table is empty
+            live = {} if fresh else {n: r for n, r in records.items() if r["cookie"] == cookie}
+            self._enable(node, self._pipeline(record), {**live, **({nf.name: old} if old and not fresh else {})},
+                         {**live, nf.name: record})
         if record != old:
             path = self._nf_file(node, nf)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +222,10 @@ class Bmv2Target(Target):
         if not path.exists():
             return False
         if self.deployment(node, nf) is not None:
+            records = self._records(node)
+            mine = records.pop(nf.name)
+            if mine.get("enable_mask"):
+                self._enable(node, self._pipeline(mine), {**records, nf.name: mine}, records)
             for table in nf.tables:
                 self.delete(node, nf, self.read(node, nf, table))
             for stat in nf.stats.values():
@@ -222,6 +236,27 @@ class Bmv2Target(Target):
             shutil.rmtree(path.parent, ignore_errors=True)
         log.info("%s removed from %s", nf.name, node.name)
         return True
+
+    def _enable(self, node: Node, pipeline: _Pipeline, before: dict[str, dict], after: dict[str, dict]) -> None:
+        """Bring the composed pipeline's nf_enable table from the NFs of `before` to those of
+        `after` (NF -> deployment record): changed ports written in one batch, emptied ones deleted."""
+        spec = composed.contract()
+        table = spec.table(composed.ENABLE_TABLE)
+        where = f"composed pipeline table {table.name}"
+        try:
+            info = pipeline.p4info.table(table.bmv2.get("table", table.name), where)
+        except CatalogError as exc:
+            raise TargetError(exc.message, hint=exc.hint) from None
+        codec = _Codec(table, info, self._switch(node).ports, where)
+        old, new = composed.masks(before), composed.masks(after)
+
+        def entry(ifname: str, mask: int = 0) -> TableEntry:
+            return normalize(table, TableEntry(table.name, {composed.ENABLE_MATCH: ifname}, composed.ENABLE_ACTION,
+                                               {composed.ENABLE_PARAM: mask}), with_action=bool(mask))
+
+        self._apply(node, [(e, codec.encode(e)) for e in (entry(i, m) for i, m in new.items() if old.get(i) != m)])
+        gone = [_key_only(codec.encode(entry(i), with_action=False)) for i in old if i not in new]
+        self._delete_keys(node, gone)
 
     # ---- tables -----------------------------------------------------------------------
     def _codec(self, node: Node, nf: NFSpec, table: Table) -> "_Codec":
@@ -245,6 +280,9 @@ class Bmv2Target(Target):
                 codecs[table.name] = self._codec(node, nf, table)
             e = normalize(table, e)
             encoded.append((e, codecs[table.name].encode(e)))
+        self._apply(node, encoded)
+
+    def _apply(self, node: Node, encoded: list[tuple[TableEntry, p4r.TableEntry]]) -> None:
         if not encoded:
             return
         client = self._session(node)
@@ -284,6 +322,9 @@ class Bmv2Target(Target):
             table = nf.table(e.table)
             keys.append(_key_only(self._codec(node, nf, table).encode(normalize(table, e, with_action=False),
                                                                      with_action=False)))
+        return self._delete_keys(node, keys)
+
+    def _delete_keys(self, node: Node, keys: list[p4r.TableEntry]) -> int:
         if not keys:
             return 0
         client = self._session(node)
