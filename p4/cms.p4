@@ -51,7 +51,7 @@ control Cms(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_
     bit<64> est_bytes = 0xffffffffffffffff;
 
     /* Adds the packet to its counter in `row` and lowers the estimates to that counter. */
-    action count_row(bit<32> row, bit<64> multiplier) {
+    @hidden action count_row(bit<32> row, bit<64> multiplier) {
         bit<32> idx = (bank * CMS_ROWS + row) * CMS_COLUMNS + FLOW_INDEX(fp, multiplier, CMS_COLUMNS);
         bit<64> p;
         bit<64> b;
@@ -65,7 +65,7 @@ control Cms(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_
         est_bytes = b < est_bytes ? b : est_bytes;
     }
 
-    action offer_candidate() {
+    @hidden action offer_candidate() {
         bit<32> slot = bank * CMS_CANDIDATES + FLOW_INDEX(fp, CMS_CANDIDATE_MULTIPLIER, CMS_CANDIDATES);
         flow_key_t held;
         bit<64> held_packets;
@@ -106,7 +106,11 @@ control Cms(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_
         /* the one read of the bank: every counter this packet touches is in it */
         active_bank.read(bank, 0);
         bank = bank & 1;
-        flow_key_for_mode(meta.flow, key, FLOW_KEY_MODE);
+        key = meta.flow;
+        if (FLOW_KEY_MODE == 1) {   /* address pair: no ports */
+            key.src_port = 0;
+            key.dst_port = 0;
+        }
         flow_fingerprint(key, fp);
         /* odd multipliers, one per row */
         count_row(0, 0x9e3779b1);

@@ -56,7 +56,7 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
         size = MAX_ROUTES;
     }
 
-    action rewrite_macs() {
+    @hidden action rewrite_macs() {
         hdr.ethernet.dstAddr = next_dst_mac;
         hdr.ethernet.srcAddr = next_src_mac;
         std.egress_spec = (bit<9>)next_port;

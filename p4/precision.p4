@@ -58,7 +58,7 @@ control Precision(inout headers_t hdr, inout metadata_t meta, inout standard_met
     bit<64> min_packets = 0xffffffffffffffff;
     bit<32> min_slot = 0;
 
-    action read_slot(bit<32> index) {
+    @hidden action read_slot(bit<32> index) {
         flow_key_t held;
         slot = index;
         ADDR_READ(prec_src_addr, held.src_addr, index);
@@ -72,7 +72,7 @@ control Precision(inout headers_t hdr, inout metadata_t meta, inout standard_met
                        held.proto == key.proto;
     }
 
-    action take_over() {
+    @hidden action take_over() {
         ADDR_WRITE(prec_src_addr, meta.precision_slot, key.src_addr);
         ADDR_WRITE(prec_dst_addr, meta.precision_slot, key.dst_addr);
         src_port.write(meta.precision_slot, key.src_port);

@@ -128,6 +128,9 @@ struct metadata_t {
     bit<32>    precision_slot;
     @field_list(PRECISION_FIELD_LIST)
     bit<64>    precision_count;
+    /* the port the packet came in on: BMv2 resets standard metadata on resubmit */
+    @field_list(PRECISION_FIELD_LIST)
+    bit<9>     ingress_port;
     /* the router asks computeChecksum for a new IPv4 checksum only on what it rewrote */
     bit<1>     ipv4_rewritten;
 }

@@ -11,7 +11,7 @@
 /* A switch has no kernel slow path: what an XDP program hands to the kernel goes to the
  * CPU port when the program is compiled with -DCPU_PORT=<port> (simple_switch_grpc
  * --cpu-port), unchanged, else it is dropped. */
-action to_cpu_or_drop(inout standard_metadata_t std) {
+@hidden action to_cpu_or_drop(inout standard_metadata_t std) {
 #ifdef CPU_PORT
     std.egress_spec = CPU_PORT;
 #else
@@ -51,7 +51,7 @@ control FlowKey(in headers_t hdr, inout metadata_t meta, in standard_metadata_t 
  * indices from it with FLOW_INDEX, a multiply-shift with an odd multiplier of their own:
  * CRCs of one key under different seeds differ by a constant, so their low bits would
  * collide together, where the middle bits of a product mix all 32 bits of the fingerprint. */
-action flow_fingerprint(in flow_key_t key, out bit<32> fp) {
+@hidden action flow_fingerprint(in flow_key_t key, out bit<32> fp) {
     hash(fp, HashAlgorithm.crc32, (bit<32>)0,
          { key.src_addr, key.dst_addr, key.src_port, key.dst_port, key.proto },
          (bit<64>)0x100000000);
