@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:   # run as a script from anywhere
 from controller.core import Controller  # noqa: E402
 from controller.errors import InnetError  # noqa: E402
 from controller.node import Node  # noqa: E402
+from controller.p4 import switch  # noqa: E402
 from controller.tables import TableEntry  # noqa: E402
 
 ROUTER, SKETCH = "nfrouter", "cms"
@@ -55,14 +56,15 @@ def say(msg: str) -> None:
 
 @contextmanager
 def namespace():
-    """A fresh namespace holding the veth pair PORT <-> PEER, both up; deleted on exit."""
+    """A fresh namespace holding the veth pair PORT <-> PEER, both up, and lo up (BMv2's Thrift
+    server listens there); deleted on exit."""
     name = f"tb{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     path = f"/var/run/netns/{name}"
     try:
         subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
                         f"ip link add {PORT} type veth peer name {PEER} && ip link set {PORT} up "
-                        f"&& ip link set {PEER} up"], check=True)
+                        f"&& ip link set {PEER} up && ip link set lo up"], check=True)
         yield name, path
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
@@ -74,7 +76,20 @@ def xdp_node():
         yield Node(name, path, "router", "xdp"), [PORT]
 
 
-BENCH_NODES = {"XDP": xdp_node}
+@contextmanager
+def bmv2_node():
+    why = switch.unavailable()
+    if why:
+        raise InnetError(why)
+    with namespace() as (name, path):
+        switch.start(name, [PORT, PEER], netns=path, progress=lambda msg: say("      " + msg))
+        try:
+            yield Node(name, path, "router", "bmv2", kernel_slow_path=False), [PORT]
+        finally:
+            switch.stop(name)
+
+
+BENCH_NODES = {"XDP": xdp_node, "BMv2": bmv2_node}
 
 
 @contextmanager
@@ -199,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"reproduce: cd {REPO} && sudo {' '.join(shlex.quote(a) for a in ['.venv/bin/python', 'bench/tables.py', *given])}")
     say(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {'quick' if args.quick else 'full'} run, "
         f"targets: {', '.join(BENCH_NODES)}")
-    sizes, rounds = ([100, 1000], 3) if args.quick else ([100, 1000, 4000], 5)
+    sizes, rounds = ([100, 1000], 3) if args.quick else ([100, 1000, 4000], 3)
     columns, reads = ([256, 4096], 5) if args.quick else ([256, 4096, 16384], 11)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))   # unwind: namespaces go
     t0 = time.perf_counter()
