@@ -1,0 +1,200 @@
+"""innet's P4 programs on a real BMv2 switch, through the controller.
+
+One simple_switch_grpc in a namespace of its own (prefix `p4d`) runs the composed pipeline
+(p4/innet.p4) with every NF on the ingress port p4a: cms, precision and prio measure and
+classify, nfrouter forwards to p4c. Frames are sent from p4b (p4a's peer) and captured on
+p4d (p4c's peer); IPv6 is off in the namespace so the kernel adds no frames of its own.
+Each program also compiles standalone and composed with its parameters at both extremes.
+"""
+import subprocess
+import uuid
+from collections import Counter
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from controller.catalog import load_catalog
+from controller.core import Controller
+from controller.node import Node
+from controller.p4 import composed, switch
+from controller.tables import TableEntry, ip_str
+from testbed import traffic
+
+pytestmark = [pytest.mark.needs_root,
+              pytest.mark.skipif(switch.unavailable() is not None, reason=str(switch.unavailable()))]
+
+CATALOG = load_catalog()
+P4_NFS = [n for n, nf in CATALOG.items() if "bmv2" in nf.programs]
+ROUTER_MAC, NEXT_HOP_MAC, HOST_MAC = "02:00:00:00:0d:01", "02:00:00:00:0d:02", "02:00:00:00:0d:03"
+EF = 46   # the DSCP prio puts in level 0
+PRIO_FLOW = ("10.0.9.1", "10.0.2.9", 4000, 4001, 17)   # prio's flow_levels entry: level 1
+BURST = 24
+
+
+@pytest.fixture(scope="module")
+def p4sw():
+    name = f"p4d{uuid.uuid4().hex[:6]}"
+    path = f"/var/run/netns/{name}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
+                    "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 "
+                    "&& ip link add p4a type veth peer name p4b && ip link add p4c type veth peer name p4d "
+                    "&& for i in lo p4a p4b p4c p4d; do ip link set $i up; done"], check=True)
+    ctl = Controller()
+    ctl.add_node(Node(name, path, target="bmv2"))
+    try:
+        switch.start(name, ["p4a", "p4c"], netns=path)
+        ctl.deploy(name, "nfrouter", ["p4a", "p4c"])
+        for nf in ("cms", "precision", "prio"):
+            ctl.deploy(name, nf, ["p4a"])
+        forward = {"egress_port": "p4c", "dst_mac": NEXT_HOP_MAC, "src_mac": ROUTER_MAC}
+        ctl.write(name, "nfrouter", [TableEntry("ipv4_routes", {"dst_addr": "10.0.2.0/24"}, "forward", forward),
+                                     TableEntry("ipv6_routes", {"dst_addr": "2001:db8:2::/64"}, "forward", forward)])
+        src, dst, sport, dport, proto = PRIO_FLOW
+        ctl.write(name, "prio", [
+            TableEntry("dscp_levels", {"dscp": EF}, "set_level", {"level": 0}),
+            TableEntry("flow_levels", {"src_addr": src, "dst_addr": dst, "src_port": sport, "dst_port": dport,
+                                       "proto": proto}, "set_level", {"level": 1})])
+        yield ctl, name
+    finally:
+        for nf in ("prio", "precision", "cms", "nfrouter"):
+            ctl.remove(name, nf)
+        switch.stop(name)
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def frame(src, dst, sport, dport, proto=17, dscp=0, payload=b"p4d") -> bytes:
+    ip = IPv6(src=src, dst=dst, tc=dscp << 2) if ":" in src else IP(src=src, dst=dst, tos=dscp << 2)
+    l4 = UDP(sport=sport, dport=dport) if proto == 17 else TCP(sport=sport, dport=dport)
+    return bytes(Ether(src=HOST_MAC, dst=ROUTER_MAC) / ip / l4 / payload).ljust(60, b"\0")
+
+
+def routed(raw: bytes) -> bytes:
+    """What the router makes of a frame: MACs rewritten, TTL/hop limit down, padding trimmed."""
+    f = Ether(raw)
+    f.src, f.dst = ROUTER_MAC, NEXT_HOP_MAC
+    if IP in f:
+        f[IP].ttl -= 1
+        del f[IP].chksum
+        return bytes(f)[:14 + f[IP].len]
+    f[IPv6].hlim -= 1
+    return bytes(f)[:14 + 40 + f[IPv6].plen]
+
+
+def through(ctl, name, frames: list[bytes]) -> list[bytes]:
+    """Send the frames into the switch's p4a; return what leaves its p4c. BMv2 reads a port
+    through a libpcap ring of 32 frames: a faster burst than it drains loses the rest, so
+    the frames go in bursts of BURST, one sender process (a pause) apart."""
+    node = ctl.node(name)
+    bursts = [frames[i:i + BURST] for i in range(0, len(frames), BURST)]
+    capture = traffic.Capture(node, "p4d", "", timeout=2.0 + len(bursts), count=len(frames))
+    for burst in bursts:
+        traffic.send(node, "p4b", burst)
+    return capture.frames()
+
+
+def flows_of(frames: list[bytes]) -> Counter:
+    out = Counter()
+    for raw in frames:
+        f = Ether(raw)
+        ip = f[IP] if IP in f else f[IPv6]
+        out[(ip.src, ip.dst, ip.sport, ip.dport, ip.proto if IP in f else ip.nh)] += 1
+    return out
+
+
+def test_every_packet_leaves_once_with_the_routers_bytes(p4sw):
+    """cms, precision (whose takeovers resubmit the packet) and prio pass every packet on to
+    the router exactly once, unchanged: what leaves is the router's output, byte for byte."""
+    ctl, name = p4sw
+    frames = ([frame("10.0.1.1", "10.0.2.1", 1000, 80)] * 20 + [frame("2001:db8:1::1", "2001:db8:2::1", 5, 6, 6)] * 5
+              + [frame("10.0.1.2", "10.0.2.2", 7, 8, dscp=EF, payload=b"")]   # padded to 60 bytes
+              + [frame("10.0.1.%d" % i, "10.0.2.3", 2000 + i, 53) for i in range(10)])
+    before = ctl.read_stat(name, "nfrouter", "verdicts")["forwarded"]
+    out = through(ctl, name, frames)
+    assert Counter(out) == Counter(routed(f) for f in frames)
+    assert ctl.read_stat(name, "nfrouter", "verdicts")["forwarded"] - before == len(frames)
+
+
+def test_cms_counts_each_packet_once_per_row_and_never_under(p4sw):
+    ctl, name = p4sw
+    frames = ([frame("10.0.3.1", "10.0.2.4", 1, 2)] * 30 + [frame("2001:db8:3::1", "2001:db8:2::4", 3, 4, 6)] * 12
+              + [frame("10.0.3.%d" % i, "10.0.2.5", 100 + i, 53) for i in range(2, 20)])
+    before = ctl.read_registers(name, "cms", "sketch")["packets"]
+    through(ctl, name, frames)
+    after = ctl.read_registers(name, "cms", "sketch")
+    bank = int(ctl.read_registers(name, "cms", "control")["active_bank"][0]) & 1
+    grown = after["packets"].astype(int) - before.astype(int)
+    assert list(grown[bank].sum(axis=1)) == [len(frames)] * grown.shape[1]   # every row counts every packet
+    assert grown[1 - bank].sum() == 0
+    cand = ctl.read_registers(name, "cms", "candidates")
+    held = {(ip_str(int(s)), ip_str(int(d)), int(sp), int(dp), int(pr)): int(p)
+            for s, d, sp, dp, pr, p in zip(*(cand[f][bank] for f in ("src_addr", "dst_addr", "src_port", "dst_port",
+                                                                      "proto", "packets"))) if p}
+    for flow, sent in flows_of(frames).items():
+        if sent > 1:   # the heavy flows hold their slots, with estimates that never under-count
+            assert held.get(flow, 0) >= sent, f"{flow}: sent {sent}, candidate estimate {held.get(flow)}"
+
+
+def test_cms_counts_in_the_bank_the_controller_makes_active(p4sw):
+    ctl, name = p4sw
+    ctl.write_registers(name, "cms", "control", 0, {"active_bank": 1})
+    try:
+        before = ctl.read_registers(name, "cms", "sketch")["packets"].astype(int)
+        through(ctl, name, [frame("10.0.4.1", "10.0.2.6", 9, 9)] * 7)
+        grown = ctl.read_registers(name, "cms", "sketch")["packets"].astype(int) - before
+        assert grown[1].sum(axis=1).tolist() == [7] * grown.shape[1] and grown[0].sum() == 0
+    finally:
+        ctl.write_registers(name, "cms", "control", 0, {"active_bank": 0})
+
+
+def test_precision_tracks_flows_in_free_slots_exactly(p4sw):
+    """With free slots, a new flow's first packet takes a slot over (probability 1/(0+1)) on its
+    resubmitted pass, and every later packet counts there."""
+    ctl, name = p4sw
+    ctl.reset_registers(name, "precision", "flows")
+    frames = ([frame("10.0.5.1", "10.0.2.7", 11, 12)] * 25 + [frame("2001:db8:5::1", "2001:db8:2::7", 13, 14, 6)] * 10
+              + [frame("10.0.5.2", "10.0.2.8", 15, 16)] * 3)
+    through(ctl, name, frames)
+    reg = ctl.read_registers(name, "precision", "flows")
+    tracked = Counter()
+    for s, d, sp, dp, pr, p in zip(*(reg[f].ravel() for f in ("src_addr", "dst_addr", "src_port", "dst_port",
+                                                               "proto", "packets"))):
+        if p:
+            tracked[(ip_str(int(s)), ip_str(int(d)), int(sp), int(dp), int(pr))] += int(p)
+    assert tracked == flows_of(frames)
+
+
+def test_prio_levels_by_flow_then_dscp_then_lowest(p4sw):
+    ctl, name = p4sw
+    ctl.reset_registers(name, "prio", "levels")
+    frames = ([frame(*PRIO_FLOW[:4], dscp=EF)] * 4          # the flow entry wins over its DSCP
+              + [frame("10.0.6.1", "10.0.2.10", 1, 1, dscp=EF)] * 6 + [frame("10.0.6.2", "10.0.2.11", 1, 1)] * 3)
+    through(ctl, name, frames)
+    levels = ctl.read_registers(name, "prio", "levels")
+    assert levels["packets"].tolist() == [6, 4, 3]
+    assert levels["bytes"].tolist() == [6 * 60, 4 * 60, 3 * 60]
+    by_table = {t: sum(c.packets for c in ctl.read_counters(name, "prio", t)) for t in ("dscp_levels", "flow_levels")}
+    assert by_table["flow_levels"] >= 4 and by_table["dscp_levels"] >= 6
+
+
+EXTREMES = {"min": lambda p: p.min, "max": lambda p: p.max}
+
+
+@pytest.mark.parametrize("extreme", EXTREMES)
+@pytest.mark.parametrize("program", P4_NFS + ["composed"])
+def test_program_compiles_at_parameter_extremes(program, extreme):
+    from controller.p4.build import compile_p4, find_tool
+
+    if not find_tool("p4c"):
+        pytest.skip("p4c not found on PATH or in /opt/p4/bin")
+    pick = EXTREMES[extreme]
+    if program == "composed":
+        nfs = [nf for nf in CATALOG.values() if composed.runs(nf)]
+        source = "p4/innet.p4"
+    else:
+        nfs, source = [CATALOG[program]], CATALOG[program].programs["bmv2"]["source"]
+    defines = {p.bmv2["define"]: pick(p) for nf in nfs for p in nf.parameters.values() if "define" in p.bmv2}
+    build = compile_p4(source, {**defines, "CPU_PORT": 510} if extreme == "max" else defines)
+    assert build.json.exists() and build.p4info.exists()
