@@ -11,8 +11,8 @@ import uuid
 from collections import Counter
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet import ICMP, IP, IPOption_RR, TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
 from scapy.layers.l2 import Ether
 
 from controller.catalog import load_catalog
@@ -135,6 +135,41 @@ def test_cms_counts_each_packet_once_per_row_and_never_under(p4sw):
     for flow, sent in flows_of(frames).items():
         if sent > 1:   # the heavy flows hold their slots, with estimates that never under-count
             assert held.get(flow, 0) >= sent, f"{flow}: sent {sent}, candidate estimate {held.get(flow)}"
+
+
+def test_flow_keys_are_those_of_the_xdp_programs(p4sw):
+    """The parser reaches the ports behind IPv4 options and up to four IPv6 extension headers,
+    keys later fragments without ports, and leaves a segment cut before its ports uncounted,
+    as ebpf/include/flowkey.h does."""
+    ctl, name = p4sw
+    eth = Ether(src=HOST_MAC, dst=ROUTER_MAC)
+    v6 = dict(src="2001:db8:8::1", dst="2001:db8:8::2")
+    cases = [
+        (IP(src="10.0.8.1", dst="10.0.8.2", options=[IPOption_RR()]) / UDP(sport=11, dport=12), 11, 12, 17),
+        (IP(src="10.0.8.3", dst="10.0.8.4", frag=10, proto=17) / (b"x" * 16), 0, 0, 17),
+        (IP(src="10.0.8.5", dst="10.0.8.6") / ICMP(), 0, 0, 1),
+        (IPv6(**v6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / UDP(sport=13, dport=14), 13, 14, 17),
+        (IPv6(**v6) / IPv6ExtHdrFragment(offset=0, m=1) / TCP(sport=15, dport=16), 15, 16, 6),
+        (IPv6(**v6) / IPv6ExtHdrFragment(offset=5, nh=17) / (b"y" * 16), 0, 0, 17),
+        (IPv6(**v6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt()
+         / UDP(sport=19, dport=20), 19, 20, 17),
+        (IPv6(**v6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt()
+         / IPv6ExtHdrDestOpt() / UDP(sport=21, dport=22), 0, 0, 60),   # a fifth header: keyed by it
+    ]
+    frames = [bytes(eth / pkt) for pkt, *_ in cases]
+    cut = bytes(eth / IP(src="10.0.8.7", dst="10.0.8.8") / TCP(sport=1, dport=2))[:14 + 20 + 2]
+    ctl.reset_registers(name, "cms", "candidates")   # earlier tests' heavier flows would hold the slots
+    before = ctl.read_registers(name, "cms", "sketch")["packets"].astype(int)
+    through(ctl, name, frames + [cut])
+    grown = ctl.read_registers(name, "cms", "sketch")["packets"].astype(int) - before
+    assert grown[0, 0].sum() == len(frames)   # the cut segment is not counted
+    cand = ctl.read_registers(name, "cms", "candidates")
+    held = {(ip_str(int(s)), ip_str(int(d)), int(sp), int(dp), int(pr))
+            for s, d, sp, dp, pr, p in zip(*(cand[f][0] for f in ("src_addr", "dst_addr", "src_port", "dst_port",
+                                                                   "proto", "packets"))) if p}
+    for (pkt, sport, dport, proto), raw in zip(cases, frames):
+        ip = Ether(raw)[IP] if IP in Ether(raw) else Ether(raw)[IPv6]
+        assert (ip.src, ip.dst, sport, dport, proto) in held, pkt.summary()
 
 
 def test_cms_counts_in_the_bank_the_controller_makes_active(p4sw):
