@@ -85,8 +85,8 @@ def routed(raw: bytes) -> bytes:
 
 def through(ctl, name, frames: list[bytes]) -> list[bytes]:
     """Send the frames into the switch's p4a; return what leaves its p4c. BMv2 reads a port
-    through a libpcap ring of 32 frames: a faster burst than it drains loses the rest, so
-    the frames go in bursts of BURST, one sender process (a pause) apart."""
+    through libpcap, whose ring holds 32 frames here: a longer back-to-back burst loses the
+    rest, so the frames go in bursts of BURST, one sender process (a pause) apart."""
     node = ctl.node(name)
     bursts = [frames[i:i + BURST] for i in range(0, len(frames), BURST)]
     capture = traffic.Capture(node, "p4d", "", timeout=2.0 + len(bursts), count=len(frames))
