@@ -80,15 +80,18 @@ int precision(struct xdp_md *ctx)
 		slot = bpf_map_lookup_elem(&precision_flows, &idx);
 		if (!slot)
 			return XDP_PASS;
-		bpf_spin_lock(&slot->lock);
+		/* Only a slot that seems to hold the flow is locked (to count it): the others are
+		 * merely candidates for the minimum, read without the lock. */
 		if (flow_key_equal(slot, &key)) {
-			slot->packets++;
-			tracked = 1;
+			bpf_spin_lock(&slot->lock);
+			tracked = flow_key_equal(slot, &key);
+			if (tracked)
+				slot->packets++;
+			bpf_spin_unlock(&slot->lock);
+			if (tracked)
+				return XDP_PASS;
 		}
-		packets = slot->packets;
-		bpf_spin_unlock(&slot->lock);
-		if (tracked)
-			return XDP_PASS;
+		packets = *(volatile __u64 *)&slot->packets;
 		if (packets < min_packets) {
 			min_packets = packets;
 			min_slot = slot;
