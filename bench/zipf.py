@@ -46,16 +46,6 @@ class Trace:
         """The k heaviest flows by exact packet count, heaviest first (ties: lower index first)."""
         return np.lexsort((np.arange(self.flows), -self.packets.astype(np.int64)))[:k]
 
-    def flow_keys(self) -> np.ndarray:
-        """One integer per flow identifying its 5-tuple: src, dst, sport, dport, proto packed in 104 bits."""
-        return flow_key(self.src, self.dst, self.sport, self.dport, self.proto)
-
-
-def flow_key(src, dst, sport, dport, proto) -> np.ndarray:
-    """Packs 5-tuples (arrays of equal length; addresses as IPv4 integers) into Python ints."""
-    parts = [np.asarray(a).astype(object) for a in (src, dst, sport, dport, proto)]
-    return (parts[0] << 72) | (parts[1] << 40) | (parts[2] << 24) | (parts[3] << 8) | parts[4]
-
 
 def zipf_trace(skew: float, flows: int, packets: int, seed: int) -> Trace:
     if packets < flows:
@@ -96,9 +86,6 @@ class Frames:
     buf: np.ndarray
     offset: np.ndarray
     length: np.ndarray
-
-    def frame(self, flow: int) -> bytes:
-        return self.buf[self.offset[flow]:self.offset[flow] + self.length[flow]].tobytes()
 
 
 def _templates() -> dict[int, bytes]:
