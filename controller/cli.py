@@ -206,6 +206,9 @@ def cmd_hh(args) -> int:
         else:
             threshold = elephant_threshold(bytes_per_s=parse_rate(args.elephant, "--elephant") / 8)
     monitor = FlowMonitor(_controller(), args.node, args.nf, args.top, args.by)
+    if threshold is not None and not monitor.counts_bytes:
+        raise InnetError(f"{args.nf} counts packets only, so it cannot flag elephants by rate",
+                         hint="deploy cms for byte rates, or drop --elephant")
     monitor.start()
     try:
         while True:

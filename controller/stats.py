@@ -198,8 +198,10 @@ class Epoch:
     def top(self, k: int, by: str = "packets") -> list[FlowCount]:
         return heavy_hitters(self.flows, k, by)
 
-    def rates(self, k: int, by: str = "packets") -> list[FlowRate]:
-        return rates(self.top(k, by), self.duration)
+    def rates(self, k: int | None = None, by: str = "packets") -> list[FlowRate]:
+        """Rates of the top-k flows, or of every flow the epoch kept (k None)."""
+        counts = flow_counts(self.flows) if k is None else self.top(k, by)
+        return rates(counts, self.duration)
 
 
 class SketchEpochs:
@@ -276,6 +278,7 @@ class FlowMonitor:
         spec = get_nf(nf)
         self.epochs = SketchEpochs(controller, node, nf, grace_s) if has_epochs(spec) else None
         self.flow_stat = flow_table(spec)
+        self.counts_bytes = any(f.name == "bytes" for f in spec.stat(self.flow_stat).fields)
         self._last: dict[Flow, int] = {}
         self._at = time.monotonic()
 

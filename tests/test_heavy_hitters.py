@@ -173,7 +173,7 @@ def test_count_min_never_undercounts_and_stays_within_its_bound(hh):
     # elephants: at least the rate of the third-heaviest flow, given in bytes/s or as half a link
     threshold = sent_bytes[heaviest[2]] / epoch.duration
     assert elephant_threshold(link_bps=16 * threshold, fraction=0.5) == pytest.approx(threshold)
-    found = {r.flow for r in elephants(epoch.rates(50), threshold)}
+    found = {r.flow for r in elephants(epoch.rates(), threshold)}
     assert set(heaviest[:3]) <= found
     for f in found:
         assert sent_bytes[f] + math.e * total_bytes / width >= threshold * epoch.duration
@@ -302,6 +302,8 @@ def test_cli_prints_the_top_flows(hh, tmp_path, monkeypatch, capsys):
     assert [ln.split()[-5] for ln in out.splitlines() if str(flows[0]) in ln] == ["7"]
     assert cli.main(["hh", name, "precision", "--once", "--top", "0"]) == 1
     assert "top-k needs k >= 1" in capsys.readouterr().err
+    assert cli.main(["hh", name, "precision", "--once", "--elephant", "1mbit"]) == 1
+    assert "precision counts packets only" in capsys.readouterr().err
 
 
 # ---- bad input ---------------------------------------------------------------------------------
