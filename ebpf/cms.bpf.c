@@ -93,7 +93,7 @@ static __always_inline void offer_candidate(__u32 bank, struct flow_key *key, __
 
 	if (!cand)
 		return;
-	/* An unlocked first look spares the lock (a third of the program's cost) when the slot
+	/* An unlocked first look spares the lock (about a fifth of the program's cost) when the slot
 	 * keeps a heavier flow; a torn read can at worst skip one offer, never tear a slot. */
 	if (*(volatile __u64 *)&cand->packets >= packets && !flow_key_equal(cand, key))
 		return;
