@@ -37,7 +37,8 @@ class Flow:
 
     @classmethod
     def of(cls, src, dst, sport: int = 0, dport: int = 0, proto: int = 0) -> "Flow":
-        """From addresses as text, integers or address objects (IPv4-mapped IPv6 becomes IPv4)."""
+        """From addresses as text, address objects or 128-bit `ip` register values (IPv4-mapped
+        IPv6 becomes IPv4)."""
         return cls(_address(src), _address(dst), int(sport), int(dport), int(proto))
 
     def sort_key(self) -> tuple:
