@@ -19,6 +19,7 @@ from controller.catalog import load_catalog
 from controller.core import Controller
 from controller.node import Node
 from controller.p4 import composed, switch
+from controller.p4.thrift import ThriftClient
 from controller.tables import TableEntry, ip_str
 from testbed import traffic
 
@@ -31,6 +32,7 @@ ROUTER_MAC, NEXT_HOP_MAC, HOST_MAC = "02:00:00:00:0d:01", "02:00:00:00:0d:02", "
 EF = 46   # the DSCP prio puts in level 0
 PRIO_FLOW = ("10.0.9.1", "10.0.2.9", 4000, 4001, 17)   # prio's flow_levels entry: level 1
 BURST = 24
+BMV2_QUEUE_DEPTH = 64   # simple_switch's default, per priority queue
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +214,24 @@ def test_prio_levels_by_flow_then_dscp_then_lowest(p4sw):
     assert levels["bytes"].tolist() == [6 * 60, 4 * 60, 3 * 60]
     by_table = {t: sum(c.packets for c in ctl.read_counters(name, "prio", t)) for t in ("dscp_levels", "flow_levels")}
     assert by_table["flow_levels"] >= 4 and by_table["dscp_levels"] >= 6
+
+
+def test_level_zero_rides_the_queue_bmv2_serves_first(p4sw):
+    """Level L is BMv2 priority queue levels-1-L: BMv2 1.15 serves its highest queue first.
+    Closing that queue of the egress port (depth 0) removes exactly the level-0 packets."""
+    ctl, name = p4sw
+    sw = switch.info(name)
+    first = ctl.deployment(name, "prio").params["levels"] - 1
+    level0 = [frame("10.0.7.1", "10.0.2.12", 1, 1, dscp=EF, payload=b"level0")] * 5
+    lowest = [frame("10.0.7.2", "10.0.2.13", 1, 1, payload=b"lowest")] * 5
+    thrift = ThriftClient(sw.netns, sw.thrift_port, f"BMv2 switch of {name}")
+    try:
+        thrift.set_queue_depth(sw.ports["p4c"], first, 0)
+        out = through(ctl, name, level0 + lowest)
+    finally:
+        thrift.set_queue_depth(sw.ports["p4c"], first, BMV2_QUEUE_DEPTH)
+        thrift.close()
+    assert Counter(out) == Counter(routed(f) for f in lowest)
 
 
 EXTREMES = {"min": lambda p: p.min, "max": lambda p: p.max}
