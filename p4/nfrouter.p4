@@ -23,7 +23,7 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
     direct_counter(CounterType.packets_and_bytes) ipv4_route_counters;
     direct_counter(CounterType.packets_and_bytes) ipv6_route_counters;
 
-    verdict_t verdict = VERDICT_PASS_NO_ROUTE;
+    verdict_t verdict = VERDICT_PASS_NO_ROUTE;   /* what a route lookup that misses leaves */
     bit<32> next_port = 0;
     bit<48> next_dst_mac = 0;
     bit<48> next_src_mac = 0;
