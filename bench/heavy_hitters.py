@@ -6,8 +6,8 @@
    are replayed packet by packet through the real programs: each NF is deployed by the
    controller's XdpTarget on a veth in a fresh namespace, and every packet runs once
    through the loaded program with BPF_PROG_TEST_RUN (bench/replay.py). The NF's flow
-   table is then read with Controller.read_registers and ranked with controller/stats.py
-   (cms: SketchEpochs closes the epoch, as the controller does; precision: heavy_hitters).
+   table is then read with Controller.read_registers (cms: stats.SketchEpochs closes the
+   epoch, as the controller does) and ranked with controller/stats.py (flow_counts, top_k).
    Printed per skew, NF and memory: top-k recall and precision (k = 100, 300) and the
    average relative error (ARE) of the reported flows' packet estimates.
    A reported flow counts as a true top-k flow when its exact count reaches the k-th largest
@@ -157,7 +157,6 @@ class Score:
     recall: float
     precision: float
     are: float          # average relative error of the reported flows' packet estimates
-    reported: int
     under: int          # reported flows whose estimate is below their exact count
     held: float         # share of the true top-k the flow table holds at all, whatever their rank
 
@@ -171,7 +170,7 @@ def score(trace: Trace, index: dict, held: list[stats.FlowCount], k: int) -> Sco
     true = int((exact >= kth).sum())
     held_true = int((trace.packets[trace_flows(index, held)] >= kth).sum())
     are = float(np.mean(np.abs(estimate - exact) / exact)) if len(top) else float("nan")
-    return Score(true / k, true / len(top) if top else 0.0, are, len(top), int((estimate < exact).sum()),
+    return Score(true / k, true / len(top) if top else 0.0, are, int((estimate < exact).sum()),
                  min(held_true, k) / k)
 
 
@@ -260,7 +259,7 @@ def time_reads(ctl, node: str, nf: str, repeats: int) -> list[ReadRow]:
                 t0 = time.perf_counter()
                 m.lookup_all()
                 raw.append(time.perf_counter() - t0)
-            for _ in range(max(1, repeats // 2)):
+            for _ in range(repeats):
                 t0 = time.perf_counter()
                 cells = [m.lookup(struct.pack("=I", i)) for i in range(m.max_entries)]
                 per_cell.append(time.perf_counter() - t0)
@@ -352,7 +351,7 @@ def print_reads(rows: list[ReadRow]) -> None:
             f"{r.per_cell_ms:>11.2f} ms")
     say("(read_registers: the controller's read, BPF_MAP_LOOKUP_BATCH plus decoding into one array per field;\n"
         " batch, raw: the BPF_MAP_LOOKUP_BATCH calls alone; per-cell, raw: one BPF_MAP_LOOKUP_ELEM per cell, the\n"
-        " baseline; speed-ups are against it. Medians of 5 runs (per-cell: 2))")
+        " baseline; speed-ups are against it. Medians of 5 runs each)")
 
 
 def print_target(rows: list[Row]) -> None:
