@@ -10,13 +10,13 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from controller.errors import TargetError
 from controller.p4 import switch
 from controller.topology import load_topology
 from testbed import traffic
 from testbed.leftovers import leftovers
 
-pytestmark = [pytest.mark.testbed,
-              pytest.mark.skipif(switch.unavailable() is not None, reason=str(switch.unavailable()))]
+pytestmark = pytest.mark.testbed
 
 TOPO = load_topology("mixed")
 PORT = 9999
@@ -27,6 +27,8 @@ PAYLOAD = b"innet mixed path " * 2
 def mixed():
     from testbed.net import Testbed
 
+    if switch.unavailable():
+        pytest.skip(switch.unavailable())
     tb = Testbed(TOPO, progress=lambda msg: None).start()
     yield tb
     tb.stop()
@@ -109,4 +111,14 @@ def test_ttl_expiring_at_the_switch_goes_no_further(mixed):
 
 def test_teardown_leaves_nothing(mixed):
     mixed.stop()
+    assert leftovers(TOPO) == []
+
+
+def test_a_switch_that_cannot_start_leaves_nothing_behind(monkeypatch):
+    """No simple_switch_grpc: a clear error, and the half-built topology is torn down."""
+    from testbed.net import Testbed
+
+    monkeypatch.setattr(switch, "find_tool", lambda name: None)
+    with pytest.raises(TargetError, match="simple_switch_grpc not found"):
+        Testbed(TOPO, progress=lambda msg: None).start()
     assert leftovers(TOPO) == []
