@@ -209,6 +209,7 @@ class XdpTarget(Target):
             self._rollback(node, nf, meta, changed, links)
             if fresh:
                 shutil.rmtree(pin_dir, ignore_errors=True)
+                self._drop_empty_dirs(node, nf)
             raise
         finally:
             if obj is not None:
@@ -264,11 +265,15 @@ class XdpTarget(Target):
                 log.info("%s: namespace gone; only dropping pins", node.name)
             self._meta_path(node, nf).unlink(missing_ok=True)
         shutil.rmtree(pin_dir, ignore_errors=True)
-        for d in (pin_dir.parent, self._meta_path(node, nf).parent):
-            if d.exists() and not any(d.iterdir()):
-                d.rmdir()
+        self._drop_empty_dirs(node, nf)
         log.info("%s removed from %s", nf.name, node.name)
         return True
+
+    def _drop_empty_dirs(self, node: Node, nf: NFSpec) -> None:
+        """The node's pin and state directories go once its last NF has."""
+        for d in (self._pin_dir(node, nf).parent, self._meta_path(node, nf).parent):
+            if d.exists() and not any(d.iterdir()):
+                d.rmdir()
 
     # ---- tables -----------------------------------------------------------------------
     def _open(self, node: Node, nf: NFSpec) -> _Loaded:
