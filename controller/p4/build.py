@@ -46,7 +46,7 @@ def p4c() -> str:
     tool = find_tool("p4c")
     if not tool:
         raise CompileError(f"p4c not found on PATH or in {P4_HOME}/bin",
-                           hint="build p4c and BMv2 into /opt/p4 (see README.md, "P4 toolchain") or put them on PATH")
+                           hint="build p4c and BMv2 into /opt/p4 (see the README's P4 toolchain section) or put them on PATH")
     return tool
 
 

@@ -146,7 +146,7 @@ def start(node: str, interfaces: list[str] | dict[str, int], netns: str | None =
     binary = find_tool(SWITCH_BINARY)
     if not binary:
         raise TargetError(f"{SWITCH_BINARY} not found on PATH or in {P4_HOME}/bin",
-                          hint="build BMv2 with P4Runtime support into /opt/p4 (see README.md, "P4 toolchain") or put it on PATH")
+                          hint="build BMv2 with P4Runtime support into /opt/p4 (see the README's P4 toolchain section) or put it on PATH")
     ports = dict(interfaces) if isinstance(interfaces, dict) else {i: n for n, i in enumerate(interfaces, start=1)}
     if not ports:
         raise TargetError(f"starting the BMv2 switch of {node}: no interfaces given")
