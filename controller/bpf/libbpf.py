@@ -263,23 +263,58 @@ class TestRunResult:
     data_out: bytes
 
 
+class TestRunner:
+    """BPF_PROG_TEST_RUN of one program, many times: one options struct, built once and reused,
+    as building it (and its buffers) on every call costs more than a small program's run
+    (xdp_pass on single 64-byte frames: ~3 us per run_at, ~5 us per run, ~7 us per test_run)."""
+
+    OUT_SLACK = 256   # room for a program that grows the frame
+
+    def __init__(self, prog_fd: int, repeat: int = 1, ctx: XdpMd | None = None,
+                 flags: int = 0, batch_size: int = 0):
+        self.prog_fd = prog_fd
+        self._opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), repeat=repeat, flags=flags, batch_size=batch_size)
+        self._ref = ctypes.byref(self._opts)
+        self._ctx = ctx   # referenced by the options: kept alive with them
+        if ctx is not None:
+            self._opts.ctx_in = ctypes.cast(ctypes.pointer(ctx), c_void_p)
+            self._opts.ctx_size_in = ctypes.sizeof(ctx)
+        self._live = bool(flags & BPF_F_TEST_XDP_LIVE_FRAMES)   # live frames are not copied back
+        self._out = ctypes.create_string_buffer(0)
+
+    def run(self, packet: bytes) -> TestRunResult:
+        """Run the program on `packet` (`repeat` times); the frame it leaves comes back in data_out."""
+        opts = self._opts
+        opts.data_in = ctypes.cast(ctypes.c_char_p(packet), c_void_p)   # the kernel copies it in: no copy here
+        opts.data_size_in = len(packet)
+        if self._live:
+            opts.data_size_out = 0
+        else:
+            if len(self._out) < len(packet) + self.OUT_SLACK:
+                self._out = ctypes.create_string_buffer(len(packet) + self.OUT_SLACK)
+            opts.data_out, opts.data_size_out = ctypes.cast(self._out, c_void_p), len(self._out)
+        ret = bpf_prog_test_run_opts(self.prog_fd, self._ref)
+        opts.data_out = None   # run_at copies nothing back
+        _check(ret, "BPF_PROG_TEST_RUN")
+        return TestRunResult(opts.retval, opts.duration, b"" if self._live else self._out.raw[:opts.data_size_out])
+
+    def run_at(self, address: int, size: int) -> tuple[int, int]:
+        """Run the program on the `size` bytes at `address` (say, a frame inside a numpy buffer),
+        with nothing copied back; returns (retval, kernel ns per repetition)."""
+        opts = self._opts
+        opts.data_in = address
+        opts.data_size_in = size
+        opts.data_size_out = 0   # the kernel writes the frame's size here; left there, it caps the next run
+        ret = bpf_prog_test_run_opts(self.prog_fd, self._ref)
+        if ret < 0:
+            _check(ret, f"BPF_PROG_TEST_RUN on {size} bytes")
+        return opts.retval, opts.duration
+
+
 def test_run(prog_fd: int, packet: bytes, repeat: int = 1, ctx: XdpMd | None = None,
              flags: int = 0, batch_size: int = 0) -> TestRunResult:
     """BPF_PROG_TEST_RUN: run the program on `packet` `repeat` times inside the kernel."""
-    data_in = ctypes.create_string_buffer(packet, len(packet))
-    live = bool(flags & BPF_F_TEST_XDP_LIVE_FRAMES)
-    data_out = None if live else ctypes.create_string_buffer(len(packet) + 256)
-    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.cast(data_in, c_void_p),
-                        data_size_in=len(packet), repeat=repeat, flags=flags, batch_size=batch_size)
-    if data_out is not None:
-        opts.data_out = ctypes.cast(data_out, c_void_p)
-        opts.data_size_out = len(data_out)
-    if ctx is not None:
-        opts.ctx_in = ctypes.cast(ctypes.pointer(ctx), c_void_p)
-        opts.ctx_size_in = ctypes.sizeof(ctx)
-    _check(bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
-    out = data_out.raw[:opts.data_size_out] if data_out is not None else b""
-    return TestRunResult(opts.retval, opts.duration, out)
+    return TestRunner(prog_fd, repeat, ctx, flags, batch_size).run(packet)
 
 
 class BpfObject:
