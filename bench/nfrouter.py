@@ -18,19 +18,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
-import os
-import shlex
-import signal
 import statistics
 import struct
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:   # run as a script from anywhere
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
 
 from pyroute2 import IPRoute  # noqa: E402
 from scapy.layers.inet import IP, UDP  # noqa: E402
@@ -38,6 +32,7 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
+from bench.harness import run, say, start  # noqa: E402
 from controller.bpf import libbpf  # noqa: E402
 from controller.bpf.build import compile_program  # noqa: E402
 from controller.netns import netns  # noqa: E402
@@ -54,10 +49,6 @@ SRC_V6, DST_V6 = "2001:db8:0:1::2", "2001:db8:0:2::2"
 # topology `linear`'s addressing plan: h1-eth0 -> r1-eth0, then r1-eth1 -> h2-eth0
 SRC_MAC, DST_MAC = "02:00:00:01:01:02", "02:00:00:02:01:01"
 EGRESS_MAC, NEXT_HOP_MAC = "02:00:00:02:02:01", "02:00:00:03:02:02"
-
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def udp_frame(size: int, v6: bool, ttl: int = 255, src_mac: str = SRC_MAC, dst_mac: str = DST_MAC,
@@ -283,30 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a shorter run (fewer calls, fewer packets)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if os.geteuid() != 0:
-        say("bench/nfrouter.py needs root (BPF and Mininet)")
+    if not start(__file__, argv, args.quick, "BPF and Mininet"):
         return 1
-    given = sys.argv[1:] if argv is None else argv
-    cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/nfrouter.py", *given])
-    say(f"reproduce: cd {REPO} && sudo {cmd}")
-    say(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {'quick' if args.quick else 'full'} run")
     calls = 40 if args.quick else 200
     packets, warmup = (1_000_000, 100_000) if args.quick else (5_000_000, 500_000)
 
-    # a SIGTERM unwinds like Ctrl-C, so the testbed is still torn down
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    t0 = time.perf_counter()
-    try:
-        rows = bench_prog_run(calls)
-        print_prog_run(rows)
-        fwd = bench_forwarding(packets, warmup)
-        print_forwarding(fwd)
-    except KeyboardInterrupt:
-        say("\n[bench] interrupted")
-        return 130
-    say(f"done in {time.perf_counter() - t0:.0f} s")
-    return 0
+    def body() -> None:
+        print_prog_run(bench_prog_run(calls))
+        print_forwarding(bench_forwarding(packets, warmup))
+
+    return run(body)
 
 
 if __name__ == "__main__":
