@@ -31,10 +31,7 @@ It prints figures and asserts nothing: it is a benchmark, not a test.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import shlex
-import signal
 import statistics
 import struct
 import sys
@@ -44,12 +41,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:   # run as a script from anywhere
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
 
 import numpy as np  # noqa: E402
 
+from bench.harness import run, say, start  # noqa: E402
 from bench.nfrouter import udp_frame  # noqa: E402
 from bench.replay import bench_node, replay  # noqa: E402
 from bench.zipf import Trace, build_frames, zipf_trace  # noqa: E402
@@ -72,10 +68,6 @@ CMS_ROWS = (2, 3, 4)           # a tie in bytes goes to more rows
 CMS_CANDIDATE_SHARE = 0.5      # at most this share of the budget for the candidate table
 DEFAULT_PLOT = Path(tempfile.gettempdir()) / "innet-heavy-hitters.png"   # not into the source tree
 XDP_ACTIONS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
-
-
-def say(msg: str = "") -> None:
-    print(msg, flush=True)
 
 
 # ---- memory: parameters that fit a budget ------------------------------------------------
@@ -470,18 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="trace seed (default 1)")
     ap.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"PNG to write (default {DEFAULT_PLOT})")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if os.geteuid() != 0:
-        say("bench/heavy_hitters.py needs root (BPF programs and network namespaces)")
+    if not start(__file__, argv, args.quick, "BPF programs and network namespaces", f"seed {args.seed}"):
         return 1
-    given = sys.argv[1:] if argv is None else argv
-    cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/heavy_hitters.py", *given])
-    say(f"reproduce: cd {REPO} && sudo {cmd}")
     cfg = QUICK if args.quick else FULL
-    say(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {'quick' if args.quick else 'full'} run, seed {args.seed}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    t0 = time.perf_counter()
-    try:
+
+    def body() -> None:
         rows, reads, (trace, frames) = bench_accuracy(cfg, args.seed)
         say()
         print_target(rows)
@@ -493,11 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         say()
         plot(rows, args.plot, f"innet heavy hitters on XDP: {cfg['flows']:,} flows, {cfg['packets']:,} packets, "
                               f"seed {args.seed}")
-    except KeyboardInterrupt:
-        say("\n[bench] interrupted")
-        return 130
-    say(f"done in {time.perf_counter() - t0:.0f} s")
-    return 0
+
+    return run(body)
 
 
 if __name__ == "__main__":
