@@ -20,22 +20,15 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
-import os
-import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:   # run as a script from anywhere
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
 
+from bench.harness import Veth, namespace, run, say, start  # noqa: E402
 from controller.core import Controller  # noqa: E402
 from controller.errors import InnetError  # noqa: E402
 from controller.node import Node  # noqa: E402
@@ -48,32 +41,18 @@ FIRST_DST = ipaddress.IPv4Address("10.128.0.0")
 NEXT_HOP_MAC, OWN_MAC = "02:00:00:00:be:01", "02:00:00:00:be:02"
 
 
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
-
 # ---- bench nodes: one namespace each, per target ---------------------------------------------
 
-@contextmanager
-def namespace():
-    """A fresh namespace holding the veth pair PORT <-> PEER, both up, and lo up (BMv2's Thrift
-    server listens there); deleted on exit."""
-    name = f"tb{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    path = f"/var/run/netns/{name}"
-    try:
-        subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
-                        f"ip link add {PORT} type veth peer name {PEER} && ip link set {PORT} up "
-                        f"&& ip link set {PEER} up && ip link set lo up"], check=True)
-        yield name, path
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+def bench_namespace():
+    """A fresh namespace holding the veth pair PORT <-> PEER, and lo up (BMv2's Thrift server
+    listens there); deleted on exit."""
+    return namespace("tb", [Veth(PORT, PEER)], lo_up=True)
 
 
 @contextmanager
 def xdp_node():
-    with namespace() as (name, path):
-        yield Node(name, path, "router", "xdp"), [PORT]
+    with bench_namespace() as ns:
+        yield Node(ns.name, ns.path, "router", "xdp"), [PORT]
 
 
 @contextmanager
@@ -81,12 +60,12 @@ def bmv2_node():
     why = switch.unavailable()
     if why:
         raise InnetError(why)
-    with namespace() as (name, path):
-        switch.start(name, [PORT, PEER], netns=path, progress=lambda msg: say("      " + msg))
+    with bench_namespace() as ns:
+        switch.start(ns.name, [PORT, PEER], netns=ns.path, progress=lambda msg: say("      " + msg))
         try:
-            yield Node(name, path, "router", "bmv2", kernel_slow_path=False), [PORT]
+            yield Node(ns.name, ns.path, "router", "bmv2", kernel_slow_path=False), [PORT]
         finally:
-            switch.stop(name)
+            switch.stop(ns.name)
 
 
 BENCH_NODES = {"XDP": xdp_node, "BMv2": bmv2_node}
@@ -206,30 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a shorter run (fewer entries and rounds)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if os.geteuid() != 0:
-        say("bench/tables.py needs root (BPF, namespaces, BMv2 ports)")
+    if not start(__file__, argv, args.quick, "BPF, namespaces, BMv2 ports", f"targets: {', '.join(BENCH_NODES)}"):
         return 1
-    given = sys.argv[1:] if argv is None else argv
-    say(f"reproduce: cd {REPO} && sudo {' '.join(shlex.quote(a) for a in ['.venv/bin/python', 'bench/tables.py', *given])}")
-    say(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {'quick' if args.quick else 'full'} run, "
-        f"targets: {', '.join(BENCH_NODES)}")
     sizes, rounds = ([100, 1000], 3) if args.quick else ([100, 1000, 4000], 3)
     columns, reads = ([256, 4096], 5) if args.quick else ([256, 4096, 16384], 11)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))   # unwind: namespaces go
-    t0 = time.perf_counter()
-    try:
+
+    def body() -> None:
         say(f"[1/2] table writes: {', '.join(map(str, sizes))} IPv4 routes, one by one vs one batched call, "
             f"median of {rounds}")
         print_writes(run_section("writes", bench_writes, sizes, rounds))
         say(f"[2/2] register reads: cms sketch, 4 rows x {', '.join(map(str, columns))} columns, 2 banks, "
             f"median of {reads}")
         print_reads(run_section("reads", bench_reads, columns, 4, reads))
-    except KeyboardInterrupt:
-        say("\n[bench] interrupted")
-        return 130
-    say(f"done in {time.perf_counter() - t0:.0f} s")
-    return 0
+
+    return run(body)
 
 
 if __name__ == "__main__":
