@@ -24,15 +24,13 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:   # run as a script from anywhere
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
 
 from pyroute2 import IPRoute  # noqa: E402
 
+from bench.harness import Netns, Veth, namespace, run, say, start  # noqa: E402
 from controller import qos  # noqa: E402
 from controller.core import Controller  # noqa: E402
 from controller.netns import netns  # noqa: E402
@@ -47,48 +45,26 @@ WARMUP_S = 1.5          # the load fills the queue before the probe starts
 _RTT = re.compile(r"time=([\d.]+) ms")
 
 
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def in_ns(ns: str, cmd: list[str], **kw) -> subprocess.Popen:
     return subprocess.Popen(["nsenter", f"--net=/var/run/netns/{ns}", *cmd], **kw)
 
 
-def sh(ns: str, cmd: str) -> None:
-    subprocess.run(["nsenter", f"--net=/var/run/netns/{ns}", "sh", "-c", cmd], check=True)
+def pair():
+    """Namespaces A and B joined by veth pba (in A) <-> pbb (in B), IPv6 off; deleted on exit."""
+    return namespace("pb", [Veth("pba", "pbb", f"{A_ADDR}/24", f"{B_ADDR}/24")], peers_apart=True, ipv6=False)
 
 
-class Pair:
-    """Namespaces A and B joined by veth pba (in A) <-> pbb (in B), IPv6 off."""
-
-    def __init__(self):
-        tag = uuid.uuid4().hex[:6]
-        self.a, self.b = f"pba-{tag}", f"pbb-{tag}"
-        for ns in (self.a, self.b):
-            subprocess.run(["ip", "netns", "add", ns], check=True)
-            sh(ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
-        sh(self.a, f"ip link add pba type veth peer name pbb netns {self.b} && "
-                   f"ip addr add {A_ADDR}/24 dev pba && ip link set pba up")
-        sh(self.b, f"ip addr add {B_ADDR}/24 dev pbb && ip link set pbb up")
-        self.node = Node(self.a, f"/var/run/netns/{self.a}")
-
-    def close(self) -> None:
-        for ns in (self.a, self.b):
-            subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def measure(pair: Pair, link_bps: int, probes: int) -> tuple[list[float], int]:
+def measure(ns: Netns, link_bps: int, probes: int) -> tuple[list[float], int]:
     """Round trips (ms) of `probes` EF pings sent while iperf3 UDP saturates A -> B; and how many were lost."""
     duration = WARMUP_S + probes * 0.01 + 2
-    server = in_ns(pair.b, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
+    server = in_ns(ns.peer, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
-    load = in_ns(pair.a, ["iperf3", "-c", B_ADDR, "-p", str(IPERF_PORT), "-u", "-b", str(2 * link_bps),
+    load = in_ns(ns.name, ["iperf3", "-c", B_ADDR, "-p", str(IPERF_PORT), "-u", "-b", str(2 * link_bps),
                           "-l", "1400", "-t", f"{duration:.0f}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(WARMUP_S)
-        ping = in_ns(pair.a, ["ping", "-n", "-c", str(probes), "-i", "0.01", "-W", "3", "-Q", hex(EF_DSCP << 2),
+        ping = in_ns(ns.name, ["ping", "-n", "-c", str(probes), "-i", "0.01", "-W", "3", "-Q", hex(EF_DSCP << 2),
                               B_ADDR], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out, _ = ping.communicate(timeout=probes * 0.01 + 30)
     finally:
@@ -113,44 +89,31 @@ def report(name: str, rtts: list[float], lost: int, probes: int) -> tuple[float,
     return p50, p99
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", default="10mbit", help="link rate (HTB parent), e.g. 10mbit")
-    parser.add_argument("--probes", type=int, default=400, help="probe pings per case (every 10 ms)")
-    parser.add_argument("--quick", action="store_true", help="100 probes per case")
-    args = parser.parse_args()
-    probes = 100 if args.quick else args.probes
-    link = parse_rate(args.rate, "--rate")
-    for tool in ("iperf3", "ping", "nsenter"):
-        if not shutil.which(tool):
-            say(f"bench/priority.py needs {tool}: run `make setup`")
-            return 2
-
+def bench(link: int, probes: int) -> None:
     say(f"[priority] link {link / 1e6:g} Mbit/s, saturated by iperf3 UDP at {2 * link / 1e6:g} Mbit/s (DSCP 0); "
         f"probe: {probes} pings with DSCP {EF_DSCP}, every 10 ms")
-    pair = Pair()
-    ctl = Controller()
-    ctl.add_node(pair.node)
-    try:
-        say("[priority] 1/2 without the NF: one HTB class at the link rate")
-        with netns(pair.node.netns), IPRoute() as ipr:
-            ifindex = ipr.link_lookup(ifname="pba")[0]
-            qos.install(ipr, ifindex, link, [QueueLevel(0, link, link)])
-        base = measure(pair, link, probes)
-        with netns(pair.node.netns), IPRoute() as ipr:
-            qos.remove(ipr, ifindex)
+    with pair() as ns:
+        ctl = Controller()
+        ctl.add_node(Node(ns.name, ns.path))
+        try:
+            say("[priority] 1/2 without the NF: one HTB class at the link rate")
+            with netns(ns.path), IPRoute() as ipr:
+                ifindex = ipr.link_lookup(ifname="pba")[0]
+                qos.install(ipr, ifindex, link, [QueueLevel(0, link, link)])
+            base = measure(ns, link, probes)
+            with netns(ns.path), IPRoute() as ipr:
+                qos.remove(ipr, ifindex)
 
-        say("[priority] 2/2 with prio: DSCP 46 -> level 0, everything else -> level 2 (default)")
-        ctl.deploy(pair.a, "prio", ["pba"], {"levels": 3})
-        levels = [QueueLevel(0, link // 10), QueueLevel(1, link // 10), QueueLevel(2, link * 8 // 10)]
-        ctl.configure_queues(pair.a, "prio", "pba", link, levels)
-        ctl.write(pair.a, "prio", [TableEntry("dscp_levels", {"dscp": EF_DSCP}, "set_level", {"level": 0})])
-        with_prio = measure(pair, link, probes)
-        stats = ctl.queue_stats(pair.a, "prio", "pba")
-        regs = ctl.read_registers(pair.a, "prio", "levels")
-    finally:
-        ctl.remove(pair.a, "prio")
-        pair.close()
+            say("[priority] 2/2 with prio: DSCP 46 -> level 0, everything else -> level 2 (default)")
+            ctl.deploy(ns.name, "prio", ["pba"], {"levels": 3})
+            levels = [QueueLevel(0, link // 10), QueueLevel(1, link // 10), QueueLevel(2, link * 8 // 10)]
+            ctl.configure_queues(ns.name, "prio", "pba", link, levels)
+            ctl.write(ns.name, "prio", [TableEntry("dscp_levels", {"dscp": EF_DSCP}, "set_level", {"level": 0})])
+            with_prio = measure(ns, link, probes)
+            stats = ctl.queue_stats(ns.name, "prio", "pba")
+            regs = ctl.read_registers(ns.name, "prio", "levels")
+        finally:
+            ctl.remove(ns.name, "prio")
 
     say("\nprobe round trip (ms), same run:")
     _, base_p99 = report("rate-limited link, no NF", *base, probes)
@@ -162,7 +125,23 @@ def main() -> int:
             f"{int(regs['packets'][q.level]):>11}")
     ratio = base_p99 / prio_p99 if prio_p99 else float("inf")
     say(f"\np99 without / with prio: {ratio:.1f}x  (target: at least 10x)")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", default="10mbit", help="link rate (HTB parent), e.g. 10mbit")
+    parser.add_argument("--probes", type=int, default=400, help="probe pings per case (every 10 ms)")
+    parser.add_argument("--quick", action="store_true", help="100 probes per case")
+    args = parser.parse_args(argv)
+    probes = 100 if args.quick else args.probes
+    link = parse_rate(args.rate, "--rate")
+    if not start(__file__, argv, args.quick, "tc, BPF programs and network namespaces"):
+        return 1
+    for tool in ("iperf3", "ping", "nsenter"):
+        if not shutil.which(tool):
+            say(f"bench/priority.py needs {tool}: run `make setup`")
+            return 2
+    return run(lambda: bench(link, probes))
 
 
 if __name__ == "__main__":
