@@ -1,19 +1,19 @@
 """Compile eBPF C with clang, cached by content hash (sources, headers, flags, compiler)."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+from controller.buildcache import CACHE_ROOT, inputs_digest
 from controller.errors import CompileError
 
 log = logging.getLogger("innet.build")
 
 EBPF_DIR = Path(__file__).resolve().parents[2] / "ebpf"
-CACHE_DIR = Path(os.environ.get("INNET_CACHE", Path.home() / ".cache" / "innet")) / "xdp"
+CACHE_DIR = CACHE_ROOT / "xdp"
 CFLAGS = ["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
 MAX_ERROR_LINES = 20
 
@@ -25,18 +25,6 @@ def _clang() -> str:
     return clang
 
 
-def _inputs_digest(source: Path, defines: dict[str, int], clang: str) -> str:
-    h = hashlib.sha256()
-    version = subprocess.run([clang, "--version"], capture_output=True, text=True).stdout
-    h.update(version.encode())
-    h.update(repr(sorted(defines.items())).encode())
-    h.update(repr(CFLAGS).encode())
-    for path in [source, *sorted((EBPF_DIR / "include").glob("*.h"))]:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:20]
-
-
 def compile_program(source: str | Path, defines: dict[str, int] | None = None) -> Path:
     """The path of the compiled object for `source`; compiled only if not cached."""
     source = Path(source)
@@ -46,7 +34,7 @@ def compile_program(source: str | Path, defines: dict[str, int] | None = None) -
         raise CompileError(f"eBPF source {source} does not exist", hint="check the NF catalog's programs.xdp.source")
     defines = defines or {}
     clang = _clang()
-    digest = _inputs_digest(source, defines, clang)
+    digest = inputs_digest(clang, CFLAGS, defines, [source, *sorted((EBPF_DIR / "include").glob("*.h"))])
     obj = CACHE_DIR / f"{source.stem.replace('.bpf', '')}-{digest}.o"
     if obj.exists():
         return obj

@@ -6,7 +6,6 @@ compiler's version, so an edit anywhere recompiles and nothing else does. Output
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -15,12 +14,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.buildcache import CACHE_ROOT, inputs_digest
 from controller.errors import CompileError
 
 log = logging.getLogger("innet.p4build")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = Path(os.environ.get("INNET_CACHE", Path.home() / ".cache" / "innet")) / "p4"
+CACHE_DIR = CACHE_ROOT / "p4"
 P4_HOME = Path(os.environ.get("INNET_P4_HOME", "/opt/p4"))   # where p4c/BMv2 are built (not a package)
 P4C_FLAGS = ["--target", "bmv2", "--arch", "v1model"]
 MAX_ERROR_LINES = 20
@@ -50,18 +50,6 @@ def p4c() -> str:
     return tool
 
 
-def _inputs_digest(source: Path, defines: dict[str, int], compiler: str) -> str:
-    h = hashlib.sha256()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    h.update(version.encode())
-    h.update(repr(sorted(defines.items())).encode())
-    h.update(repr(P4C_FLAGS).encode())
-    for path in [source, *sorted((source.parent / "include").glob("*.p4"))]:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:20]
-
-
 def relevant_errors(stderr: str) -> list[str]:
     """p4c's error and warning lines with the source excerpt each one prints below it."""
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
@@ -81,7 +69,7 @@ def compile_p4(source: str | Path, defines: dict[str, int] | None = None) -> P4B
         raise CompileError(f"P4 source {source} does not exist", hint="check the NF catalog's programs.bmv2.source")
     defines = defines or {}
     compiler = p4c()
-    digest = _inputs_digest(source, defines, compiler)
+    digest = inputs_digest(compiler, P4C_FLAGS, defines, [source, *sorted((source.parent / "include").glob("*.p4"))])
     out = CACHE_DIR / f"{source.stem}-{digest}"
     build = P4Build(out / f"{source.stem}.json", out / f"{source.stem}.p4info.txtpb")
     if build.json.exists() and build.p4info.exists():
