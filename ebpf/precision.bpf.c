@@ -31,12 +31,7 @@
 
 /* The flow key's fields first, laid out exactly as struct flow_key. */
 struct precision_flow {
-	__u8 src_addr[16];
-	__u8 dst_addr[16];
-	__u16 src_port;
-	__u16 dst_port;
-	__u8 proto;
-	__u8 pad[3];
+	FLOW_KEY_FIELDS
 	struct bpf_spin_lock lock; /* CPUs see a slot's key and counter change together */
 	__u64 packets;
 };

@@ -25,13 +25,18 @@
 #define FLOW_KEY_MAX_IPV6_EXT 4
 #define IPPROTO_FRAGMENT_HDR 44
 
-struct flow_key {
-	__u8 src_addr[16];
-	__u8 dst_addr[16];
-	__u16 src_port;
-	__u16 dst_port;
-	__u8 proto;
+/* The key's fields; flow-table cells (cms candidates, precision slots) start with them
+ * too, as top-level members, where the controller finds them by name through BTF. */
+#define FLOW_KEY_FIELDS        \
+	__u8 src_addr[16];     \
+	__u8 dst_addr[16];     \
+	__u16 src_port;        \
+	__u16 dst_port;        \
+	__u8 proto;            \
 	__u8 pad[3];
+
+struct flow_key {
+	FLOW_KEY_FIELDS
 } __attribute__((aligned(4))); /* so it can be hashed as 32-bit words */
 
 /* Protocols whose header starts with 16-bit source and destination ports. */
