@@ -30,13 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script
 
 from pyroute2 import IPRoute  # noqa: E402
 
-from bench.harness import Netns, Veth, namespace, run, say, start  # noqa: E402
+from bench.harness import run, say, start  # noqa: E402
 from controller import qos  # noqa: E402
 from controller.core import Controller  # noqa: E402
 from controller.netns import netns  # noqa: E402
 from controller.node import Node  # noqa: E402
 from controller.queues import QueueLevel, parse_rate  # noqa: E402
 from controller.tables import TableEntry  # noqa: E402
+from testbed.scratch import Netns, Veth, namespace  # noqa: E402
 
 A_ADDR, B_ADDR = "10.78.0.1", "10.78.0.2"
 EF_DSCP = 46

@@ -12,13 +12,13 @@ from typing import Iterator
 
 import numpy as np
 
-from bench.harness import Veth, namespace
 from bench.zipf import Frames
 from controller.bpf import libbpf
 from controller.core import Controller
 from controller.errors import BpfError
 from controller.node import Node
 from controller.routes import RouteService
+from testbed.scratch import Veth, namespace
 
 
 def replay(prog_fd: int, frames: Frames, order: np.ndarray, verdicts: Counter | None = None) -> int:

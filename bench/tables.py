@@ -28,12 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
 
-from bench.harness import Veth, namespace, run, say, start  # noqa: E402
+from bench.harness import run, say, start  # noqa: E402
 from controller.core import Controller  # noqa: E402
 from controller.errors import InnetError  # noqa: E402
 from controller.node import Node  # noqa: E402
 from controller.p4 import switch  # noqa: E402
 from controller.tables import TableEntry  # noqa: E402
+from testbed.scratch import Veth, namespace  # noqa: E402
 
 ROUTER, SKETCH = "nfrouter", "cms"
 PORT, PEER = "tbva", "tbvb"        # the veth pair inside each bench namespace
