@@ -1,12 +1,11 @@
 import os
-import subprocess
-import uuid
 
 import pytest
 
 from controller.core import Controller
 from controller.node import Node
 from controller.routes import RouteService
+from testbed.scratch import Veth, namespace
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,16 +39,10 @@ def linear(request):
 @pytest.fixture
 def veth_node():
     """A bare namespace with one veth pair inside it: a router-to-be for error-path tests."""
-    name = f"innet-t{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    path = f"/var/run/netns/{name}"
-    subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
-                    "ip link add va type veth peer name vb && ip link set va up && ip link set vb up "
-                    "&& ip addr add 192.0.2.1/24 dev va"], check=True)
-    ctl = Controller()
-    ctl.add_node(Node(name, path))
-    yield ctl, name
-    for nf in ("nfrouter", "rxcount"):
-        ctl.remove(name, nf)
-    RouteService(ctl).clear_state(name)
-    subprocess.run(["ip", "netns", "del", name], check=True)
+    with namespace("innet-t", [Veth("va", "vb", "192.0.2.1/24")]) as ns:
+        ctl = Controller()
+        ctl.add_node(Node(ns.name, ns.path))
+        yield ctl, ns.name
+        for nf in ("nfrouter", "rxcount"):
+            ctl.remove(ns.name, nf)
+        RouteService(ctl).clear_state(ns.name)

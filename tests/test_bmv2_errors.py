@@ -5,7 +5,6 @@ small program tests/p4/tiny.p4 and its catalog entry tests/p4/tiny.yaml.
 """
 import os
 import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ from controller.errors import CompileError, EntryError, TargetError, TopologyErr
 from controller.node import Node
 from controller.p4 import switch
 from controller.tables import TableEntry
+from testbed.scratch import Veth, namespace
 
 pytestmark = [pytest.mark.needs_root,
               pytest.mark.skipif(switch.unavailable() is not None, reason=str(switch.unavailable()))]
@@ -37,20 +37,13 @@ def bmv2_node():
     """A namespace with two veth pairs, a BMv2 switch on one end of each, and the target."""
     from controller.targets.bmv2 import Bmv2Target
 
-    name = f"p4t{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    path = f"/var/run/netns/{name}"
-    subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
-                    "ip link add p4a type veth peer name p4b && ip link add p4c type veth peer name p4d "
-                    "&& for i in lo p4a p4b p4c p4d; do ip link set $i up; done"], check=True)
-    node = Node(name, path, target="bmv2")
-    try:
-        switch.start(name, ["p4a", "p4c"], netns=path)
-        yield node, Bmv2Target()
-    finally:
-        switch.stop(name)
-        subprocess.run(["ip", "netns", "del", name], check=True)
-    assert not (switch.STATE_ROOT / name).exists() and not (switch.STATE_ROOT / f"{name}.sock").exists()
+    with namespace("p4t", [Veth("p4a", "p4b"), Veth("p4c", "p4d")], lo_up=True) as ns:
+        try:
+            switch.start(ns.name, ["p4a", "p4c"], netns=ns.path)
+            yield Node(ns.name, ns.path, target="bmv2"), Bmv2Target()
+        finally:
+            switch.stop(ns.name)
+    assert not (switch.STATE_ROOT / ns.name).exists() and not (switch.STATE_ROOT / f"{ns.name}.sock").exists()
 
 
 def test_compile_error_shows_the_compilers_trimmed_message(tmp_path):

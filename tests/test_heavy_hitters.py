@@ -7,9 +7,8 @@ own: every counted packet is one the test sent, and exact counts are known.
 import functools
 import math
 import random
-import subprocess
 import time
-import uuid
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -30,6 +29,7 @@ from controller.stats import (Flow, FlowCount, FlowMonitor, SketchEpochs, elepha
                               rates, top_k)
 from controller.targets.xdp import PIN_ROOT
 from testbed import traffic
+from testbed.scratch import Veth, namespace, sh
 
 pytestmark = pytest.mark.needs_root
 
@@ -37,44 +37,34 @@ CMS_PARAMS = {"rows": 4, "columns": 256, "candidates": 1024}
 PROTO = {"udp": 17, "tcp": 6, "icmp": 1}
 
 
-def _namespace(pairs: list[tuple[str, str]]):
-    name = f"hh-{uuid.uuid4().hex[:6]}"
-    path = f"/var/run/netns/{name}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    links = " && ".join(f"ip link add {a} type veth peer name {b} && ip link set {a} up && ip link set {b} up"
-                        for a, b in pairs)
-    subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
-                    "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && " + links],
-                   check=True)
-    ctl = Controller()
-    ctl.add_node(Node(name, path))
-    return ctl, name
-
-
-def _drop(ctl, name):
-    for nf in ("cms", "precision"):
-        ctl.remove(name, nf)
-    subprocess.run(["ip", "netns", "del", name], check=True)
+@contextmanager
+def _node(veths: list[Veth]):
+    """A fresh namespace holding the veths, IPv6 off, as a node of a new controller; on exit
+    cms and precision are removed and the namespace deleted."""
+    with namespace("hh", veths, ipv6=False) as ns:
+        ctl = Controller()
+        ctl.add_node(Node(ns.name, ns.path))
+        try:
+            yield ctl, ns.name
+        finally:
+            for nf in ("cms", "precision"):
+                ctl.remove(ns.name, nf)
 
 
 @pytest.fixture(scope="module")
 def hh():
     """cms on va, precision on vc, in one namespace."""
-    ctl, name = _namespace([("va", "vb"), ("vc", "vd")])
-    try:
+    with _node([Veth("va", "vb"), Veth("vc", "vd")]) as (ctl, name):
         ctl.deploy(name, "cms", ["va"], CMS_PARAMS)
         ctl.deploy(name, "precision", ["vc"])
         yield ctl, name
-    finally:
-        _drop(ctl, name)
 
 
 @pytest.fixture
 def bare():
     """A fresh namespace with one veth pair and nothing deployed."""
-    ctl, name = _namespace([("va", "vb")])
-    yield ctl, name
-    _drop(ctl, name)
+    with _node([Veth("va", "vb")]) as node:
+        yield node
 
 
 # ---- frames ---------------------------------------------------------------------------------
@@ -322,9 +312,7 @@ def test_bad_sizes_are_refused_and_nothing_is_deployed(bare, nf, params, message
         ctl.deploy(name, nf, ["va"], params)
     assert ctl.deployment(name, nf) is None
     assert not (PIN_ROOT / name / nf).exists()
-    out = subprocess.run(["nsenter", f"--net=/var/run/netns/{name}", "ip", "link", "show", "va"],
-                         capture_output=True, text=True).stdout
-    assert "xdp" not in out
+    assert "xdp" not in sh(name, "ip link show va")
 
 
 def test_largest_sizes_fit_the_map_limits(bare):

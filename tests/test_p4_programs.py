@@ -6,8 +6,6 @@ classify, nfrouter forwards to p4c. Frames are sent from p4b (p4a's peer) and ca
 p4d (p4c's peer); IPv6 is off in the namespace so the kernel adds no frames of its own.
 Each program also compiles standalone and composed with its parameters at both extremes.
 """
-import subprocess
-import uuid
 from collections import Counter
 
 import pytest
@@ -22,6 +20,7 @@ from controller.p4 import composed, switch
 from controller.p4.thrift import ThriftClient
 from controller.tables import TableEntry, ip_str
 from testbed import traffic
+from testbed.scratch import Veth, namespace
 
 pytestmark = [pytest.mark.needs_root,
               pytest.mark.skipif(switch.unavailable() is not None, reason=str(switch.unavailable()))]
@@ -37,34 +36,29 @@ BMV2_QUEUE_DEPTH = 64   # simple_switch's default, per priority queue
 
 @pytest.fixture(scope="module")
 def p4sw():
-    name = f"p4d{uuid.uuid4().hex[:6]}"
-    path = f"/var/run/netns/{name}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
-                    "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 "
-                    "&& ip link add p4a type veth peer name p4b && ip link add p4c type veth peer name p4d "
-                    "&& for i in lo p4a p4b p4c p4d; do ip link set $i up; done"], check=True)
-    ctl = Controller()
-    ctl.add_node(Node(name, path, target="bmv2"))
-    try:
-        switch.start(name, ["p4a", "p4c"], netns=path)
-        ctl.deploy(name, "nfrouter", ["p4a", "p4c"])
-        for nf in ("cms", "precision", "prio"):
-            ctl.deploy(name, nf, ["p4a"])
-        forward = {"egress_port": "p4c", "dst_mac": NEXT_HOP_MAC, "src_mac": ROUTER_MAC}
-        ctl.write(name, "nfrouter", [TableEntry("ipv4_routes", {"dst_addr": "10.0.2.0/24"}, "forward", forward),
-                                     TableEntry("ipv6_routes", {"dst_addr": "2001:db8:2::/64"}, "forward", forward)])
-        src, dst, sport, dport, proto = PRIO_FLOW
-        ctl.write(name, "prio", [
-            TableEntry("dscp_levels", {"dscp": EF}, "set_level", {"level": 0}),
-            TableEntry("flow_levels", {"src_addr": src, "dst_addr": dst, "src_port": sport, "dst_port": dport,
-                                       "proto": proto}, "set_level", {"level": 1})])
-        yield ctl, name
-    finally:
-        for nf in ("prio", "precision", "cms", "nfrouter"):
-            ctl.remove(name, nf)
-        switch.stop(name)
-        subprocess.run(["ip", "netns", "del", name], check=True)
+    with namespace("p4d", [Veth("p4a", "p4b"), Veth("p4c", "p4d")], lo_up=True, ipv6=False) as ns:
+        name = ns.name
+        ctl = Controller()
+        ctl.add_node(Node(name, ns.path, target="bmv2"))
+        try:
+            switch.start(name, ["p4a", "p4c"], netns=ns.path)
+            ctl.deploy(name, "nfrouter", ["p4a", "p4c"])
+            for nf in ("cms", "precision", "prio"):
+                ctl.deploy(name, nf, ["p4a"])
+            forward = {"egress_port": "p4c", "dst_mac": NEXT_HOP_MAC, "src_mac": ROUTER_MAC}
+            ctl.write(name, "nfrouter", [
+                TableEntry("ipv4_routes", {"dst_addr": "10.0.2.0/24"}, "forward", forward),
+                TableEntry("ipv6_routes", {"dst_addr": "2001:db8:2::/64"}, "forward", forward)])
+            src, dst, sport, dport, proto = PRIO_FLOW
+            ctl.write(name, "prio", [
+                TableEntry("dscp_levels", {"dscp": EF}, "set_level", {"level": 0}),
+                TableEntry("flow_levels", {"src_addr": src, "dst_addr": dst, "src_port": sport, "dst_port": dport,
+                                           "proto": proto}, "set_level", {"level": 1})])
+            yield ctl, name
+        finally:
+            for nf in ("prio", "precision", "cms", "nfrouter"):
+                ctl.remove(name, nf)
+            switch.stop(name)
 
 
 def frame(src, dst, sport, dport, proto=17, dscp=0, payload=b"p4d") -> bytes:

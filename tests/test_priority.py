@@ -4,8 +4,6 @@ Two fresh namespaces joined by a veth pair; prio runs on the egress of pqa (node
 the controller sets up the HTB tree there. Frames are sent from A's pqa with a packet
 socket, so they cross clsact egress and the root qdisc exactly as the stack's do.
 """
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from controller.node import Node
 from controller.queues import QueueLevel
 from controller.tables import TableEntry
 from testbed import traffic
+from testbed.scratch import Veth, namespace, sh
 
 pytestmark = pytest.mark.needs_root
 
@@ -27,27 +26,14 @@ LINK = 100_000_000
 LEVELS = [QueueLevel(0, 20_000_000), QueueLevel(1, 20_000_000), QueueLevel(2, 20_000_000)]
 
 
-def sh(ns: str, cmd: str) -> str:
-    return subprocess.run(["nsenter", f"--net=/var/run/netns/{ns}", "sh", "-c", cmd],
-                          check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture(scope="module")
 def pair():
     """(controller, node A's name, node B's name): A's pqa <-> B's pqb, IPv6 off so the link stays quiet."""
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"pqa-{tag}", f"pqb-{tag}"
-    for ns in (a, b):
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        sh(ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
-    sh(a, f"ip link add pqa type veth peer name pqb netns {b} && ip addr add {A_ADDR}/24 dev pqa && ip link set pqa up")
-    sh(b, f"ip addr add {B_ADDR}/24 dev pqb && ip link set pqb up")
-    ctl = Controller()
-    ctl.add_node(Node(a, f"/var/run/netns/{a}"))
-    yield ctl, a, b
-    ctl.remove(a, "prio")
-    for ns in (a, b):
-        subprocess.run(["ip", "netns", "del", ns], check=True)
+    with namespace("pq", [Veth("pqa", "pqb", f"{A_ADDR}/24", f"{B_ADDR}/24")], peers_apart=True, ipv6=False) as ns:
+        ctl = Controller()
+        ctl.add_node(Node(ns.name, ns.path))
+        yield ctl, ns.name, ns.peer
+        ctl.remove(ns.name, "prio")
 
 
 @pytest.fixture
