@@ -1,4 +1,5 @@
-"""Frames for the packet tests, addressed as the `linear` topology's addressing plan says."""
+"""Frames for the packet tests, addressed as the `linear` topology's addressing plan says,
+and what routers make of them."""
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
@@ -16,3 +17,17 @@ def udp4(dst=H2, ttl=64, payload=b"innet", **ip):
 
 def udp6(dst=H2_6, hlim=64, payload=b"innet"):
     return Ether(src=H1_MAC, dst=R1_IN_MAC) / IPv6(src=H1_6, dst=dst, hlim=hlim) / UDP(sport=1234, dport=PORT) / payload
+
+
+def routed(frame: Ether | bytes, src_mac: str = R1_OUT_MAC, dst_mac: str = H2_MAC, hops: int = 1) -> bytes:
+    """An IPv4 or IPv6 `frame` as it leaves the last of `hops` routers: the MACs of that hop
+    (`src_mac` its egress interface, `dst_mac` the receiver; by default r1 -> h2), TTL or hop
+    limit down by one per router, IPv4 checksum redone."""
+    out = Ether(bytes(frame))
+    out.src, out.dst = src_mac, dst_mac
+    if IP in out:
+        out[IP].ttl -= hops
+        del out[IP].chksum
+    else:
+        out[IPv6].hlim -= hops
+    return bytes(out)

@@ -13,6 +13,7 @@ from scapy.layers.l2 import Ether
 from controller.errors import TargetError
 from controller.p4 import switch
 from controller.topology import load_topology
+from frames import routed
 from testbed import traffic
 from testbed.leftovers import leftovers
 
@@ -46,20 +47,6 @@ def udp(src: str, dst: str, v6: bool, hops_left: int = 64) -> Ether:
     return Ether(src=s.mac, dst=TOPO.gateway(src).mac) / ip / UDP(sport=1234, dport=PORT) / PAYLOAD
 
 
-def after_routers(frame: Ether, dst: str, routers: int) -> bytes:
-    """`frame` as `dst` should receive it: TTL/hop limit down by one per router, IPv4 checksum
-    redone, MACs of the last hop (its router's egress interface to `dst`)."""
-    out = Ether(bytes(frame))
-    last_hop = iface(dst).peer
-    out.src, out.dst = last_hop.mac, iface(dst).mac
-    if IP in out:
-        out[IP].ttl -= routers
-        del out[IP].chksum
-    else:
-        out[IPv6].hlim -= routers
-    return bytes(out)
-
-
 def route_packets(tb, node: str) -> dict[str, int]:
     return {r.prefix: r.packets for r in tb.routes.list(node)}
 
@@ -85,7 +72,7 @@ def test_frames_cross_both_data_planes(mixed, src, dst, v6):
     counters = {n: (route_packets(mixed, n), forwarded(mixed, n)) for n in ("s1", "r1")}
     frame = udp(src, dst, v6)
     got = cross(mixed, src, dst, frame)
-    assert got == [after_routers(frame, dst, routers=2)]
+    assert got == [routed(frame, iface(dst).peer.mac, iface(dst).mac, hops=2)]   # the last hop's MACs
     dst_ip = iface(dst).ipv6.ip if v6 else iface(dst).ipv4.ip
     for node in ("s1", "r1"):
         routes, fwd = counters[node]

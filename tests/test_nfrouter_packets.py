@@ -3,11 +3,11 @@ targets: XDP (with the node's kernel as slow path) and BMv2 (simple_switch_grpc,
 in the testbed, so what the XDP router hands to the kernel is counted and dropped there).
 Forwarded frames must come out byte for byte as expected, the same bytes on both targets."""
 import pytest
-from scapy.layers.inet import ICMP, IP, UDP, IPOption_RR
+from scapy.layers.inet import ICMP, IP, IPOption_RR
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6TimeExceeded, IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from frames import (H1, H1_6, H1_MAC, H2, H2_MAC, PORT, R1_IN, R1_IN_6, R1_IN_MAC, R1_OUT_MAC, udp4, udp6)
+from frames import H1, H1_6, H1_MAC, H2, H2_MAC, PORT, R1_IN, R1_IN_6, R1_IN_MAC, routed, udp4, udp6
 from testbed import traffic
 
 pytestmark = [pytest.mark.testbed, pytest.mark.parametrize("linear", ["xdp", "bmv2"], indirect=True)]
@@ -16,18 +16,6 @@ pytestmark = [pytest.mark.testbed, pytest.mark.parametrize("linear", ["xdp", "bm
 def slow_path(tb) -> bool:
     """Whether r1's kernel takes what the fast path does not forward (XDP), or nothing does (BMv2)."""
     return tb.node("r1").kernel_slow_path
-
-
-def forwarded(frame, hops: int = 1) -> bytes:
-    """`frame` as h2 must receive it from r1: MACs rewritten, TTL/hop limit down, checksum redone."""
-    out = Ether(bytes(frame))
-    out.src, out.dst = R1_OUT_MAC, H2_MAC
-    if IP in out:
-        out[IP].ttl -= hops
-        del out[IP].chksum
-    else:
-        out[IPv6].hlim -= hops
-    return bytes(out)
 
 
 def verdicts(tb):
@@ -61,7 +49,7 @@ def test_ipv4_forwarded_by_the_fast_path(linear):
     frame = udp4(ttl=64)
     got, moved = through_r1(linear, [frame])
     assert moved.get("forwarded") == 1
-    assert got == [forwarded(frame)], "MACs, TTL and the IPv4 checksum as the kernel would write them"
+    assert got == [routed(frame)], "MACs, TTL and the IPv4 checksum as the kernel would write them"
     out = Ether(got[0])
     assert out[IP].ttl == 63
     checksum = out[IP].chksum
@@ -76,7 +64,7 @@ def test_ipv6_forwarded_by_the_fast_path(linear):
     frame = udp6(hlim=9)
     got, moved = through_r1(linear, [frame])
     assert moved.get("forwarded") == 1
-    assert got == [forwarded(frame)]
+    assert got == [routed(frame)]
     assert Ether(got[0])[IPv6].hlim == 8
 
 
@@ -158,7 +146,7 @@ def test_malformed_frames_follow_the_documented_rule(linear):
     assert moved.get("pass_malformed") == 3            # truncated, IHL<5, bad checksum: the kernel drops them
     assert moved.get("pass_ip_options", 0) >= 1        # (IPv6 MLD reports from the hosts count here too)
     assert moved.get("forwarded") == 3                 # both fragments and the good packet
-    fast = [forwarded(f) for f in (first_frag, later_frag, good)]
+    fast = [routed(f) for f in (first_frag, later_frag, good)]
     assert [g for g in got if g in fast] == fast, "the fast path's frames, byte for byte, in order"
     rest = [Ether(g) for g in got if g not in fast]
     if slow_path(linear):
@@ -172,4 +160,4 @@ def test_ethernet_padding_is_trimmed_like_the_kernel(linear):
     short = bytes(udp4(payload=b"x")) + b"\x00" * 13    # padded to 60 bytes on the wire
     got, moved = through_r1(linear, [short])
     assert moved.get("forwarded") == 1
-    assert got == [forwarded(udp4(payload=b"x"))] and len(got[0]) == 14 + 20 + 8 + 1
+    assert got == [routed(udp4(payload=b"x"))] and len(got[0]) == 14 + 20 + 8 + 1
