@@ -9,9 +9,11 @@
  * Two banks of sketch and candidates: the packet reads cms_control.active_bank once
  * and counts only there, so when the controller flips the bank (and waits out the
  * packets already in flight) the old bank is a closed epoch it can read and reset.
- * Every frame is passed on unchanged (XDP_PASS); non-IP and truncated frames are not
- * counted. See nfs/cms.yaml for the contract.
+ * Every frame is passed on unchanged, to the next NF of the chain or the kernel
+ * (include/chain.h); non-IP and truncated frames are not counted. See nfs/cms.yaml
+ * for the contract.
  */
+#include "include/chain.h"
 #include "include/flowkey.h"
 
 #ifndef CMS_ROWS
@@ -119,11 +121,11 @@ int cms(struct xdp_md *ctx)
 
 	control = bpf_map_lookup_elem(&cms_control, &zero);
 	if (!control)
-		return XDP_PASS;
+		return chain_pass(ctx);
 	/* the one read of the bank: every counter this packet touches is in it */
 	bank = *(volatile __u32 *)&control->active_bank & 1;
 	if (parse_flow_key(data, data_end, &key, FLOW_KEY_MODE))
-		return XDP_PASS;
+		return chain_pass(ctx);
 
 #pragma unroll
 	for (int r = 0; r < CMS_ROWS; r++) {
@@ -133,7 +135,7 @@ int cms(struct xdp_md *ctx)
 		__u64 packets, bytes;
 
 		if (!cell)
-			return XDP_PASS;
+			return chain_pass(ctx);
 		packets = __sync_fetch_and_add(&cell->packets, 1) + 1;
 		bytes = __sync_fetch_and_add(&cell->bytes, len) + len;
 		if (packets < est_packets)
@@ -142,7 +144,7 @@ int cms(struct xdp_md *ctx)
 			est_bytes = bytes;
 	}
 	offer_candidate(bank, &key, est_packets, est_bytes);
-	return XDP_PASS;
+	return chain_pass(ctx);
 }
 
 char LICENSE[] SEC("license") = "GPL";

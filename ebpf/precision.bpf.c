@@ -8,9 +8,11 @@
  * probability 1/(min+1) (bpf_get_prandom_u32, exact), takes that slot over with
  * counter min+1 once its pass over the stages is done: the write the paper's
  * recirculated packet makes, effective for the flow's later packets.
- * Every frame is passed on unchanged (XDP_PASS); non-IP and truncated frames are not
- * counted. See nfs/precision.yaml for the contract.
+ * Every frame is passed on unchanged, to the next NF of the chain or the kernel
+ * (include/chain.h); non-IP and truncated frames are not counted. See nfs/precision.yaml
+ * for the contract.
  */
+#include "include/chain.h"
 #include "include/flowkey.h"
 
 #ifndef PRECISION_STAGES
@@ -64,7 +66,7 @@ int precision(struct xdp_md *ctx)
 	struct flow_key key;
 
 	if (parse_flow_key(data, data_end, &key, FLOW_KEY_MODE))
-		return XDP_PASS;
+		return chain_pass(ctx);
 
 #pragma unroll
 	for (int s = 0; s < PRECISION_STAGES; s++) {
@@ -74,7 +76,7 @@ int precision(struct xdp_md *ctx)
 
 		slot = bpf_map_lookup_elem(&precision_flows, &idx);
 		if (!slot)
-			return XDP_PASS;
+			return chain_pass(ctx);
 		/* Only a slot that seems to hold the flow is locked (to count it): the others are
 		 * merely candidates for the minimum, read without the lock. */
 		if (flow_key_equal(slot, &key)) {
@@ -84,7 +86,7 @@ int precision(struct xdp_md *ctx)
 				slot->packets++;
 			bpf_spin_unlock(&slot->lock);
 			if (tracked)
-				return XDP_PASS;
+				return chain_pass(ctx);
 		}
 		packets = *(volatile __u64 *)&slot->packets;
 		if (packets < min_packets) {
@@ -100,7 +102,7 @@ int precision(struct xdp_md *ctx)
 		min_slot->packets = min_packets + 1;
 		bpf_spin_unlock(&min_slot->lock);
 	}
-	return XDP_PASS;
+	return chain_pass(ctx);
 }
 
 char LICENSE[] SEC("license") = "GPL";

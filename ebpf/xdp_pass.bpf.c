@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
-/* xdp_pass: counts received frames and hands them to the kernel.
+/* xdp_pass: counts received frames and hands them on (next NF of the chain, or the kernel).
  *
  * Attached to every veth that faces a native-XDP router: a veth only accepts
  * XDP_REDIRECT'ed frames when its peer runs an XDP program. The count tells a
  * test or benchmark how many frames reached this interface.
  */
-#include "include/parsing.h"
+#include "include/chain.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -22,7 +22,7 @@ int xdp_pass(struct xdp_md *ctx)
 
 	if (count)
 		*count += 1;
-	return XDP_PASS;
+	return chain_pass(ctx);
 }
 
 char LICENSE[] SEC("license") = "GPL";

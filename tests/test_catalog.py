@@ -5,11 +5,12 @@ import pytest
 
 from controller.bpf.btf import Btf
 from controller.bpf.build import compile_program
-from controller.bpf.libbpf import BpfObject
+from controller.bpf.libbpf import BpfObject, map_info
 from controller.catalog import load_catalog, get_nf, load_nf
 from controller.errors import CatalogError
 
 CATALOG = load_catalog()
+BPF_MAP_TYPE_PROG_ARRAY = 3
 
 
 def _layout(nf):
@@ -72,6 +73,22 @@ def test_xdp_program_exposes_catalog(name):
     for p in nf.parameters.values():
         if "define" in p.xdp:
             assert p.xdp["define"] in source
+
+
+@pytest.mark.needs_root   # loads the programs
+@pytest.mark.parametrize("name", [n for n, nf in CATALOG.items() if "xdp" in nf.programs])
+def test_chain_kind_matches_the_program(name):
+    """`chain: pass` NFs own a one-slot program array to call the next NF through; others have none."""
+    program = CATALOG[name].programs["xdp"]
+    assert program.get("chain") in (None, "pass"), f"{name}: programs.xdp.chain is pass or absent"
+    with BpfObject(str(compile_program(program["source"]))).load() as o:
+        m = o.maps.get("chain_next")
+        if program.get("chain") == "pass":
+            assert program.get("hook", "xdp") == "xdp", f"{name}: only XDP programs chain"
+            assert m is not None and map_info(m.fd).type == BPF_MAP_TYPE_PROG_ARRAY and m.max_entries == 1, \
+                f"{name}: a one-slot chain_next program array (ebpf/include/chain.h)"
+        else:
+            assert m is None, f"{name} calls a next NF, so its catalog entry says `chain: pass`"
 
 
 P4_KINDS = {"exact": "EXACT", "lpm": "LPM", "ternary": "TERNARY"}

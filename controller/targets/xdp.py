@@ -31,7 +31,9 @@ from controller.netns import netns
 from controller.node import Node
 from controller.queues import QueueLevel, QueueStats, check_levels
 from controller.tables import EntryCounters, TableEntry, ip_packed, ip_str, mac_bytes, mac_str, normalize
+from controller.targets import chain
 from controller.targets.base import Deployment, Target
+from controller.targets.chain import NodeChains, Placement
 from controller.targets.tc import TcEgressHook
 
 log = logging.getLogger("innet.xdp")
@@ -157,18 +159,24 @@ class XdpTarget(Target):
 
         meta = self._read_meta(node, nf)
         if meta and meta["object"] == str(obj_path) and meta["interfaces"] == list(interfaces) \
-                and meta["params"] == values and self._attached_ids(node, nf, meta) == {meta["prog_id"]}:
+                and meta["params"] == values and self._in_place(node, nf, meta):
             log.info("%s already runs on %s (%s): nothing to do", nf.name, node.name, ", ".join(interfaces))
             return self.deployment(node, nf)
         if meta and meta["params"] != values:
             raise TargetError(f"{nf.name} runs on {node.name} with {meta['params']}; changing to {values} would "
                               f"resize its maps and drop their state",
                               hint=f"remove it first (innet nf remove {node.name} {nf.name}), then deploy again")
+        hook = self._hook(nf)
+        chains = self._chains(node)
+        with netns(node.netns), IPRoute() as ipr:
+            attached = {i: hook.prog_id(ipr, links[i]["ifindex"]) for i in interfaces}
+        placement = self._place(node, nf, hook, chains, meta, attached)
         ensure_bpffs()
         pin_dir = self._pin_dir(node, nf)
         fresh = not pin_dir.exists()
         pin_dir.mkdir(parents=True, exist_ok=True)
         changed: dict[str, int | None] = {}   # interface -> program id it ran before (None: no XDP)
+        undo = []                             # chain_next slots to put back, newest last
         obj = None
         try:
             obj = libbpf.BpfObject(str(obj_path), pin_dir=str(pin_dir)).load()
@@ -177,20 +185,25 @@ class XdpTarget(Target):
                 raise TargetError(f"{obj_path} has no program '{entry}' (it has {', '.join(obj.programs)})")
             prog_fd = obj.programs[entry]
             prog_id = libbpf.prog_id(prog_fd)
-            modes = {}
-            hook = self._hook(nf)
+            if chain.passes(program, nf.name) and chain.NEXT_MAP not in obj.maps:
+                raise TargetError(f"{nf.name} is `chain: {chain.PASS}` but {program['source']} has no "
+                                  f"{chain.NEXT_MAP} map", hint="end the program in chain_pass (ebpf/include/chain.h)")
+            if meta is None and chain.NEXT_MAP in obj.maps:   # in front of what runs there now, if anything
+                chains.link(nf.name, placement.next, obj.maps[chain.NEXT_MAP])
+            modes = {i: m for i, m in (meta or {}).get("modes", {}).items() if i in interfaces}
             with netns(node.netns), IPRoute() as ipr:
                 if PORT_MAP in obj.maps:
                     for ifname in interfaces:   # DEVMAP resolves ifindexes in the caller's namespace
                         idx = struct.pack("=I", links[ifname]["ifindex"])
                         obj.maps[PORT_MAP].update(idx, idx)
-                for ifname in interfaces:
-                    before = hook.prog_id(ipr, links[ifname]["ifindex"])
-                    if before and before != (meta or {}).get("prog_id"):
-                        raise TargetError(f"{node.name}:{ifname} already runs {hook.what} program id {before}, "
-                                          f"not this deployment's", hint=hook.detach_hint(ifname))
-                    changed[ifname] = before
+                for ifname in placement.attach:
+                    changed[ifname] = attached[ifname]
                     modes[ifname] = hook.attach(ipr, node, ifname, links[ifname]["ifindex"], prog_fd)
+                for before in placement.after:   # behind these NFs, in their chain_next
+                    undo.append((before, chains.next_id(before), chains.metas[before].get("next")))
+                    chains.set_next(before, prog_fd)
+                    for ifname in chains.metas[before]["interfaces"]:
+                        modes.setdefault(ifname, chains.metas[before]["modes"].get(ifname))
                 for ifname in (meta or {}).get("interfaces", []):
                     if ifname not in interfaces:
                         hook.detach(ipr, links.get(ifname, {}).get("ifindex"), meta["prog_id"])
@@ -201,12 +214,20 @@ class XdpTarget(Target):
             libbpf.pin(prog_fd, str(prog_pin))
             new_meta = {"object": str(obj_path), "interfaces": list(interfaces), "params": values,
                         "modes": modes, "prog_id": prog_id, "ifindexes": {i: links[i]["ifindex"] for i in interfaces},
-                        "queues": {i: q for i, q in (meta or {}).get("queues", {}).items() if i in interfaces}}
+                        "queues": {i: q for i, q in (meta or {}).get("queues", {}).items() if i in interfaces},
+                        "chain": program.get("chain"), "next": (meta or {}).get("next", placement.next)}
+            for before in placement.after:
+                chains.metas[before]["next"] = nf.name
+                chains.write_meta(before)
             path = self._meta_path(node, nf)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(new_meta, indent=1))
         except BaseException:
-            self._rollback(node, nf, meta, changed, links)
+            for before, prog, next_name in reversed(undo):
+                chains.restore_next(before, prog)
+                chains.metas[before]["next"] = next_name
+                chains.write_meta(before)
+            self._rollback(node, nf, chains, changed, links)
             if fresh:
                 shutil.rmtree(pin_dir, ignore_errors=True)
                 self._drop_empty_dirs(node, nf)
@@ -214,39 +235,80 @@ class XdpTarget(Target):
         finally:
             if obj is not None:
                 obj.close()
-        log.info("%s deployed on %s: %s", nf.name, node.name, ", ".join(f"{i} ({m})" for i, m in modes.items()))
+        where = ", ".join(f"{i} ({m})" for i, m in modes.items())
+        if meta is None and placement.next:
+            where += f"; in front of {placement.next}"
+        if meta is None and placement.after:
+            where += f"; behind {', '.join(placement.after)}"
+        log.info("%s deployed on %s: %s", nf.name, node.name, where)
         return self.deployment(node, nf)
 
-    def _rollback(self, node: Node, nf: NFSpec, meta: dict | None, changed: dict, links: dict) -> None:
-        """Put every interface this deploy touched back as it was."""
+    def _chains(self, node: Node) -> NodeChains:
+        return NodeChains(node.name, STATE_ROOT / node.name, PIN_ROOT / node.name)
+
+    def _place(self, node: Node, nf: NFSpec, hook, chains: NodeChains, meta: dict | None,
+               attached: dict[str, int | None]) -> Placement:
+        """Where the NF goes on its interfaces' hooks; refuses programs that are not innet's."""
+        own = (meta or {}).get("prog_id")
+        for ifname, prog_id in attached.items():
+            if prog_id and prog_id != own and chains.owner(prog_id) is None:
+                raise TargetError(f"{node.name}:{ifname} already runs {hook.what} program id {prog_id}, "
+                                  f"not this deployment's", hint=hook.detach_hint(ifname))
+        if not isinstance(hook, XdpHook):   # one NF per hook: no chains
+            return Placement(attach=list(attached))
+        if meta is None:
+            return chains.place(nf.name, chain.passes(nf.programs["xdp"], nf.name), attached)
+        # a redeploy: the new program takes the old one's places (hooks and chain_next slots)
+        placement = Placement(attach=[i for i, p in attached.items() if not p or p == own],
+                              after=chains.predecessors(nf.name))
+        for ifname, prog_id in sorted(attached.items()):
+            if prog_id and prog_id != own and nf.name not in chains.walk(prog_id):
+                raise TargetError(f"{node.name}:{ifname} runs {chains.describe(prog_id)}, without {nf.name}",
+                                  hint=f"remove {nf.name} first (innet nf remove {node.name} {nf.name}), then "
+                                       f"deploy it again: it then joins that chain")
+        chained = placement.after or meta.get("next")
+        if chained and set(attached) != set(meta["interfaces"]):
+            raise TargetError(f"{nf.name} is chained with other NFs on {node.name} "
+                              f"({', '.join(meta['interfaces'])}); its interfaces cannot change in place",
+                              hint=f"remove it first (innet nf remove {node.name} {nf.name}), then deploy again")
+        return placement
+
+    def _rollback(self, node: Node, nf: NFSpec, chains: NodeChains, changed: dict, links: dict) -> None:
+        """Put every interface this deploy touched back as it was: the program it ran (an innet
+        NF's, found through its pin), or none."""
         if not changed:
             return
-        old_fd = None
         hook = self._hook(nf)
-        if meta:
-            try:
-                old_fd = libbpf.get_pinned(str(self._pin_dir(node, nf) / PROG_PIN))
-            except BpfError:
-                old_fd = None
-        try:
-            with netns(node.netns), IPRoute() as ipr:
-                for ifname, before in changed.items():
-                    idx = links[ifname]["ifindex"]
-                    if before and old_fd is not None:
-                        hook.attach(ipr, node, ifname, idx, old_fd)
+        with netns(node.netns), IPRoute() as ipr:
+            for ifname, before in changed.items():
+                idx = links[ifname]["ifindex"]
+                owner = chains.owner(before)
+                try:
+                    fd = chains.program_fd(owner) if owner else None
+                except BpfError:
+                    fd = None
+                try:
+                    if fd is not None:
+                        hook.attach(ipr, node, ifname, idx, fd)
                     else:
                         hook.detach(ipr, idx, None)
-        finally:
-            if old_fd is not None:
-                os.close(old_fd)
+                finally:
+                    if fd is not None:
+                        os.close(fd)
 
-    def _attached_ids(self, node: Node, nf: NFSpec, meta: dict) -> set:
+    def _in_place(self, node: Node, nf: NFSpec, meta: dict) -> bool:
+        """Whether the NF's program runs on each of its interfaces: attached there, or (XDP) in
+        the chain attached there."""
         hook = self._hook(nf)
+        chains = self._chains(node)
         try:
             with netns(node.netns), IPRoute() as ipr:
-                return {hook.prog_id(ipr, idx) for idx in meta["ifindexes"].values()}
+                attached = [hook.prog_id(ipr, idx) for idx in meta["ifindexes"].values()]
         except (TopologyError, NetlinkError):
-            return set()
+            return False
+        if not isinstance(hook, XdpHook):
+            return all(a == meta["prog_id"] for a in attached)
+        return all(nf.name in chains.walk(a) for a in attached)
 
     def remove(self, node: Node, nf: NFSpec) -> bool:
         meta = self._read_meta(node, nf)
@@ -254,11 +316,26 @@ class XdpTarget(Target):
         if meta is None and not pin_dir.exists():
             return False
         if meta:
+            # the chain closes over the NF before its program and maps go: its predecessors call
+            # its next, and hooks that ran it run its next
+            chains = self._chains(node)
+            after = meta.get("next")
+            for before in chains.predecessors(nf.name):
+                chains.link(before, after)
+                chains.metas[before]["next"] = after
+                chains.write_meta(before)
             try:
                 hook = self._hook(nf)
                 with netns(node.netns), IPRoute() as ipr:
-                    for idx in meta["ifindexes"].values():
-                        hook.detach(ipr, idx, meta["prog_id"])
+                    for ifname, idx in meta["ifindexes"].items():
+                        if after and hook.prog_id(ipr, idx) == meta["prog_id"]:
+                            fd = chains.program_fd(after)
+                            try:
+                                hook.attach(ipr, node, ifname, idx, fd)
+                            finally:
+                                os.close(fd)
+                        else:
+                            hook.detach(ipr, idx, meta["prog_id"])
                     for ifname in meta.get("queues", {}):
                         qos.remove(ipr, meta["ifindexes"][ifname])
             except TopologyError:
