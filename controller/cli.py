@@ -18,7 +18,7 @@ def _print_routes(routes, node: str) -> None:
 
 def cmd_demo(args) -> int:
     from testbed.demo import run_demo
-    return run_demo(args.topology, args.iperf_seconds, _print_routes, args.target)
+    return run_demo(args.topology, args.iperf_seconds, _print_routes, _print_flows, args.target)
 
 
 def cmd_up(args) -> int:
@@ -188,6 +188,10 @@ def _hh_table(node: str, nf: str, sample, threshold: float | None) -> list[str]:
     if not sample.flows:
         lines.append("  (no flows counted)")
     return lines
+
+
+def _print_flows(node: str, nf: str, sample) -> None:
+    print("\n".join(_hh_table(node, nf, sample, None)))
 
 
 def cmd_hh(args) -> int:

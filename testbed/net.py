@@ -17,7 +17,7 @@ from mininet.link import Link, TCLink
 from mininet.net import Mininet
 from mininet.node import Host
 
-from controller.catalog import get_nf
+from controller.catalog import get_nf, load_catalog
 from controller.core import NODES_FILE, Controller
 from controller.errors import InnetError, TopologyError
 from controller.node import Node
@@ -133,14 +133,17 @@ class Testbed:
     def stop(self) -> None:
         """Remove every NF and switch, then the network: no namespace, link, pin or process is left."""
         for name in list(self.controller.nodes):
+            for nf in load_catalog():   # the routers' NFs, and any other NF deployed since
+                try:
+                    self.controller.remove(name, nf)
+                except InnetError as exc:
+                    log.warning("removing %s from %s: %s", nf, name, exc)
             try:
-                if name in self.topo.nodes and self.topo.nodes[name].role == "router":
-                    self.controller.remove(name, ROUTER_NF)
                 if self.net is not None:
                     rx = self._rx_node(name)
                     self.controller.target(rx).remove(rx, get_nf(RX_NF))
             except InnetError as exc:
-                log.warning("removing the NFs of %s: %s", name, exc)
+                log.warning("removing %s from %s: %s", RX_NF, name, exc)
             self.routes.clear_state(name)
         if self.net is not None:
             self.progress(f"[testbed] stopping {self.topo.name}")
