@@ -8,9 +8,10 @@ import pytest
 
 from controller.bpf.libbpf import BpfObject
 from controller.bpf.build import compile_program
-from controller.catalog import load_nf
+from controller.catalog import get_nf, load_nf
 from controller.errors import BpfError, CompileError, EntryError, TargetError, TopologyError, VerifierError
 from controller.routes import RouteService
+from controller.tables import TableEntry
 from controller.targets.xdp import PIN_ROOT, STATE_ROOT, XdpTarget
 
 pytestmark = pytest.mark.needs_root
@@ -83,6 +84,42 @@ def test_full_route_table_is_refused_and_rolled_back(veth_node):
     kernel = subprocess.run(["nsenter", f"--net=/var/run/netns/{node}", "ip", "route", "show", "198.51.200.0/24"],
                             capture_output=True, text=True).stdout
     assert kernel.strip() == "", "the kernel route must not outlive the refused fast-path entry"
+
+
+def _held_slots(ctl, node):
+    """Every route's counter slot, read from the maps, and the slots the target has recorded."""
+    target, spec = ctl.target(ctl.node(node)), get_nf("nfrouter")
+    loaded = target._open(ctl.node(node), spec)
+    try:
+        slots = [target._codec(loaded, t).slot_of(v) for t in spec.tables.values()
+                 for _, v in target._codec(loaded, t).table_map.items()]
+    finally:
+        loaded.close()
+    return slots, set(target._read_slots(ctl.node(node), spec).get("route_stats", []))
+
+
+def test_counter_slots_are_reused_and_never_shared(veth_node):
+    """Routes written one by one, a refused batch, deletions and new routes: each route holds its
+    own counter slot, and the recorded slots are exactly those held."""
+    ctl, node = veth_node
+    ctl.deploy(node, "nfrouter", ["va", "vb"], {"max_routes": 4})
+
+    def route(prefix):
+        table = "ipv6_routes" if ":" in prefix else "ipv4_routes"
+        return TableEntry(table, {"dst_addr": prefix}, "forward",
+                          {"egress_port": "va", "dst_mac": "02:00:00:00:00:09", "src_mac": "02:00:00:00:00:0a"})
+
+    for i in range(3):
+        ctl.write(node, "nfrouter", [route(f"198.51.{i}.0/24")])
+    with pytest.raises(BpfError, match="full"):
+        ctl.write(node, "nfrouter", [route("198.51.3.0/24"), route("198.51.4.0/24")])   # 5 do not fit in 4
+    slots, recorded = _held_slots(ctl, node)
+    assert len(slots) == 3 and len(set(slots)) == 3 and set(slots) == recorded
+    assert ctl.delete(node, "nfrouter", [route("198.51.0.0/24"), route("198.51.1.0/24")]) == 2
+    ctl.write(node, "nfrouter", [route("2001:db8:1::/48"), route("2001:db8:2::/48"), route("2001:db8:2::/48")])
+    ctl.write(node, "nfrouter", [route("198.51.9.0/24")])
+    slots, recorded = _held_slots(ctl, node)
+    assert len(slots) == 4 and len(set(slots)) == 4 and set(slots) == recorded
 
 
 def test_verifier_rejection_shows_the_log_and_leaves_nothing(veth_node, tmp_path, monkeypatch):

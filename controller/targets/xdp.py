@@ -174,6 +174,8 @@ class XdpTarget(Target):
         ensure_bpffs()
         pin_dir = self._pin_dir(node, nf)
         fresh = not pin_dir.exists()
+        if fresh:   # new maps: no entry holds a counter slot yet
+            self._slots_path(node, nf).unlink(missing_ok=True)
         pin_dir.mkdir(parents=True, exist_ok=True)
         changed: dict[str, int | None] = {}   # interface -> program id it ran before (None: no XDP)
         undo = []                             # chain_next slots to put back, newest last
@@ -341,6 +343,7 @@ class XdpTarget(Target):
             except TopologyError:
                 log.info("%s: namespace gone; only dropping pins", node.name)
             self._meta_path(node, nf).unlink(missing_ok=True)
+        self._slots_path(node, nf).unlink(missing_ok=True)
         shutil.rmtree(pin_dir, ignore_errors=True)
         self._drop_empty_dirs(node, nf)
         log.info("%s removed from %s", nf.name, node.name)
@@ -365,8 +368,27 @@ class XdpTarget(Target):
     def _codec(self, loaded: _Loaded, table: Table) -> "_Codec":
         return _Codec(table, loaded)
 
-    def _used_slots(self, loaded: _Loaded, nf: NFSpec, counters_map: str) -> set[int]:
-        """Counter slots held by the entries of every table sharing `counters_map`."""
+    # Counter slots: each entry's counters live in a slot of a shared per-CPU array. Which slots
+    # are held is recorded in <nf>.slots.json, so a write need not scan every table. A slot is
+    # recorded before an entry takes it and dropped after its entry is gone: a crash in between
+    # can leak a slot, never hand one to two entries.
+    def _slots_path(self, node: Node, nf: NFSpec) -> Path:
+        return STATE_ROOT / node.name / f"{nf.name}.slots.json"
+
+    def _read_slots(self, node: Node, nf: NFSpec) -> dict[str, list[int]]:
+        path = self._slots_path(node, nf)
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _save_slots(self, node: Node, nf: NFSpec, used: dict[str, set[int]]) -> None:
+        record = self._read_slots(node, nf)
+        record.update({m: sorted(slots) for m, slots in used.items() if m})
+        self._slots_path(node, nf).write_text(json.dumps(record))
+
+    def _used_slots(self, loaded: _Loaded, nf: NFSpec, counters_map: str, record: dict) -> set[int]:
+        """Counter slots held by the entries of every table sharing `counters_map`: as recorded,
+        else found by reading those tables."""
+        if counters_map in record:
+            return set(record[counters_map])
         used = set()
         for t in nf.tables.values():
             if t.xdp.get("counters_map") == counters_map:
@@ -383,18 +405,27 @@ class XdpTarget(Target):
                 codec = self._codec(loaded, table)
                 e = normalize(table, e, nf_params=loaded.meta["params"])
                 encoded.append((codec, codec.key(e), e))
-            undo: list[tuple[_Codec, bytes, bytes | None]] = []
+            record = self._read_slots(node, nf)
             used: dict[str, set[int]] = {}
+            taken: dict[tuple[str, bytes], int | None] = {}   # (map, key) -> slot of a new entry
+            plan = []
+            for codec, key, e in encoded:
+                old = codec.table_map.lookup(key)
+                if old is not None:
+                    slot = codec.slot_of(old)
+                elif (codec.table_map.name, key) in taken:   # the same new entry twice in one batch
+                    slot = taken[(codec.table_map.name, key)]
+                else:
+                    shared = codec.table.xdp.get("counters_map", "")
+                    if shared not in used:
+                        used[shared] = self._used_slots(loaded, nf, shared, record) if shared else set()
+                    slot = taken[(codec.table_map.name, key)] = codec.free_slot(used[shared])
+                plan.append((codec, key, e, old, slot))
+            if taken:
+                self._save_slots(node, nf, used)
+            undo: list[tuple[_Codec, bytes, bytes | None]] = []
             try:
-                for codec, key, e in encoded:
-                    old = codec.table_map.lookup(key)
-                    if old is not None:
-                        slot = codec.slot_of(old)
-                    else:
-                        shared = codec.table.xdp.get("counters_map", "")
-                        if shared not in used:
-                            used[shared] = self._used_slots(loaded, nf, shared) if shared else set()
-                        slot = codec.free_slot(used[shared])
+                for codec, key, e, old, slot in plan:
                     codec.reset_counters(slot, keep=old is not None)
                     codec.table_map.update(key, codec.value(e, slot))
                     undo.append((codec, key, old))
@@ -404,6 +435,8 @@ class XdpTarget(Target):
                         codec.table_map.delete(key)
                     else:
                         codec.table_map.update(key, old)
+                if taken:
+                    self._save_slots(node, nf, {m: slots - set(taken.values()) for m, slots in used.items()})
                 raise
         finally:
             loaded.close()
@@ -417,11 +450,18 @@ class XdpTarget(Target):
                 codec = self._codec(loaded, table)
                 keys.append((codec, codec.key(normalize(table, e, with_action=False))))
             deleted = 0
+            freed: dict[str, set[int]] = {}
             for codec, key in keys:
                 old = codec.table_map.lookup(key)
                 if old is not None and codec.table_map.delete(key):
-                    codec.reset_counters(codec.slot_of(old), keep=False)
+                    slot = codec.slot_of(old)
+                    codec.reset_counters(slot, keep=False)
+                    freed.setdefault(codec.table.xdp.get("counters_map", ""), set()).add(slot)
                     deleted += 1
+            record = self._read_slots(node, nf)
+            held = {m: set(record[m]) - slots for m, slots in freed.items() if m in record}
+            if held:
+                self._save_slots(node, nf, held)
             return deleted
         finally:
             loaded.close()
