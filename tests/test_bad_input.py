@@ -95,12 +95,13 @@ def _held_slots(ctl, node):
                  for _, v in target._codec(loaded, t).table_map.items()]
     finally:
         loaded.close()
-    return slots, set(target._read_slots(ctl.node(node), spec).get("route_stats", []))
+    return slots, set(target._read_slots(ctl.node(node), spec).get("route_stats", {}).values())
 
 
 def test_counter_slots_are_reused_and_never_shared(veth_node):
-    """Routes written one by one, a refused batch, deletions and new routes: each route holds its
-    own counter slot, and the recorded slots are exactly those held."""
+    """Routes written one by one, nested prefixes (an LPM lookup of the longer one finds the
+    shorter), a refused batch, deletions and new routes: each route holds its own counter slot,
+    and the recorded slots are exactly those held."""
     ctl, node = veth_node
     ctl.deploy(node, "nfrouter", ["va", "vb"], {"max_routes": 4})
 
@@ -109,13 +110,15 @@ def test_counter_slots_are_reused_and_never_shared(veth_node):
         return TableEntry(table, {"dst_addr": prefix}, "forward",
                           {"egress_port": "va", "dst_mac": "02:00:00:00:00:09", "src_mac": "02:00:00:00:00:0a"})
 
-    for i in range(3):
+    ctl.write(node, "nfrouter", [route("198.51.0.0/16")])
+    for i in range(1, 3):
         ctl.write(node, "nfrouter", [route(f"198.51.{i}.0/24")])
     with pytest.raises(BpfError, match="full"):
         ctl.write(node, "nfrouter", [route("198.51.3.0/24"), route("198.51.4.0/24")])   # 5 do not fit in 4
     slots, recorded = _held_slots(ctl, node)
     assert len(slots) == 3 and len(set(slots)) == 3 and set(slots) == recorded
-    assert ctl.delete(node, "nfrouter", [route("198.51.0.0/24"), route("198.51.1.0/24")]) == 2
+    assert ctl.delete(node, "nfrouter", [route("198.51.7.0/24")]) == 0, "a prefix inside the /16 is no entry"
+    assert ctl.delete(node, "nfrouter", [route("198.51.0.0/16"), route("198.51.1.0/24")]) == 2
     ctl.write(node, "nfrouter", [route("2001:db8:1::/48"), route("2001:db8:2::/48"), route("2001:db8:2::/48")])
     ctl.write(node, "nfrouter", [route("198.51.9.0/24")])
     slots, recorded = _held_slots(ctl, node)

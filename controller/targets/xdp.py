@@ -368,33 +368,35 @@ class XdpTarget(Target):
     def _codec(self, loaded: _Loaded, table: Table) -> "_Codec":
         return _Codec(table, loaded)
 
-    # Counter slots: each entry's counters live in a slot of a shared per-CPU array. Which slots
-    # are held is recorded in <nf>.slots.json, so a write need not scan every table. A slot is
-    # recorded before an entry takes it and dropped after its entry is gone: a crash in between
-    # can leak a slot, never hand one to two entries.
+    # Counter slots: each entry's counters live in a slot of a shared per-CPU array. Which entry
+    # holds which slot is recorded in <nf>.slots.json ({counters map: {"<table map>/<key hex>":
+    # slot}}), so a write needs no scan of every table and knows whether its exact key exists,
+    # which an LPM trie's lookup cannot tell (it returns the longest match: maybe a shorter
+    # prefix). A slot is recorded before its entry is written and dropped after the entry is
+    # deleted: a crash in between can leak a slot, never hand one to two entries.
     def _slots_path(self, node: Node, nf: NFSpec) -> Path:
         return STATE_ROOT / node.name / f"{nf.name}.slots.json"
 
-    def _read_slots(self, node: Node, nf: NFSpec) -> dict[str, list[int]]:
+    def _read_slots(self, node: Node, nf: NFSpec) -> dict[str, dict[str, int]]:
         path = self._slots_path(node, nf)
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def _save_slots(self, node: Node, nf: NFSpec, used: dict[str, set[int]]) -> None:
+    def _save_slots(self, node: Node, nf: NFSpec, holders: dict[str, dict[str, int]]) -> None:
         record = self._read_slots(node, nf)
-        record.update({m: sorted(slots) for m, slots in used.items() if m})
+        record.update(holders)
         self._slots_path(node, nf).write_text(json.dumps(record))
 
-    def _used_slots(self, loaded: _Loaded, nf: NFSpec, counters_map: str, record: dict) -> set[int]:
-        """Counter slots held by the entries of every table sharing `counters_map`: as recorded,
-        else found by reading those tables."""
+    def _slot_holders(self, loaded: _Loaded, nf: NFSpec, counters_map: str, record: dict) -> dict[str, int]:
+        """Entry -> counter slot for every table sharing `counters_map`: as recorded, else read
+        from those tables."""
         if counters_map in record:
-            return set(record[counters_map])
-        used = set()
+            return dict(record[counters_map])
+        holders = {}
         for t in nf.tables.values():
             if t.xdp.get("counters_map") == counters_map:
                 codec = self._codec(loaded, t)
-                used.update(codec.slot_of(v) for _, v in codec.table_map.items())
-        return used
+                holders.update({_holder(codec, k): codec.slot_of(v) for k, v in codec.table_map.items()})
+        return holders
 
     def write(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> None:
         loaded = self._open(node, nf)
@@ -406,23 +408,27 @@ class XdpTarget(Target):
                 e = normalize(table, e, nf_params=loaded.meta["params"])
                 encoded.append((codec, codec.key(e), e))
             record = self._read_slots(node, nf)
+            holders: dict[str, dict[str, int]] = {}   # counters map -> entry -> slot, after this write
             used: dict[str, set[int]] = {}
-            taken: dict[tuple[str, bytes], int | None] = {}   # (map, key) -> slot of a new entry
+            added: list[tuple[str, str]] = []        # (counters map, entry) newly holding a slot
             plan = []
             for codec, key, e in encoded:
-                old = codec.table_map.lookup(key)
-                if old is not None:
-                    slot = codec.slot_of(old)
-                elif (codec.table_map.name, key) in taken:   # the same new entry twice in one batch
-                    slot = taken[(codec.table_map.name, key)]
+                shared = codec.table.xdp.get("counters_map")
+                if not shared:   # no counters: a hash table's own lookup is exact
+                    plan.append((codec, key, e, codec.table_map.lookup(key), None))
+                    continue
+                if shared not in holders:
+                    holders[shared] = self._slot_holders(loaded, nf, shared, record)
+                    used[shared] = set(holders[shared].values())
+                holder = _holder(codec, key)
+                if holder in holders[shared]:   # the exact key exists, so even an LPM lookup returns it
+                    plan.append((codec, key, e, codec.table_map.lookup(key), holders[shared][holder]))
                 else:
-                    shared = codec.table.xdp.get("counters_map", "")
-                    if shared not in used:
-                        used[shared] = self._used_slots(loaded, nf, shared, record) if shared else set()
-                    slot = taken[(codec.table_map.name, key)] = codec.free_slot(used[shared])
-                plan.append((codec, key, e, old, slot))
-            if taken:
-                self._save_slots(node, nf, used)
+                    holders[shared][holder] = slot = codec.free_slot(used[shared])
+                    added.append((shared, holder))
+                    plan.append((codec, key, e, None, slot))
+            if added:
+                self._save_slots(node, nf, holders)
             undo: list[tuple[_Codec, bytes, bytes | None]] = []
             try:
                 for codec, key, e, old, slot in plan:
@@ -435,8 +441,10 @@ class XdpTarget(Target):
                         codec.table_map.delete(key)
                     else:
                         codec.table_map.update(key, old)
-                if taken:
-                    self._save_slots(node, nf, {m: slots - set(taken.values()) for m, slots in used.items()})
+                if added:
+                    for shared, holder in added:
+                        del holders[shared][holder]
+                    self._save_slots(node, nf, holders)
                 raise
         finally:
             loaded.close()
@@ -450,18 +458,20 @@ class XdpTarget(Target):
                 codec = self._codec(loaded, table)
                 keys.append((codec, codec.key(normalize(table, e, with_action=False))))
             deleted = 0
-            freed: dict[str, set[int]] = {}
+            record = self._read_slots(node, nf)
+            holders: dict[str, dict[str, int]] = {}
             for codec, key in keys:
                 old = codec.table_map.lookup(key)
-                if old is not None and codec.table_map.delete(key):
-                    slot = codec.slot_of(old)
-                    codec.reset_counters(slot, keep=False)
-                    freed.setdefault(codec.table.xdp.get("counters_map", ""), set()).add(slot)
-                    deleted += 1
-            record = self._read_slots(node, nf)
-            held = {m: set(record[m]) - slots for m, slots in freed.items() if m in record}
-            if held:
-                self._save_slots(node, nf, held)
+                if old is None or not codec.table_map.delete(key):   # the delete is exact, the lookup maybe not
+                    continue
+                shared = codec.table.xdp.get("counters_map")
+                if shared:
+                    if shared not in holders:
+                        holders[shared] = self._slot_holders(loaded, nf, shared, record)
+                    codec.reset_counters(holders[shared].pop(_holder(codec, key), codec.slot_of(old)), keep=False)
+                deleted += 1
+            if holders:
+                self._save_slots(node, nf, holders)
             return deleted
         finally:
             loaded.close()
@@ -741,6 +751,11 @@ class _Codec:
         if slot is None or keep:
             return
         self.counters_map.update(struct.pack("=I", slot), bytes(self.counters_map.read_size))
+
+
+def _holder(codec: "_Codec", key: bytes) -> str:
+    """An entry's name in the counter-slot record: its table's map and its exact key."""
+    return f"{codec.table_map.name}/{key.hex()}"
 
 
 def _btf_ids(loaded: _Loaded, map_name: str) -> tuple[int, int]:
