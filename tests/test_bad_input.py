@@ -123,6 +123,8 @@ def test_counter_slots_are_reused_and_never_shared(veth_node):
     ctl.write(node, "nfrouter", [route("198.51.9.0/24")])
     slots, recorded = _held_slots(ctl, node)
     assert len(slots) == 4 and len(set(slots)) == 4 and set(slots) == recorded
+    target = ctl.target(ctl.node(node))
+    assert set(target._chains(ctl.node(node)).metas) == {"nfrouter"}, "the slot record is no deployment"
 
 
 def test_verifier_rejection_shows_the_log_and_leaves_nothing(veth_node, tmp_path, monkeypatch):

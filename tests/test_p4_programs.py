@@ -16,6 +16,7 @@ from scapy.packet import Padding
 
 from controller.catalog import load_catalog
 from controller.core import Controller
+from controller.errors import EntryError
 from controller.node import Node
 from controller.p4 import composed, switch
 from controller.p4.thrift import ThriftClient
@@ -205,6 +206,15 @@ def test_prio_levels_by_flow_then_dscp_then_lowest(p4sw):
     assert levels["bytes"].tolist() == [6 * 60, 4 * 60, 3 * 60]
     by_table = {t: sum(c.packets for c in ctl.read_counters(name, "prio", t)) for t in ("dscp_levels", "flow_levels")}
     assert by_table["flow_levels"] >= 4 and by_table["dscp_levels"] >= 6
+
+
+def test_prio_level_beyond_levels_is_refused(p4sw):
+    """The catalog bounds level by the NF's `levels` parameter; BMv2 checks it as XDP does."""
+    ctl, name = p4sw
+    levels = ctl.deployment(name, "prio").params["levels"]
+    with pytest.raises(EntryError, match=rf"level: {levels} is out of range.*below {levels} \(levels\)"):
+        ctl.write(name, "prio", [TableEntry("dscp_levels", {"dscp": 8}, "set_level", {"level": levels})])
+    assert not [e for e in ctl.read(name, "prio", "dscp_levels") if e.match["dscp"] == 8]
 
 
 def test_level_zero_rides_the_queue_bmv2_serves_first(p4sw):

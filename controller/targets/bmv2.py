@@ -274,11 +274,12 @@ class Bmv2Target(Target):
         one. If the switch refuses any update, what went in is taken back out before raising."""
         encoded = []
         codecs: dict[str, _Codec] = {}
+        params = self._record(node, nf)["params"]
         for e in entries:
             table = nf.table(e.table)
             if table.name not in codecs:
                 codecs[table.name] = self._codec(node, nf, table)
-            e = normalize(table, e)
+            e = normalize(table, e, nf_params=params)
             encoded.append((e, codecs[table.name].encode(e)))
         self._apply(node, encoded)
 

@@ -369,13 +369,13 @@ class XdpTarget(Target):
         return _Codec(table, loaded)
 
     # Counter slots: each entry's counters live in a slot of a shared per-CPU array. Which entry
-    # holds which slot is recorded in <nf>.slots.json ({counters map: {"<table map>/<key hex>":
+    # holds which slot is recorded in <nf>.slots (JSON: {counters map: {"<table map>/<key hex>":
     # slot}}), so a write needs no scan of every table and knows whether its exact key exists,
     # which an LPM trie's lookup cannot tell (it returns the longest match: maybe a shorter
     # prefix). A slot is recorded before its entry is written and dropped after the entry is
     # deleted: a crash in between can leak a slot, never hand one to two entries.
     def _slots_path(self, node: Node, nf: NFSpec) -> Path:
-        return STATE_ROOT / node.name / f"{nf.name}.slots.json"
+        return STATE_ROOT / node.name / f"{nf.name}.slots"   # not *.json: those are deployments
 
     def _read_slots(self, node: Node, nf: NFSpec) -> dict[str, dict[str, int]]:
         path = self._slots_path(node, nf)
