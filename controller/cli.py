@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 from controller.errors import InnetError
 
@@ -130,26 +131,32 @@ def _queue_rows(ctl, node: str, interfaces: list[str], last: dict, interval: flo
     return lines
 
 
-def cmd_prio(args) -> int:
-    import time
+def _show(title: str, interval: float, once: bool, lines, wait_first: bool = False) -> int:
+    """Print `lines()` once, or redraw it every `interval` seconds until Ctrl-C; `wait_first`
+    when the first lines need an interval to measure."""
+    try:
+        if wait_first:
+            time.sleep(interval)
+        while True:
+            text = "\n".join(lines())
+            if once:
+                print(text)
+                return 0
+            print("\033[H\033[J" + f"{title}, every {interval:g} s (Ctrl-C stops)\n" + text, flush=True)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
 
+
+def cmd_prio(args) -> int:
     ctl = _controller()
     deployment = ctl.deployment(args.node, "prio")
     if deployment is None:
         raise InnetError(f"prio is not deployed on {args.node}", hint=f"innet nf deploy {args.node} prio --iface IFACE")
     interfaces = [args.interface] if args.interface else list(deployment.interfaces)
     last: dict = {}
-    while True:
-        lines = _queue_rows(ctl, args.node, interfaces, last, args.interval)
-        if args.once:
-            print("\n".join(lines))
-            return 0
-        print("\033[H\033[J" + f"innet prio {args.node}, every {args.interval:g} s (Ctrl-C stops)\n" + "\n".join(lines),
-              flush=True)
-        try:
-            time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return 0
+    return _show(f"innet prio {args.node}", args.interval, args.once,
+                 lambda: _queue_rows(ctl, args.node, interfaces, last, args.interval))
 
 
 def cmd_queues(args) -> int:
@@ -195,8 +202,6 @@ def _print_flows(node: str, nf: str, sample) -> None:
 
 
 def cmd_hh(args) -> int:
-    import time
-
     from controller.queues import parse_rate
     from controller.stats import FlowMonitor, elephant_threshold
 
@@ -214,17 +219,8 @@ def cmd_hh(args) -> int:
         raise InnetError(f"{args.nf} counts packets only, so it cannot flag elephants by rate",
                          hint="deploy cms for byte rates, or drop --elephant")
     monitor.start()
-    try:
-        while True:
-            time.sleep(args.interval)
-            lines = _hh_table(args.node, args.nf, monitor.sample(), threshold)
-            if args.once:
-                print("\n".join(lines))
-                return 0
-            print("\033[H\033[J" + f"innet hh {args.node} {args.nf}, every {args.interval:g} s (Ctrl-C stops)\n"
-                  + "\n".join(lines), flush=True)
-    except KeyboardInterrupt:
-        return 0
+    return _show(f"innet hh {args.node} {args.nf}", args.interval, args.once,
+                 lambda: _hh_table(args.node, args.nf, monitor.sample(), threshold), wait_first=True)
 
 
 def main(argv: list[str] | None = None) -> int:

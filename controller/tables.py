@@ -61,6 +61,25 @@ def ip_str(value: int | bytes) -> str:
     return str(addr.ipv4_mapped or addr)
 
 
+def address_bytes(field_type: str, value: str) -> bytes:
+    """An address field's value (an `ip`, an ipv4/ipv6 address or a prefix's network address, a
+    MAC) as its bytes in network order, as both targets store it."""
+    if field_type == "ip":
+        return ip_packed(value)
+    if field_type == "mac":
+        return mac_bytes(value)
+    return ipaddress.ip_network(value).network_address.packed
+
+
+def address_text(field_type: str, number: int) -> str:
+    """An address field read back from a target, as the integer its bytes make, as text."""
+    if field_type == "ip":
+        return ip_str(number)
+    if field_type == "mac":
+        return mac_str(number.to_bytes(6, "big"))
+    return str(ipaddress.IPv4Address(number) if field_type == "ipv4" else ipaddress.IPv6Address(number))
+
+
 def _normalize_value(f: Field, value, where: str, nf_params: dict | None = None):
     if f.type == "ip":
         try:

@@ -27,10 +27,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from controller.errors import TargetError, TopologyError
 from controller.netns import netns as enter_netns
+from controller.node import Node
 from controller.p4.build import P4_HOME, find_tool
 
 log = logging.getLogger("innet.bmv2")
@@ -191,8 +190,7 @@ def start(node: str, interfaces: list[str] | dict[str, int], netns: str | None =
 
 
 def _check_interfaces(node: str, names: list[str], netns: str | None) -> None:
-    with enter_netns(netns), IPRoute() as ipr:
-        present = {link.get("ifname") for link in ipr.get_links()}
+    present = set(Node(node, netns).interfaces())
     missing = [n for n in names if n not in present]
     if missing:
         raise TopologyError(f"the BMv2 switch of {node}: no interface {', '.join(missing)} in its namespace",

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from p4.v1 import p4runtime_pb2 as p4r
 
-from controller.catalog import Field, NFSpec, Stat, Table
+from controller.catalog import ADDRESS_TYPES, Field, NFSpec, Stat, Table
 from controller.errors import CatalogError, EntryError, TargetError, TopologyError
 from controller.node import Node
 from controller.p4 import composed, switch
@@ -39,7 +39,7 @@ from controller.p4.p4info import P4Info, TableInfo, load as load_p4info
 from controller.p4.runtime import P4RuntimeClient, WriteFailed
 from controller.p4.thrift import MAX_VALUE, ThriftClient
 from controller.queues import QueueLevel, QueueStats, check_levels
-from controller.tables import EntryCounters, TableEntry, ip_packed, ip_str, mac_bytes, mac_str, normalize
+from controller.tables import EntryCounters, TableEntry, address_bytes, address_text, normalize
 from controller.targets.base import Deployment, Target
 
 log = logging.getLogger("innet.bmv2")
@@ -551,12 +551,8 @@ class _Codec:
         return found
 
     def _int(self, f: Field, value) -> int:
-        if f.type == "ip":
-            return int.from_bytes(ip_packed(value), "big")
-        if f.type in ("ipv4", "ipv6"):
-            return int(ipaddress.ip_network(value).network_address)
-        if f.type == "mac":
-            return int.from_bytes(mac_bytes(value), "big")
+        if f.type in ADDRESS_TYPES:
+            return int.from_bytes(address_bytes(f.type, value), "big")
         if f.type == "port":
             if value not in self.ports:
                 raise EntryError(f"{self.where}: interface '{value}' is not a port of the switch",
@@ -573,13 +569,9 @@ class _Codec:
 
     def _value(self, f: Field, raw: bytes, prefix_len: int | None = None):
         number = int.from_bytes(raw, "big")
-        if f.type == "ip":
-            return ip_str(number)
-        if f.type in ("ipv4", "ipv6"):
-            addr = ipaddress.IPv4Address(number) if f.type == "ipv4" else ipaddress.IPv6Address(number)
-            return str(ipaddress.ip_network(f"{addr}/{prefix_len}", strict=False)) if prefix_len is not None else str(addr)
-        if f.type == "mac":
-            return mac_str(number.to_bytes(6, "big"))
+        if f.type in ADDRESS_TYPES:
+            text = address_text(f.type, number)
+            return str(ipaddress.ip_network(f"{text}/{prefix_len}", strict=False)) if prefix_len is not None else text
         if f.type == "port":
             return self.port_names.get(number, f"port{number}")
         return number

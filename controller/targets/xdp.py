@@ -30,7 +30,7 @@ from controller.errors import BpfError, EntryError, QueueError, TargetError, Top
 from controller.netns import netns
 from controller.node import Node
 from controller.queues import QueueLevel, QueueStats, check_levels
-from controller.tables import EntryCounters, TableEntry, ip_packed, ip_str, mac_bytes, mac_str, normalize
+from controller.tables import EntryCounters, TableEntry, address_bytes, address_text, normalize
 from controller.targets import chain
 from controller.targets.base import Deployment, Target
 from controller.targets.chain import NodeChains, Placement
@@ -136,6 +136,18 @@ class XdpTarget(Target):
         path = self._meta_path(node, nf)
         return json.loads(path.read_text()) if path.exists() else None
 
+    def _deployed_meta(self, node: Node, nf: NFSpec) -> dict:
+        meta = self._read_meta(node, nf)
+        if meta is None:
+            raise TargetError(f"{nf.name} is not deployed on {node.name}",
+                              hint=f"deploy it first: innet nf deploy {node.name} {nf.name}")
+        return meta
+
+    def _write_meta(self, node: Node, nf: NFSpec, meta: dict) -> None:
+        path = self._meta_path(node, nf)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(meta, indent=1))
+
     def deployment(self, node: Node, nf: NFSpec) -> Deployment | None:
         meta = self._read_meta(node, nf)
         if meta is None:
@@ -221,9 +233,7 @@ class XdpTarget(Target):
             for before in placement.after:
                 chains.metas[before]["next"] = nf.name
                 chains.write_meta(before)
-            path = self._meta_path(node, nf)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(new_meta, indent=1))
+            self._write_meta(node, nf, new_meta)
         except BaseException:
             for before, prog, next_name in reversed(undo):
                 chains.restore_next(before, prog)
@@ -357,10 +367,7 @@ class XdpTarget(Target):
 
     # ---- tables -----------------------------------------------------------------------
     def _open(self, node: Node, nf: NFSpec) -> _Loaded:
-        meta = self._read_meta(node, nf)
-        if meta is None:
-            raise TargetError(f"{nf.name} is not deployed on {node.name}",
-                              hint=f"deploy it first: innet nf deploy {node.name} {nf.name}")
+        meta = self._deployed_meta(node, nf)
         pin_dir = self._pin_dir(node, nf)
         maps = {p.name: libbpf.BpfMap.from_pin(str(p)) for p in pin_dir.iterdir() if p.name != PROG_PIN}
         return _Loaded(meta, maps, Btf(Path(meta["object"])), meta["ifindexes"])
@@ -573,13 +580,9 @@ class XdpTarget(Target):
         finally:
             loaded.close()
 
-
     # ---- priority queues (an HTB tree per interface, see controller.qos) ---------------
     def _queue_meta(self, node: Node, nf: NFSpec, interface: str) -> dict:
-        meta = self._read_meta(node, nf)
-        if meta is None:
-            raise TargetError(f"{nf.name} is not deployed on {node.name}",
-                              hint=f"deploy it first: innet nf deploy {node.name} {nf.name}")
+        meta = self._deployed_meta(node, nf)
         if interface not in meta["interfaces"]:
             raise QueueError(f"{nf.name} does not run on {node.name}:{interface}, so it classifies nothing there",
                              hint=f"it runs on: {', '.join(meta['interfaces'])}")
@@ -613,7 +616,7 @@ class XdpTarget(Target):
                     raise
             meta.setdefault("queues", {})[interface] = {"link_rate_bps": link_rate_bps,
                                                         "levels": [[q.level, q.rate_bps, q.ceil_bps] for q in checked]}
-            self._meta_path(node, nf).write_text(json.dumps(meta, indent=1))
+            self._write_meta(node, nf, meta)
         finally:
             loaded.close()
         log.info("%s: %d priority levels on %s at %d bit/s", nf.name, len(checked), where, link_rate_bps)
@@ -659,12 +662,8 @@ class _Codec:
 
     # fields
     def _put(self, buf: bytearray, member, field_type: str, value, where: str) -> None:
-        if field_type == "ip":
-            raw = ip_packed(value)
-        elif field_type in ("ipv4", "ipv6"):
-            raw = ipaddress.ip_network(value).network_address.packed
-        elif field_type == "mac":
-            raw = mac_bytes(value)
+        if field_type in ADDRESS_TYPES:
+            raw = address_bytes(field_type, value)
         elif field_type == "port":
             if value not in self.loaded.ports:
                 raise EntryError(f"{where}: interface '{value}' does not run this NF",
@@ -676,14 +675,8 @@ class _Codec:
 
     def _get(self, raw: bytes, member, field_type: str):
         chunk = raw[member.offset:member.offset + member.size]
-        if field_type == "ip":
-            return ip_str(chunk[:16])
-        if field_type == "ipv4":
-            return str(ipaddress.IPv4Address(chunk[:4]))
-        if field_type == "ipv6":
-            return str(ipaddress.IPv6Address(chunk[:16]))
-        if field_type == "mac":
-            return mac_str(chunk[:6])
+        if field_type in ADDRESS_TYPES:
+            return address_text(field_type, int.from_bytes(chunk, "big"))
         if field_type == "port":
             idx = struct.unpack("=I", chunk[:4])[0]
             return self.port_names.get(idx, f"ifindex{idx}")
