@@ -17,6 +17,7 @@ CATALOG_DIR = REPO_ROOT / "nfs"
 
 ADDRESS_TYPES = {"ipv4", "ipv6", "ip", "mac"}   # kept in network byte order by every target
 MATCH_KINDS = {"exact", "lpm", "ternary"}
+CAPABILITIES = {"queues"}   # what an NF offers beyond tables and statistics
 # `ip` holds an IPv4 or IPv6 address in 128 bits, IPv4 as its IPv4-mapped IPv6 address.
 VALUE_TYPES = {"ipv4": 32, "ipv6": 128, "ip": 128, "mac": 48, "port": 32, "u8": 8, "u16": 16, "u32": 32, "u64": 64}
 
@@ -103,6 +104,7 @@ class NFSpec:
     tables: dict[str, Table]
     stats: dict[str, Stat]
     source: Path
+    capabilities: frozenset[str] = frozenset()   # e.g. "queues": the instance serves priority queues
 
     def table(self, name: str) -> Table:
         if name not in self.tables:
@@ -197,7 +199,12 @@ def load_nf(path: Path) -> NFSpec:
             raise CatalogError(f"{where}: a registers statistic needs cells and fields")
         stats[sname] = Stat(sname, st.get("doc", ""), kind, tuple(st.get("index") or ()), cells,
                             _fields(st.get("fields"), f"{where} fields", False), st.get("xdp", {}), st.get("bmv2", {}))
-    return NFSpec(name, doc.get("description", "").strip(), doc.get("programs", {}), params, tables, stats, path)
+    capabilities = frozenset(doc.get("capabilities") or ())
+    if capabilities - CAPABILITIES:
+        raise CatalogError(f"{path.name}: unknown capabilities {sorted(capabilities - CAPABILITIES)}",
+                           hint=f"capabilities: {', '.join(sorted(CAPABILITIES))}")
+    return NFSpec(name, doc.get("description", "").strip(), doc.get("programs", {}), params, tables, stats, path,
+                  capabilities)
 
 
 # parsed entries by path, kept while the file's mtime and size stay the same: every controller

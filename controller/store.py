@@ -1,0 +1,355 @@
+"""The desired-state store: one SQLite database per scope (controller.scope).
+
+What should be deployed lives here: the testbed and its nodes, NF instances with their
+parameters, the table entries and routes the controller owns, and a log of operations
+(intent recorded before the data plane is touched, marked done after). The data plane's
+own bookkeeping (XdpTarget's deployment records and counter slots, Bmv2Target's records)
+lives in the same database, in its own tables, so it changes in the same transactions.
+
+Writers are serialised by the scope's writer lock (controller.service takes it) and by
+SQLite's own locking (WAL, BEGIN IMMEDIATE); readers never wait for writers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from controller.errors import InnetError
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS testbed (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    topology TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL, doc TEXT);
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY, netns TEXT, role TEXT NOT NULL, target TEXT NOT NULL,
+    kernel_slow_path INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (
+    node TEXT NOT NULL, id TEXT NOT NULL, nf TEXT NOT NULL, target TEXT NOT NULL,
+    interfaces TEXT NOT NULL, params TEXT NOT NULL, source TEXT, created REAL NOT NULL,
+    PRIMARY KEY (node, id));
+CREATE TABLE IF NOT EXISTS entries (
+    node TEXT NOT NULL, instance TEXT NOT NULL, tbl TEXT NOT NULL, match TEXT NOT NULL,
+    action TEXT NOT NULL, params TEXT NOT NULL,
+    PRIMARY KEY (node, instance, tbl, match));
+CREATE TABLE IF NOT EXISTS routes (
+    node TEXT NOT NULL, prefix TEXT NOT NULL, instance TEXT NOT NULL, interface TEXT,
+    mac TEXT, via TEXT, local INTEGER NOT NULL,
+    PRIMARY KEY (node, prefix));
+CREATE TABLE IF NOT EXISTS operations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, node TEXT, subject TEXT,
+    detail TEXT, state TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
+    finished REAL, error TEXT);
+CREATE TABLE IF NOT EXISTS dp_records (
+    node TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (node, key));
+CREATE TABLE IF NOT EXISTS dp_slots (
+    node TEXT NOT NULL, instance TEXT NOT NULL, map TEXT NOT NULL, holder TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    PRIMARY KEY (node, instance, map, holder), UNIQUE (node, instance, map, slot));
+"""
+PENDING, DONE, FAILED, RECOVERED = "pending", "done", "failed", "recovered"
+
+
+class StoreError(InnetError):
+    """The desired-state database cannot be opened or is not innet's."""
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    name: str
+    netns: str | None
+    role: str
+    target: str
+    kernel_slow_path: bool
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    node: str
+    id: str
+    nf: str
+    target: str
+    interfaces: tuple[str, ...]
+    params: dict
+    source: str | None   # the catalog file, when the NF is not from innet's own catalog
+
+
+@dataclass(frozen=True)
+class RouteRow:
+    node: str
+    prefix: str
+    instance: str
+    interface: str | None
+    mac: str | None
+    via: str | None
+    local: bool
+
+
+@dataclass(frozen=True)
+class Operation:
+    id: int
+    kind: str
+    node: str | None
+    subject: str | None
+    detail: dict
+    state: str
+    pid: int
+    started: float
+    finished: float | None
+    error: str | None
+
+
+class Store:
+    """One scope's database. Each thread gets its own connection."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.path.parent, 0o700)
+            with self.write() as db:
+                db.executescript(SCHEMA)
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: schema version {version}, this innet reads {SCHEMA_VERSION}",
+                                     hint="use a matching innet, or move the file away to start afresh")
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreError(f"cannot open the desired-state database {self.path}: {exc}",
+                             hint="check the path (INNET_HOME) and its permissions; a corrupt file can be moved "
+                                  "away, then `innet reconcile` rebuilds the data plane from nothing") from None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            self._local.depth = 0
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction (nested calls join the outer one): committed on success, rolled back on error."""
+        db = self.db
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield db
+            finally:
+                self._local.depth -= 1
+            return
+        db.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.depth = 0
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ---- testbed and nodes --------------------------------------------------------------
+    def testbed(self) -> dict | None:
+        row = self.db.execute("SELECT topology, pid, started, doc FROM testbed").fetchone()
+        return None if row is None else {"topology": row[0], "pid": row[1], "started": row[2],
+                                         "doc": json.loads(row[3]) if row[3] else None}
+
+    def set_testbed(self, topology: str, pid: int, doc: dict | None) -> None:
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO testbed VALUES (1, ?, ?, ?, ?)",
+                       (topology, pid, time.time(), json.dumps(doc) if doc is not None else None))
+
+    def clear_testbed(self) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM testbed")
+
+    def nodes(self) -> list[NodeRow]:
+        return [NodeRow(r[0], r[1], r[2], r[3], bool(r[4]))
+                for r in self.db.execute("SELECT name, netns, role, target, kernel_slow_path FROM nodes ORDER BY name")]
+
+    def put_node(self, node: NodeRow) -> None:
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)",
+                       (node.name, node.netns, node.role, node.target, int(node.kernel_slow_path)))
+
+    def delete_node(self, name: str) -> None:
+        """The node and everything desired on it."""
+        with self.write() as db:
+            for table in ("instances", "entries", "routes", "dp_records", "dp_slots"):
+                db.execute(f"DELETE FROM {table} WHERE node = ?", (name,))
+            db.execute("DELETE FROM nodes WHERE name = ?", (name,))
+
+    # ---- NF instances ---------------------------------------------------------------------
+    def instances(self, node: str | None = None) -> list[InstanceRow]:
+        sql = "SELECT node, id, nf, target, interfaces, params, source FROM instances"
+        rows = self.db.execute(sql + (" WHERE node = ?" if node else "") + " ORDER BY node, created, id",
+                               (node,) if node else ())
+        return [InstanceRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), json.loads(r[5]), r[6]) for r in rows]
+
+    def instance(self, node: str, instance: str) -> InstanceRow | None:
+        return next((i for i in self.instances(node) if i.id == instance), None)
+
+    def put_instance(self, inst: InstanceRow) -> None:
+        with self.write() as db:
+            created = db.execute("SELECT created FROM instances WHERE node = ? AND id = ?",
+                                 (inst.node, inst.id)).fetchone()
+            db.execute("INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (inst.node, inst.id, inst.nf, inst.target, json.dumps(list(inst.interfaces)),
+                        json.dumps(inst.params, sort_keys=True), inst.source,
+                        created[0] if created else time.time()))
+
+    def delete_instance(self, node: str, instance: str) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM instances WHERE node = ? AND id = ?", (node, instance))
+            db.execute("DELETE FROM entries WHERE node = ? AND instance = ?", (node, instance))
+            db.execute("DELETE FROM routes WHERE node = ? AND instance = ?", (node, instance))
+
+    # ---- table entries the controller owns --------------------------------------------------
+    def entries(self, node: str, instance: str) -> list[tuple[str, dict, str, dict]]:
+        rows = self.db.execute("SELECT tbl, match, action, params FROM entries WHERE node = ? AND instance = ?",
+                               (node, instance))
+        return [(r[0], json.loads(r[1]), r[2], json.loads(r[3])) for r in rows]
+
+    def put_entries(self, node: str, instance: str, entries: Iterable[tuple[str, dict, str, dict]]) -> None:
+        with self.write() as db:
+            db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                           ((node, instance, t, json.dumps(m, sort_keys=True), a, json.dumps(p, sort_keys=True))
+                            for t, m, a, p in entries))
+
+    def delete_entries(self, node: str, instance: str, keys: Iterable[tuple[str, dict]]) -> None:
+        with self.write() as db:
+            db.executemany("DELETE FROM entries WHERE node = ? AND instance = ? AND tbl = ? AND match = ?",
+                           ((node, instance, t, json.dumps(m, sort_keys=True)) for t, m in keys))
+
+    # ---- routes ---------------------------------------------------------------------------
+    def routes(self, node: str) -> list[RouteRow]:
+        rows = self.db.execute("SELECT node, prefix, instance, interface, mac, via, local FROM routes "
+                               "WHERE node = ?", (node,))
+        return [RouteRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+    def put_routes(self, routes: Iterable[RouteRow]) -> None:
+        with self.write() as db:
+            db.executemany("INSERT OR REPLACE INTO routes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           ((r.node, r.prefix, r.instance, r.interface, r.mac, r.via, int(r.local)) for r in routes))
+
+    def delete_routes(self, node: str, prefixes: Iterable[str]) -> None:
+        with self.write() as db:
+            db.executemany("DELETE FROM routes WHERE node = ? AND prefix = ?", ((node, p) for p in prefixes))
+
+    # ---- the operation log ------------------------------------------------------------------
+    def begin(self, kind: str, node: str | None, subject: str | None, detail: dict | None = None) -> int:
+        with self.write() as db:
+            cur = db.execute("INSERT INTO operations (kind, node, subject, detail, state, pid, started) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (kind, node, subject, json.dumps(detail or {}), PENDING, os.getpid(), time.time()))
+            return cur.lastrowid
+
+    def finish(self, op: int, state: str = DONE, error: str | None = None) -> None:
+        with self.write() as db:
+            db.execute("UPDATE operations SET state = ?, finished = ?, error = ? WHERE id = ?",
+                       (state, time.time(), error, op))
+
+    def operations(self, state: str | None = None, limit: int = 50) -> list[Operation]:
+        sql = ("SELECT id, kind, node, subject, detail, state, pid, started, finished, error FROM operations"
+               + (" WHERE state = ?" if state else "") + " ORDER BY id DESC LIMIT ?")
+        rows = self.db.execute(sql, ((state, limit) if state else (limit,)))
+        return [Operation(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9]) for r in rows]
+
+
+class DataplaneRecords:
+    """The data plane's own bookkeeping, per node: JSON records by key, and counter slots.
+
+    A counter slot is held by one entry (a `holder` string) of one NF instance's counters map;
+    the UNIQUE constraint makes it impossible for two entries to share a slot, whatever
+    processes write at once."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def get(self, node: str, key: str) -> dict | None:
+        row = self.store.db.execute("SELECT value FROM dp_records WHERE node = ? AND key = ?", (node, key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, node: str, key: str, value: dict) -> None:
+        with self.store.write() as db:
+            db.execute("INSERT OR REPLACE INTO dp_records VALUES (?, ?, ?)", (node, key, json.dumps(value)))
+
+    def delete(self, node: str, key: str) -> None:
+        with self.store.write() as db:
+            db.execute("DELETE FROM dp_records WHERE node = ? AND key = ?", (node, key))
+
+    def items(self, node: str, prefix: str = "") -> dict[str, dict]:
+        rows = self.store.db.execute("SELECT key, value FROM dp_records WHERE node = ? AND key LIKE ? ESCAPE '\\' "
+                                     "ORDER BY key", (node, _like_prefix(prefix)))
+        return {k: json.loads(v) for k, v in rows}
+
+    def nodes(self) -> list[str]:
+        rows = self.store.db.execute("SELECT DISTINCT node FROM dp_records UNION SELECT DISTINCT node FROM dp_slots")
+        return sorted(r[0] for r in rows)
+
+    # ---- counter slots ------------------------------------------------------------------------
+    def slots(self, node: str, instance: str, counters_map: str) -> dict[str, int]:
+        rows = self.store.db.execute("SELECT holder, slot FROM dp_slots WHERE node = ? AND instance = ? AND map = ?",
+                                     (node, instance, counters_map))
+        return dict(rows.fetchall())
+
+    def claim_slots(self, node: str, instance: str, counters_map: str, holders: list[str],
+                    capacity: int) -> dict[str, int]:
+        """A slot for each holder: the one it has, else the lowest free. Raises SlotsFull (nothing
+        claimed) when fewer than needed are free."""
+        with self.store.write() as db:
+            have = self.slots(node, instance, counters_map)
+            wanted = [h for h in dict.fromkeys(holders) if h not in have]
+            if wanted:
+                used = set(have.values())
+                free = (s for s in range(capacity) if s not in used)
+                fresh = list(zip(wanted, free))
+                if len(fresh) < len(wanted):
+                    raise SlotsFull(capacity - len(used), len(wanted))
+                db.executemany("INSERT INTO dp_slots VALUES (?, ?, ?, ?, ?)",
+                               ((node, instance, counters_map, h, s) for h, s in fresh))
+                have.update(fresh)
+            return {h: have[h] for h in holders}
+
+    def release_slots(self, node: str, instance: str, counters_map: str, holders: list[str]) -> dict[str, int]:
+        """Drop the holders' slots; returns the slots they held."""
+        with self.store.write() as db:
+            have = self.slots(node, instance, counters_map)
+            gone = {h: have[h] for h in holders if h in have}
+            db.executemany("DELETE FROM dp_slots WHERE node = ? AND instance = ? AND map = ? AND holder = ?",
+                           ((node, instance, counters_map, h) for h in gone))
+            return gone
+
+    def drop_slots(self, node: str, instance: str) -> None:
+        with self.store.write() as db:
+            db.execute("DELETE FROM dp_slots WHERE node = ? AND instance = ?", (node, instance))
+
+
+class SlotsFull(InnetError):
+    def __init__(self, free: int, wanted: int):
+        super().__init__(f"{wanted} new entries need counter slots, {free} are free",
+                         hint="delete entries first, or raise the NF's size parameter (it keeps every entry)")
+        self.free, self.wanted = free, wanted
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
