@@ -1,24 +1,22 @@
-"""Routes on a node: the NFRouter's tables (fast path) and the kernel FIB (slow path), together.
+"""Routes on a node: the NFRouter instance's tables (fast path) and the kernel FIB (slow path).
 
-Knows nothing about BPF or P4: it writes logical `ipv4_routes`/`ipv6_routes` entries
-through the controller, whichever target the node runs. A node without a kernel slow path
-(`Node.kernel_slow_path`, e.g. a switch) gets its routes in the tables only.
+Routes are desired state (the store's `routes` table); both paths are written from it in
+batches, all or none: a replace that the kernel refuses puts the old route back in the
+fast path too. Knows nothing about BPF or P4: it goes through the node's data-plane
+interface. A node without a kernel slow path (`Node.kernel_slow_path`, e.g. a switch) gets
+its routes in the tables only.
 """
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from controller import fib
-from controller.core import Controller
+from controller.dataplane import FibRoute
 from controller.errors import EntryError
+from controller.store import RouteRow
 from controller.tables import TableEntry, parse_mac
 
-NF = "nfrouter"
-STATE_ROOT = Path(os.environ.get("INNET_STATE", "/run/innet")) / "routes"
+ROUTER = "nfrouter"   # the default router instance (and NF) of a node
 
 
 @dataclass(frozen=True)
@@ -30,111 +28,199 @@ class Route:
     local: bool = False            # the prefix is the node's own: deliver to its stack
     packets: int = 0
     bytes: int = 0
+    fast_path: bool = True         # listed: whether the fast path holds it as desired
+    kernel: bool | None = None     # listed: whether the kernel FIB does (None: no kernel slow path)
 
 
 def _table(net) -> str:
     return "ipv4_routes" if net.version == 4 else "ipv6_routes"
 
 
-class RouteService:
-    def __init__(self, controller: Controller):
-        self.controller = controller
-
-    # the gateway of each route is kept beside the data plane so a new controller can delete it
-    def _state_file(self, node: str) -> Path:
-        return STATE_ROOT / f"{node}.json"
-
-    def _gateways(self, node: str) -> dict[str, str | None]:
-        path = self._state_file(node)
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def _save_gateways(self, node: str, gateways: dict) -> None:
-        path = self._state_file(node)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(gateways))
-
-    def _check(self, prefix: str, via: str | None, interface: str | None, local: bool):
+def check_route(r: Route) -> Route:
+    """The route with its prefix, gateway and MAC in canonical form, or an EntryError."""
+    try:
+        net = ipaddress.ip_network(r.prefix, strict=True)
+    except ValueError as exc:
+        raise EntryError(f"route {r.prefix!r}: not a valid prefix", hint=str(exc)) from None
+    via = r.via
+    if via is not None:
         try:
-            net = ipaddress.ip_network(prefix, strict=True)
+            gw = ipaddress.ip_address(via)
         except ValueError as exc:
-            raise EntryError(f"route {prefix!r}: not a valid prefix", hint=str(exc)) from None
-        if via is not None:
-            try:
-                gw = ipaddress.ip_address(via)
-            except ValueError as exc:
-                raise EntryError(f"route {prefix}: gateway {via!r} is not an address", hint=str(exc)) from None
-            if gw.version != net.version:
-                raise EntryError(f"route {prefix}: gateway {via} is IPv{gw.version}, the prefix IPv{net.version}")
-        elif not local and net.prefixlen != net.max_prefixlen:
-            raise EntryError(f"route {prefix}: a prefix route needs a gateway (via) so the kernel's slow path "
-                             f"uses the same next hop", hint="give via=<next-hop address>, or route a single host")
-        if not local and not interface:
-            raise EntryError(f"route {prefix}: a forwarding route needs an egress interface")
-        return net
+            raise EntryError(f"route {net}: gateway {via!r} is not an address", hint=str(exc)) from None
+        if gw.version != net.version:
+            raise EntryError(f"route {net}: gateway {via} is IPv{gw.version}, the prefix IPv{net.version}")
+        via = str(gw)
+    if r.local:
+        return Route(str(net), local=True)
+    if via is None and net.prefixlen != net.max_prefixlen:
+        raise EntryError(f"route {net}: a prefix route needs a gateway (via) so the kernel's slow path "
+                         f"uses the same next hop", hint="give via=<next-hop address>, or route a single host")
+    if not r.interface:
+        raise EntryError(f"route {net}: a forwarding route needs an egress interface")
+    return Route(str(net), r.interface, parse_mac(r.mac, f"route {net} next-hop MAC"), via)
+
+
+def route_entry(r: Route, interface_macs: dict[str, str]) -> TableEntry:
+    net = ipaddress.ip_network(r.prefix)
+    if r.local:
+        return TableEntry(_table(net), {"dst_addr": r.prefix}, "local", {})
+    return TableEntry(_table(net), {"dst_addr": r.prefix}, "forward",
+                      {"egress_port": r.interface, "dst_mac": r.mac, "src_mac": interface_macs.get(r.interface)})
+
+
+def fib_route(r: Route | RouteRow) -> FibRoute:
+    return FibRoute(r.prefix, r.interface, r.via, r.mac)
+
+
+def route_entries(controller, node: str, instance: str) -> list[TableEntry]:
+    """The table entries of the desired routes of a router instance."""
+    rows = [r for r in controller.store.routes(node) if r.instance == instance]
+    if not rows:
+        return []
+    macs = {i.name: i.mac for i in controller.plane(node).interfaces()}
+    return [route_entry(_route(r), macs) for r in rows]
+
+
+def kernel_routes(controller, node: str) -> list[FibRoute]:
+    """The kernel routes the desired routes of the node make."""
+    return [fib_route(r) for r in controller.store.routes(node) if not r.local]
+
+
+def _route(row: RouteRow) -> Route:
+    return Route(row.prefix, row.interface, row.mac, row.via, row.local)
+
+
+def parse_routes(text: str, where: str = "routes") -> list[Route]:
+    """Routes written one per line as `PREFIX via GATEWAY dev IFACE mac MAC`, `PREFIX dev IFACE
+    mac MAC` (one host, on-link) or `PREFIX local`; '#' starts a comment."""
+    routes = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        prefix, rest = words[0], words[1:]
+        if rest == ["local"]:
+            routes.append(Route(prefix, local=True))
+            continue
+        if len(rest) % 2 or not set(rest[::2]) <= {"via", "dev", "mac"}:
+            raise EntryError(f"{where} line {number}: cannot read {line.strip()!r}",
+                             hint="write PREFIX [via GATEWAY] dev IFACE mac MAC, or PREFIX local")
+        kw = dict(zip(rest[::2], rest[1::2]))
+        routes.append(Route(prefix, kw.get("dev"), kw.get("mac"), kw.get("via")))
+    return routes
+
+
+class RouteService:
+    def __init__(self, controller, instance: str = ROUTER):
+        self.controller, self.instance = controller, instance
+
+    def _own_addresses(self, node: str) -> dict[ipaddress._BaseAddress, str]:
+        return {ipaddress.ip_address(a.split("%")[0]): i.name
+                for i in self.controller.plane(node).interfaces() for a in i.addresses}
+
+    def _refuse_own(self, node: str, routes: list[Route]) -> None:
+        """A route over one of the node's own addresses would loop packets back into it."""
+        own = self._own_addresses(node)
+        for r in routes:
+            if r.local:
+                continue
+            net = ipaddress.ip_network(r.prefix)
+            if r.via and ipaddress.ip_address(r.via) in own:
+                raise EntryError(f"route {r.prefix} on {node}: gateway {r.via} is {node}'s own address "
+                                 f"(on {own[ipaddress.ip_address(r.via)]}); packets would loop",
+                                 hint="the gateway is the neighbour's address on that link")
+            if net.prefixlen == net.max_prefixlen and net.network_address in own:
+                raise EntryError(f"route {r.prefix} on {node}: {net.network_address} is {node}'s own address; "
+                                 f"forwarding it would loop", hint=f"make it a local route: innet routes add "
+                                                                   f"{node} {r.prefix} --local")
 
     def add(self, node: str, prefix: str, interface: str | None = None, mac: str | None = None,
             via: str | None = None, local: bool = False) -> Route:
-        """Install a route in the fast path and the kernel; all or nothing."""
-        net = self._check(prefix, via, interface, local)
-        n = self.controller.node(node)
-        if local:
-            entry = TableEntry(_table(net), {"dst_addr": str(net)}, "local", {})
-            self.controller.write(node, NF, [entry])
-            return Route(str(net), local=True)
-        link = n.interface(interface)
-        mac = parse_mac(mac, f"route {prefix} next-hop MAC")
-        entry = TableEntry(_table(net), {"dst_addr": str(net)}, "forward",
-                           {"egress_port": interface, "dst_mac": mac, "src_mac": link["mac"]})
-        self.controller.write(node, NF, [entry])
-        if n.kernel_slow_path:
+        """Install (or replace) a route in the fast path and the kernel; all or nothing."""
+        return self.add_many(node, [Route(prefix, interface, mac, via, local)])[0]
+
+    def add_many(self, node: str, routes: list[Route]) -> list[Route]:
+        """Install or replace routes in one batch per path, all or none: if either path refuses,
+        both hold what they held before."""
+        ctl = self.controller
+        n = ctl.node(node)
+        ctl.instance(node, self.instance)
+        checked = [check_route(r) for r in routes]
+        self._refuse_own(node, checked)
+        plane = ctl.plane(node)
+        macs = {i.name: i.mac for i in plane.interfaces()}
+        for r in checked:
+            if not r.local and r.interface not in macs:
+                raise EntryError(f"route {r.prefix}: {node} has no interface '{r.interface}'",
+                                 hint=f"its interfaces: {', '.join(sorted(macs))}")
+        with ctl._operation("routes-add", node, self.instance, {"routes": len(checked)}):
+            old = {r.prefix: _route(r) for r in ctl.store.routes(node)}
+            entries = [route_entry(r, macs) for r in checked]
+            plane.write(self.instance, entries)
             try:
-                fib.install(n, str(net), link["ifindex"], via, mac)
+                if n.kernel_slow_path:
+                    plane.fib_replace([fib_route(r) for r in checked if not r.local])
             except BaseException:
-                self.controller.delete(node, NF, [entry])
+                back = [route_entry(old[r.prefix], macs) for r in checked if r.prefix in old]
+                plane.write(self.instance, back)
+                plane.delete(self.instance, [e for e, r in zip(entries, checked) if r.prefix not in old])
                 raise
-        gateways = self._gateways(node)
-        gateways[str(net)] = via
-        self._save_gateways(node, gateways)
-        return Route(str(net), interface, mac, via)
+            ctl.store.put_routes(RouteRow(node, r.prefix, self.instance, r.interface, r.mac, r.via, r.local)
+                                 for r in checked)
+        return checked
 
     def delete(self, node: str, prefix: str) -> bool:
-        net = self._check(prefix, None, None, local=True)
-        n = self.controller.node(node)
-        current = {r.prefix: r for r in self.list(node)}
-        route = current.get(str(net))
-        if route is None:
-            return False
-        self.controller.delete(node, NF, [TableEntry(_table(net), {"dst_addr": str(net)}, route_action(route))])
-        if not route.local:
-            gateways = self._gateways(node)
-            via = gateways.pop(str(net), None)
+        return self.delete_many(node, [prefix]) == 1
+
+    def delete_many(self, node: str, prefixes: list[str]) -> int:
+        """Delete routes from both paths, with the neighbour entries no other route uses;
+        returns how many existed."""
+        ctl = self.controller
+        n = ctl.node(node)
+        wanted = set()
+        for p in prefixes:
+            wanted.add(check_route(Route(p, local=True)).prefix)
+        with ctl._operation("routes-delete", node, self.instance, {"routes": len(wanted)}):
+            gone = [_route(r) for r in ctl.store.routes(node) if r.prefix in wanted and r.instance == self.instance]
+            if not gone:
+                return 0
+            plane = ctl.plane(node)
+            plane.delete(self.instance, [route_entry(r, {}) for r in gone])
             if n.kernel_slow_path:
-                neighbour = via or str(net.network_address)
-                still_used = any((g or p.split("/")[0]) == neighbour for p, g in gateways.items())
-                fib.remove(n, str(net), n.interface(route.interface)["ifindex"], via, drop_neighbour=not still_used)
-            self._save_gateways(node, gateways)
-        return True
+                plane.fib_delete([fib_route(r) for r in gone if not r.local])
+            ctl.store.delete_routes(node, [r.prefix for r in gone])
+            return len(gone)
 
     def list(self, node: str) -> list[Route]:
-        """Every route of the node's fast path, with its packet and byte counters."""
-        gateways = self._gateways(node)
-        routes = []
+        """Every route, desired or held by a path, with packet and byte counters, and whether
+        the fast path and the kernel FIB each hold it as desired."""
+        ctl = self.controller
+        n = ctl.node(node)
+        plane = ctl.plane(node)
+        desired = {r.prefix: _route(r) for r in ctl.store.routes(node) if r.instance == self.instance}
+        fast = {}
         for table in ("ipv4_routes", "ipv6_routes"):
-            for c in self.controller.read_counters(node, NF, table):
-                prefix = c.entry.match["dst_addr"]
-                if c.entry.action == "local":
-                    routes.append(Route(prefix, local=True, packets=c.packets, bytes=c.bytes))
-                else:
-                    routes.append(Route(prefix, c.entry.params["egress_port"], c.entry.params["dst_mac"],
-                                        gateways.get(prefix), False, c.packets, c.bytes))
-        return sorted(routes, key=lambda r: (ipaddress.ip_network(r.prefix).version, ipaddress.ip_network(r.prefix)))
-
-    def clear_state(self, node: str) -> None:
-        self._state_file(node).unlink(missing_ok=True)
-
-
-def route_action(route: Route) -> str:
-    return "local" if route.local else "forward"
+            for c in plane.read_counters(self.instance, table):
+                e = c.entry
+                r = Route(e.match["dst_addr"], local=True) if e.action == "local" else \
+                    Route(e.match["dst_addr"], e.params["egress_port"], e.params["dst_mac"])
+                fast[r.prefix] = (r, c.packets, c.bytes)
+        kernel = {r.prefix: r for r in plane.fib_routes()} if n.kernel_slow_path else None
+        out = []
+        for prefix in {*desired, *fast, *(kernel or {})}:
+            want = desired.get(prefix)
+            held, packets, nbytes = fast.get(prefix, (None, 0, 0))
+            base = want or held or Route(prefix, kernel[prefix].interface, kernel[prefix].mac, kernel[prefix].via)
+            in_fast = held is not None and want is not None and \
+                (held.interface, held.mac, held.local) == (want.interface, want.mac, want.local)
+            in_kernel = None
+            if kernel is not None:
+                k = kernel.get(prefix)
+                in_kernel = (k == fib_route(want)) if want and not want.local else (k is None and want is not None)
+            out.append(Route(base.prefix, base.interface, base.mac, base.via, base.local, packets, nbytes,
+                             in_fast, in_kernel))
+        return sorted(out, key=lambda r: (ipaddress.ip_network(r.prefix).version, ipaddress.ip_network(r.prefix)))
 
 
 def as_dict(route: Route) -> dict:

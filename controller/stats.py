@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.catalog import NFSpec, get_nf
+from controller.catalog import NFSpec
 from controller.errors import StatsError
 
 FLOW_FIELDS = ("src_addr", "dst_addr", "src_port", "dst_port", "proto")
@@ -211,18 +211,16 @@ class SketchEpochs:
     The first epoch runs from this object's creation; what the bank held before is
     dropped by restart(), which a caller wanting exact rates runs first."""
 
-    def __init__(self, controller, node: str, nf: str = "cms", grace_s: float = DEFAULT_GRACE_S):
-        self.ctl, self.node, self.nf = controller, node, nf
-        spec = get_nf(nf)
+    def __init__(self, controller, node: str, instance: str = "cms", grace_s: float = DEFAULT_GRACE_S):
+        self.ctl, self.node, self.nf = controller, node, instance
+        spec = controller.spec(node, instance)
         if not has_epochs(spec):
-            raise StatsError(f"NF {nf} has no epochs (no control.active_bank)",
+            raise StatsError(f"NF {spec.name} (instance {instance}) has no epochs (no control.active_bank)",
                              hint="read its flow table with read_flows instead")
         self.flow_stat = flow_table(spec)
-        deployment = controller.deployment(node, nf)
-        if deployment is None:
-            raise StatsError(f"{nf} is not deployed on {node}", hint=f"deploy it first: innet nf deploy {node} {nf}")
+        params = controller.instance(node, instance).params
         # cells per bank of each banked statistic: the shape after its leading [bank] axis
-        self.per_bank = {stat: int(np.prod(spec.stat(stat).shape(deployment.params)[1:]))
+        self.per_bank = {stat: int(np.prod(spec.stat(stat).shape(params)[1:]))
                          for stat in ("sketch", self.flow_stat)}
         self.grace_s = grace_s
         self.started = time.monotonic()
@@ -271,13 +269,13 @@ class FlowMonitor:
     A flow table without epochs (precision) keeps counting: a flow's `packets` is its counter
     and its rate the counter's growth over the interval."""
 
-    def __init__(self, controller, node: str, nf: str, k: int = 10, by: str = "packets",
+    def __init__(self, controller, node: str, instance: str, k: int = 10, by: str = "packets",
                  grace_s: float = DEFAULT_GRACE_S):
         if k < 1:
             raise StatsError(f"top-k needs k >= 1, got {k}")
-        self.ctl, self.node, self.nf, self.k, self.by = controller, node, nf, k, by
-        spec = get_nf(nf)
-        self.epochs = SketchEpochs(controller, node, nf, grace_s) if has_epochs(spec) else None
+        self.ctl, self.node, self.nf, self.k, self.by = controller, node, instance, k, by
+        spec = controller.spec(node, instance)
+        self.epochs = SketchEpochs(controller, node, instance, grace_s) if has_epochs(spec) else None
         self.flow_stat = flow_table(spec)
         self.counts_bytes = any(f.name == "bytes" for f in spec.stat(self.flow_stat).fields)
         self._last: dict[Flow, int] = {}
@@ -305,6 +303,6 @@ class FlowMonitor:
         return Sample(duration, flows)
 
 
-def read_flows(controller, node: str, nf: str) -> list[FlowCount]:
-    """Every flow an NF's flow table holds now (both banks of a banked NF)."""
-    return flow_counts(controller.read_registers(node, nf, flow_table(get_nf(nf))))
+def read_flows(controller, node: str, instance: str) -> list[FlowCount]:
+    """Every flow an NF instance's flow table holds now (both banks of a banked NF)."""
+    return flow_counts(controller.read_registers(node, instance, flow_table(controller.spec(node, instance))))

@@ -17,12 +17,13 @@ from mininet.link import Link, TCLink
 from mininet.net import Mininet
 from mininet.node import Host
 
-from controller.catalog import get_nf, load_catalog
-from controller.core import NODES_FILE, Controller
 from controller.errors import InnetError, TopologyError
 from controller.node import Node
-from controller.routes import NF as ROUTER_NF
-from controller.routes import RouteService
+from controller.p4 import switch
+from controller.routes import ROUTER as ROUTER_NF
+from controller.routes import Route, RouteService
+from controller.scope import ScopeError
+from controller.service import Controller
 from controller.topology import Topology
 from testbed.bmv2 import Bmv2Router
 
@@ -47,13 +48,17 @@ class Testbed:
         self.routes = RouteService(self.controller)
         self.net: Mininet | None = None
         self.progress = progress
+        self._scope_fd: int | None = None   # the scope's testbed lock, held while the testbed runs
 
     # ---- life cycle ------------------------------------------------------------------
     def start(self, deploy: bool = True) -> "Testbed":
         if os.geteuid() != 0:
             raise InnetError("the testbed needs root (Mininet and XDP)", hint="run it with sudo")
-        self.progress(f"[testbed] building {self.topo.name}: {len(self.topo.nodes)} nodes, {len(self.topo.links)} links")
+        self._hold_scope()
+        self.progress(f"[testbed] building {self.topo.name}: {len(self.topo.nodes)} nodes, {len(self.topo.links)} links "
+                      f"(scope {self.controller.scope.name})")
         try:
+            self.controller.store.set_testbed(self.topo.name, os.getpid(), None)
             self._build()
             if deploy:
                 self.deploy_routers()
@@ -96,21 +101,19 @@ class Testbed:
             target = n.target if n.role == "router" else "xdp"
             self.controller.add_node(Node(n.name, f"/proc/{host.pid}/ns/net", n.role, target,
                                           kernel_slow_path=_kernel_stack(host)))
-        self.controller.save_nodes()
 
     def deploy_routers(self) -> None:
         """NFRouter on every router, rxcount where XDP routers redirect into, and all static routes."""
         for name, interfaces in self._receivers().items():
-            rx = self._rx_node(name)
-            self.controller.target(rx).deploy(rx, get_nf(RX_NF), interfaces)
+            # on a BMv2 router's node, rxcount runs in XDP beside the switch, on its kernel's view
+            self.controller.deploy(name, RX_NF, interfaces, target="xdp")
         for r in self.topo.routers:
             self.progress(f"[testbed] deploying {ROUTER_NF} on {r.name} ({r.target}: "
                           f"{', '.join(i.name for i in r.interfaces)})")
             self.controller.deploy(r.name, ROUTER_NF, [i.name for i in r.interfaces])
             routes = self.topo.static_routes(r.name)
             self.progress(f"[testbed] installing {len(routes)} routes on {r.name}")
-            for route in routes:
-                self.routes.add(r.name, route.prefix, route.interface, route.mac, route.via, route.local)
+            self.routes.add_many(r.name, [Route(x.prefix, x.interface, x.mac, x.via, x.local) for x in routes])
 
     def _receivers(self) -> dict[str, list[str]]:
         """node -> its interfaces that face an XDP router but do not run NFRouter in XDP themselves."""
@@ -124,27 +127,14 @@ class Testbed:
                     out.setdefault(peer.name, []).append(iface.peer.name)
         return out
 
-    def _rx_node(self, name: str) -> Node:
-        """Where `rxcount` runs for node `name`: its controller node, or for a BMv2 router the XDP
-        view of its namespace (the controller drives the switch there, not XDP)."""
-        host = self.net[name]
-        return self.controller.node(name) if _kernel_stack(host) else host.kernel_node()
-
     def stop(self) -> None:
         """Remove every NF and switch, then the network: no namespace, link, pin or process is left."""
-        for name in list(self.controller.nodes):
-            for nf in load_catalog():   # the routers' NFs, and any other NF deployed since
+        for name in self.topo.nodes:
+            if name in self.controller.nodes:
                 try:
-                    self.controller.remove(name, nf)
+                    self.controller.forget_node(name)
                 except InnetError as exc:
-                    log.warning("removing %s from %s: %s", nf, name, exc)
-            try:
-                if self.net is not None:
-                    rx = self._rx_node(name)
-                    self.controller.target(rx).remove(rx, get_nf(RX_NF))
-            except InnetError as exc:
-                log.warning("removing %s from %s: %s", RX_NF, name, exc)
-            self.routes.clear_state(name)
+                    log.warning("removing what runs on %s: %s", name, exc)
         if self.net is not None:
             self.progress(f"[testbed] stopping {self.topo.name}")
             for host in self.net.hosts:
@@ -152,8 +142,24 @@ class Testbed:
                     host.stop_switch()
             self.net.stop()
             self.net = None
-        self.controller.nodes.clear()
-        NODES_FILE.unlink(missing_ok=True)
+        if self._scope_fd is not None:
+            self.controller.store.clear_testbed()
+            os.close(self._scope_fd)
+            self._scope_fd = None
+
+    def _hold_scope(self) -> None:
+        """Take the scope for this testbed: refuse if a live testbed holds it, clear one that died."""
+        scope = self.controller.scope
+        fd = scope.try_hold_testbed()
+        if fd is None:
+            running = self.controller.store.testbed() or {}
+            raise ScopeError(f"scope '{scope.name}' already runs testbed {running.get('topology', '?')} "
+                             f"(pid {running.get('pid', '?')}); nothing was changed",
+                             hint="stop that one first (Ctrl-C or kill -TERM its pid), or bring this one up in "
+                                  "another scope: innet --scope NAME up ...")
+        self._scope_fd = fd
+        for line in clear_stale(self.controller, self.progress):
+            self.progress(f"[testbed] {line}")
 
     def __enter__(self) -> "Testbed":
         return self.start()
@@ -172,6 +178,40 @@ class Testbed:
 
 
 ROUTER_CLASSES = {"xdp": Router, "bmv2": Bmv2Router}
+
+
+def clear_stale(controller: Controller, progress=print) -> list[str]:
+    """What a testbed killed without teardown left in its scope (its node processes, BMv2
+    switches, programs, pins and desired state), removed. Call it while holding the scope's
+    testbed lock, or when no live process holds it."""
+    report = []
+    stale = controller.store.testbed()
+    for name, node in controller.nodes.items():
+        pid = _node_pid(node)
+        if stale is not None and pid and _is_mininet(pid, name):
+            os.kill(pid, 9)
+            report.append(f"killed {name}'s leftover Mininet process {pid}")
+        if switch.stop(name, controller.scope):
+            report.append(f"stopped {name}'s leftover BMv2 switch")
+        if stale is not None or (node.netns and not os.path.exists(node.netns)):
+            report += [f"{name}: {line}" for line in controller.forget_node(name)]
+            report.append(f"{name}: dropped from the desired state")
+    if stale is not None:
+        controller.store.clear_testbed()
+        report.append(f"cleared testbed {stale['topology']} of pid {stale['pid']}, which ended without teardown")
+    return report
+
+
+def _node_pid(node: Node) -> int | None:
+    parts = (node.netns or "").split("/")
+    return int(parts[2]) if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() else None
+
+
+def _is_mininet(pid: int, name: str) -> bool:
+    try:
+        return f"mininet:{name}".encode() in open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return False
 
 
 def _kernel_stack(host) -> bool:

@@ -1,0 +1,480 @@
+"""`innet`: a thin command line over the controller (controller.service) and the testbed.
+
+It lives beside the testbed, not in the library, because `up` and `demo` bring Mininet
+testbeds up; every other command is one call into controller.service. Read commands take
+`--json`; `--scope NAME` picks the state scope (controller.scope).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+
+from controller.errors import InnetError
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.table import Table
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, justify="right" if c in ("packets", "bytes", "routes") else "left")
+    for row in rows:
+        table.add_row(*("-" if v is None else str(v) for v in row))
+    _console().print(table)
+
+
+def _json(value) -> None:
+    print(json.dumps(value, indent=1, default=str))
+
+
+def _print_routes(routes, node: str) -> None:
+    rows = []
+    for r in routes:
+        paths = []
+        if not r.fast_path:
+            paths.append("fast path differs")
+        if r.kernel is False:
+            paths.append("kernel FIB differs")
+        rows.append([r.prefix, r.via or ("local" if r.local else "direct"), r.interface, r.mac, r.packets, r.bytes,
+                     "; ".join(paths) or "ok"])
+    _table(f"routes on {node}", ["prefix", "via", "interface", "next-hop MAC", "packets", "bytes", "paths"], rows)
+
+
+def cmd_demo(args) -> int:
+    from testbed.demo import run_demo
+    return run_demo(args.topology, args.iperf_seconds, _print_routes, _print_flows, args.target)
+
+
+class _Stop(Exception):
+    """A signal asked the testbed to stop."""
+
+
+def _stop_on_signals() -> None:
+    def stop(signum, frame):
+        raise _Stop(signal.Signals(signum).name)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
+def cmd_up(args) -> int:
+    from controller.topology import load_topology
+    from testbed.net import Testbed
+
+    topo = load_topology(args.topology)
+    _stop_on_signals()   # before the build: a SIGTERM while it builds tears down what is up
+    tb = Testbed(topo.retarget(args.target) if args.target else topo)
+    try:
+        tb.start()
+        print(f"[innet] {tb.topo.name} is up in scope {tb.controller.scope.name}; nodes: {', '.join(tb.topo.nodes)}. "
+              f"Ctrl-C, or kill -TERM {os.getpid()}, tears it down.", flush=True)
+        if args.cli:
+            from mininet.cli import CLI
+            CLI(tb.net)
+        elif args.until_eof:
+            sys.stdin.read()
+        else:
+            while True:
+                signal.pause()
+    except (KeyboardInterrupt, _Stop) as why:
+        print(f"[innet] {why or 'interrupted'}: tearing {topo.name} down", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a second signal must not cut the teardown short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        tb.stop()
+    return 0
+
+
+def cmd_topology(args) -> int:
+    from controller.topology import load_topology
+
+    topo = load_topology(args.topology)
+    print(f"topology {topo.name}")
+    for link in topo.links:
+        bw = f"  {link.bw} Mbit/s" if link.bw else ""
+        print(f"  {link.a.name} {link.a.ipv4} <-> {link.b.name} {link.b.ipv4}{bw}")
+    for r in topo.routers:
+        print(f"  {r.name} ({r.target}): {len(topo.static_routes(r.name))} static routes")
+    return 0
+
+
+def _params(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InnetError(f"parameter {pair!r} is not KEY=VALUE")
+        out[key] = int(value, 0) if value.lstrip("-").isdigit() or value.startswith("0x") else value
+    return out
+
+
+def _controller(need_nodes: bool = True):
+    """The scope's controller, after clearing what a killed testbed left and recovering what a
+    killed command left half done."""
+    from controller.service import Controller
+    from testbed.net import clear_stale
+
+    ctl = Controller(progress=lambda line: print(line, file=sys.stderr))
+    if ctl.store.testbed() is not None and not ctl.scope.testbed_held():
+        clear_stale(ctl, lambda line: print(line, file=sys.stderr))
+    ctl.recover()
+    if need_nodes and not ctl.nodes:
+        raise InnetError(f"no running nodes are known in scope '{ctl.scope.name}'",
+                         hint="bring a topology up first: innet up line3 (or pick its scope with --scope)")
+    return ctl
+
+
+def cmd_nodes(args) -> int:
+    nodes = _controller().nodes.values()
+    if args.json:
+        _json([asdict(n) for n in nodes])
+    else:
+        _table("nodes", ["node", "role", "target", "namespace"], [[n.name, n.role, n.target, n.netns] for n in nodes])
+    return 0
+
+
+def _deployment_line(d) -> str:
+    return f"{d.instance} ({d.nf}) on {d.node}: " + ", ".join(f"{i} ({d.modes.get(i, '?')})" for i in d.interfaces)
+
+
+def cmd_nf(args) -> int:
+    ctl = _controller()
+    if args.action == "list":
+        return _print_instances(ctl, [args.node] if args.node else list(ctl.nodes), args.json)
+    if not args.node or not args.nf:
+        raise InnetError(f"innet nf {args.action} needs NODE and NF", hint=f"e.g. innet nf {args.action} r1 cms")
+    if args.action == "deploy":
+        d = ctl.deploy(args.node, args.nf, args.iface or None, _params(args.param), args.id, args.target)
+        _json(asdict(d)) if args.json else print(_deployment_line(d))
+    else:   # remove: NF names the instance (its id)
+        removed = ctl.remove(args.node, args.id or args.nf)
+        print("removed" if removed else f"no instance {args.id or args.nf} was deployed on {args.node}")
+    return 0
+
+
+def _print_instances(ctl, nodes: list[str], as_json: bool) -> int:
+    status = ctl.status()
+    chosen = [n for n in status["nodes"] if n["name"] in nodes]
+    if as_json:
+        _json({n["name"]: n["instances"] for n in chosen})
+        return 0
+    rows = [[n["name"], i["id"], i["nf"], i["target"], ", ".join(f"{x} ({i['modes'].get(x, '-')})" for x in i["interfaces"]),
+             " ".join(f"{k}={v}" for k, v in i["params"].items()), i["health"]]
+            for n in chosen for i in n["instances"]]
+    _table("NF instances", ["node", "instance", "nf", "target", "interfaces", "parameters", "health"], rows)
+    return 0
+
+
+def cmd_status(args) -> int:
+    ctl = _controller(need_nodes=False)
+    status = ctl.status()
+    if args.json:
+        _json(status)
+        return 0
+    tb = status["testbed"]
+    console = _console()
+    console.print(f"scope [bold]{status['scope']}[/bold] ({status['database']})")
+    if tb:
+        console.print(f"testbed {tb['topology']} (pid {tb['pid']}, "
+                      f"{'running' if status['testbed_running'] else 'NOT running'})")
+    else:
+        console.print("no testbed is up in this scope")
+    _table("nodes", ["node", "role", "target", "instances", "routes", "health"],
+           [[n["name"], n["role"], n["target"], len(n["instances"]), n["routes"],
+             n["problem"] or ("ok" if all(i["health"] == "ok" for i in n["instances"]) else "see innet nf list")]
+            for n in status["nodes"]])
+    if status["nodes"]:
+        _print_instances(ctl, [n["name"] for n in status["nodes"]], False)
+    for op in status["pending_operations"]:
+        console.print(f"pending operation {op['id']}: {op['kind']} {op['subject']} on {op['node']} (pid {op['pid']})")
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    ctl = _controller()
+    report = ctl.reconcile(args.node or None)
+    if args.json:
+        _json(report)
+    else:
+        print("\n".join(report) if report else "the data plane already matches the desired state")
+    return 0
+
+
+def cmd_routes(args) -> int:
+    from controller.routes import Route, RouteService, as_dict, parse_routes
+
+    ctl = _controller()
+    routes = RouteService(ctl, args.instance)
+    if args.action == "add":
+        if args.file:
+            text = sys.stdin.read() if args.file == "-" else _read_file(args.file)
+            batch = parse_routes(text, args.file)
+        elif args.prefix:
+            batch = [Route(args.prefix, args.dev, args.mac, args.via, args.local)]
+        else:
+            raise InnetError("innet routes add needs a PREFIX or --file FILE")
+        started = time.perf_counter()
+        routes.add_many(args.node, batch)
+        if len(batch) > 1:
+            print(f"{len(batch)} routes written to {args.node} in {time.perf_counter() - started:.2f} s",
+                  file=sys.stderr)
+        if args.file:
+            return 0
+    elif args.action == "del":
+        prefixes = parse_prefixes(_read_file(args.file)) if args.file else [args.prefix]
+        if prefixes == [None]:
+            raise InnetError("innet routes del needs a PREFIX or --file FILE")
+        deleted = routes.delete_many(args.node, prefixes)
+        if deleted == 0:
+            raise InnetError(f"{args.node} has no route {', '.join(prefixes[:3])}")
+        if args.file:
+            print(f"{deleted} routes deleted from {args.node}", file=sys.stderr)
+            return 0
+    listed = routes.list(args.node)
+    _json([as_dict(r) for r in listed]) if args.json else _print_routes(listed, args.node)
+    return 0
+
+
+def parse_prefixes(text: str) -> list[str]:
+    """The first word of each line (a routes file works as is)."""
+    return [line.split("#", 1)[0].split()[0] for line in text.splitlines() if line.split("#", 1)[0].split()]
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise InnetError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_stats(args) -> int:
+    values = _controller().read_stat(args.node, args.nf, args.stat)
+    if args.json:
+        _json(values)
+    else:
+        _table(f"{args.nf}.{args.stat} on {args.node}", ["name", "value"], [[k, v] for k, v in values.items()])
+    return 0
+
+
+def _queue_rows(ctl, node: str, instance: str, interfaces: list[str], last: dict, interval: float) -> list[str]:
+    from controller.errors import QueueError
+
+    regs = ctl.read_registers(node, instance, "levels")
+    lines = []
+    for ifname in interfaces:
+        try:
+            stats = ctl.queue_stats(node, instance, ifname)
+        except QueueError:
+            lines.append(f"{node}:{ifname}: no queues configured (innet queues {node} {ifname} ...)")
+            continue
+        lines.append(f"{node}:{ifname}")
+        lines.append(f"  {'level':>5} {'rate':>10} {'ceil':>10} {'packets':>10} {'bytes':>12} {'drops':>8} "
+                     f"{'backlog':>12} {'now Mbit/s':>10} {'classified':>10}")
+        for q in stats:
+            before = last.get((ifname, q.level))
+            now = f"{(q.bytes - before) * 8 / interval / 1e6:.2f}" if before is not None else "-"
+            last[(ifname, q.level)] = q.bytes
+            lines.append(f"  {q.level:>5} {q.rate_bps / 1e6:>8g}M {q.ceil_bps / 1e6:>8g}M {q.packets:>10} "
+                         f"{q.bytes:>12} {q.drops:>8} {f'{q.backlog_packets}p/{q.backlog_bytes}B':>12} {now:>10} "
+                         f"{int(regs['packets'][q.level]):>10}")
+    return lines
+
+
+def _show(title: str, interval: float, once: bool, lines, wait_first: bool = False) -> int:
+    """Print `lines()` once, or redraw it every `interval` seconds until Ctrl-C (only on a
+    terminal: piped, it prints once); `wait_first` when the first lines need an interval to measure."""
+    once = once or not sys.stdout.isatty()
+    try:
+        if wait_first:
+            time.sleep(interval)
+        while True:
+            text = "\n".join(lines())
+            if once:
+                print(text)
+                return 0
+            print("\033[H\033[J" + f"{title}, every {interval:g} s (Ctrl-C stops)\n" + text, flush=True)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_prio(args) -> int:
+    ctl = _controller()
+    deployment = ctl.deployment(args.node, args.id)
+    if deployment is None:
+        raise InnetError(f"prio is not deployed on {args.node}", hint=f"innet nf deploy {args.node} prio --iface IFACE")
+    interfaces = [args.interface] if args.interface else list(deployment.interfaces)
+    last: dict = {}
+    return _show(f"innet prio {args.node}", args.interval, args.once,
+                 lambda: _queue_rows(ctl, args.node, args.id, interfaces, last, args.interval))
+
+
+def cmd_queues(args) -> int:
+    from controller.queues import QueueLevel, parse_rate
+
+    levels = []
+    for i, spec in enumerate(args.level):
+        rate, _, ceil = spec.partition(":")
+        levels.append(QueueLevel(i, parse_rate(rate, f"level {i} rate"), parse_rate(ceil, f"level {i} ceil") if ceil else None))
+    done = _controller().configure_queues(args.node, args.nf, args.interface, parse_rate(args.link_rate, "--link-rate"),
+                                          levels)
+    for q in done:
+        print(f"level {q.level}: rate {q.rate_bps} bit/s, ceil {q.ceil_bps} bit/s")
+    return 0
+
+
+def _hh_table(node: str, nf: str, sample, threshold: float | None) -> list[str]:
+    def si(value) -> str:
+        if value is None:
+            return "-"
+        for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if value >= scale:
+                return f"{value / scale:.1f}{unit}"
+        return f"{value:.0f}"
+
+    total = ""
+    if sample.packets is not None:
+        total = f", {sample.packets} packets, {si(sample.bytes * 8 / sample.duration)}bit/s in all"
+    lines = [f"{nf} on {node}: top {len(sample.flows)} flows of the last {sample.duration:.2f} s{total}",
+             f"  {'#':>3} {'flow':<58} {'packets':>10} {'bytes':>10} {'pkt/s':>8} {'bit/s':>8} {'share':>6}"]
+    for i, r in enumerate(sample.flows, 1):
+        share = f"{100 * r.packets / sample.packets:.1f}%" if sample.packets else "-"
+        big = "  ELEPHANT" if threshold is not None and r.bytes_per_s is not None and r.bytes_per_s >= threshold else ""
+        lines.append(f"  {i:>3} {str(r.flow):<58} {r.packets:>10} {si(r.bytes):>10} {si(r.packets_per_s):>8} "
+                     f"{si(r.bits_per_s):>8} {share:>6}{big}")
+    if not sample.flows:
+        lines.append("  (no flows counted)")
+    return lines
+
+
+def _print_flows(node: str, nf: str, sample) -> None:
+    print("\n".join(_hh_table(node, nf, sample, None)))
+
+
+def cmd_hh(args) -> int:
+    from controller.queues import parse_rate
+    from controller.stats import FlowMonitor, elephant_threshold
+
+    threshold = None
+    if args.elephant:
+        if args.elephant.endswith("%"):
+            if not args.link:
+                raise InnetError("--elephant as a percentage needs --link (the link's rate)", hint="e.g. --link 1gbit")
+            threshold = elephant_threshold(link_bps=parse_rate(args.link, "--link"),
+                                           fraction=float(args.elephant[:-1]) / 100)
+        else:
+            threshold = elephant_threshold(bytes_per_s=parse_rate(args.elephant, "--elephant") / 8)
+    monitor = FlowMonitor(_controller(), args.node, args.nf, args.top, args.by)
+    if threshold is not None and not monitor.counts_bytes:
+        raise InnetError(f"{args.nf} counts packets only, so it cannot flag elephants by rate",
+                         hint="deploy cms for byte rates, or drop --elephant")
+    monitor.start()
+    return _show(f"innet hh {args.node} {args.nf}", args.interval, args.once,
+                 lambda: _hh_table(args.node, args.nf, monitor.sample(), threshold), wait_first=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `innet ... | head` ends quietly
+    parser = argparse.ArgumentParser(prog="innet", description="in-network offloading control plane")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the controller does")
+    parser.add_argument("--scope", help="state scope: its own database, pins and switches "
+                                        "(default $INNET_SCOPE, else 'default')")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str, json_output: bool = False):
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        if json_output:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    p = command("demo", cmd_demo, "bring up a topology, route across its routers, ping, iperf3, tear down")
+    p.add_argument("--topology", default="line3", help="e.g. line3, or mixed (a BMv2 switch and an XDP router)")
+    p.add_argument("--target", choices=["xdp", "bmv2"], help="run every router on this target "
+                   "(default: as the topology says)")
+    p.add_argument("--iperf-seconds", type=int, default=3)
+    p = command("up", cmd_up, "bring a topology up with NFRouter on its routers until Ctrl-C, SIGTERM or SIGHUP")
+    p.add_argument("topology")
+    p.add_argument("--target", choices=["xdp", "bmv2"], help="run every router on this target")
+    p.add_argument("--cli", action="store_true", help="open Mininet's CLI")
+    p.add_argument("--until-eof", action="store_true", help="also stop at the end of standard input")
+    p = command("topology", cmd_topology, "show a topology's addressing plan and routes")
+    p.add_argument("topology")
+    command("nodes", cmd_nodes, "the nodes of the running topology", json_output=True)
+    command("status", cmd_status, "testbed, nodes, NF instances: desired beside actual", json_output=True)
+    p = command("reconcile", cmd_reconcile, "bring the data plane to the desired state; says what it changed",
+                json_output=True)
+    p.add_argument("node", nargs="*", help="only these nodes (default: all)")
+    p = command("nf", cmd_nf, "list, deploy or remove NF instances", json_output=True)
+    p.add_argument("action", choices=["list", "deploy", "remove"])
+    p.add_argument("node", nargs="?")
+    p.add_argument("nf", nargs="?", help="deploy: the NF type; remove: the instance id")
+    p.add_argument("--id", help="the instance id (default: the NF's name)")
+    p.add_argument("--target", choices=["xdp", "bmv2"], help="the target (default: the node's)")
+    p.add_argument("--iface", action="append", default=[], help="interface (repeat; default: all)")
+    p.add_argument("--param", action="append", default=[], help="KEY=VALUE catalog parameter; a changed "
+                   "value redeploys the instance and refills its entries")
+    p = command("routes", cmd_routes, "list, add or delete a node's routes (fast and slow path)", json_output=True)
+    p.add_argument("action", choices=["list", "add", "del"])
+    p.add_argument("node")
+    p.add_argument("prefix", nargs="?")
+    p.add_argument("--dev")
+    p.add_argument("--mac")
+    p.add_argument("--via")
+    p.add_argument("--local", action="store_true")
+    p.add_argument("--file", help="add/del many routes in one batch: lines of PREFIX [via GW] dev IFACE mac MAC, "
+                                  "or PREFIX local ('-': standard input)")
+    p.add_argument("--instance", default="nfrouter", help="the router instance (default nfrouter)")
+    p = command("stats", cmd_stats, "an NF instance's statistic, e.g. innet stats r1 nfrouter verdicts",
+                json_output=True)
+    p.add_argument("node")
+    p.add_argument("nf", help="the instance id")
+    p.add_argument("stat")
+    p = command("prio", cmd_prio, "per-level queue statistics of a prio instance, refreshing on a terminal")
+    p.add_argument("node")
+    p.add_argument("--id", default="prio", help="the prio instance (default prio)")
+    p.add_argument("--interface", help="one interface (default: every interface prio runs on)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.add_argument("--once", action="store_true", help="print once and exit")
+    p = command("queues", cmd_queues, "set up a queueing NF's priority queues on an interface, e.g. "
+                "innet queues r1 r1-eth1 --link-rate 20mbit --level 2mbit --level 4mbit:20mbit --level 10mbit")
+    p.add_argument("node")
+    p.add_argument("interface")
+    p.add_argument("--nf", default="prio", help="the instance id (default prio)")
+    p.add_argument("--link-rate", required=True, help="the link's rate, e.g. 20mbit")
+    p.add_argument("--level", action="append", required=True,
+                   help="RATE[:CEIL] of level 0, then 1, ... (repeat once per level; CEIL defaults to the link rate)")
+    p = command("hh", cmd_hh, "top-k heavy hitters of a cms or precision instance, per interval, refreshing")
+    p.add_argument("node")
+    p.add_argument("nf", help="the instance id (cms or precision by default)")
+    p.add_argument("--top", type=int, default=10, help="how many flows (default 10)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds per interval (a cms epoch)")
+    p.add_argument("--once", action="store_true", help="one interval, then exit")
+    p.add_argument("--by", choices=["packets", "bytes"], default="packets", help="rank flows by")
+    p.add_argument("--elephant", help="flag flows at or above RATE bit/s (e.g. 10mbit), or P%% of --link")
+    p.add_argument("--link", help="the link's rate, for --elephant P%%")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.scope:
+            from controller.scope import check_name
+            os.environ["INNET_SCOPE"] = check_name(args.scope)   # child processes (probes) inherit it
+        return args.func(args)
+    except InnetError as exc:
+        print(f"innet: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
