@@ -31,6 +31,7 @@ class Deployment:
     params: dict = field(hash=False)
     modes: dict = field(default_factory=dict, hash=False)   # interface -> how it runs there
     problem: str | None = None   # None: runs as recorded; else what is wrong (not attached, switch gone...)
+    cleared: tuple[str, ...] = ()   # instances whose table/register state this deploy emptied
 
     @property
     def healthy(self) -> bool:
