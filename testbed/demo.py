@@ -47,6 +47,6 @@ def run_demo(topology: str, iperf_seconds: int, print_routes, print_flows, targe
         print("\n[demo] interrupted")
     finally:
         tb.stop()
-    left = leftovers(topo)
+    left = leftovers(topo, tb.controller.scope, tb.host_pids)
     print("[demo] torn down cleanly" if not left else f"[demo] LEFT BEHIND: {left}")
     return 0 if not left else 1

@@ -1,26 +1,42 @@
-"""What a topology can leave behind: interfaces, pins, state files, processes, BMv2 switches."""
+"""What a testbed can leave behind: interfaces, pins, desired or bookkeeping state, processes,
+BMv2 switches. Scoped: another scope's testbed, with the same node names, is not ours."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 from pyroute2 import IPRoute
 
-from controller.p4 import switch
-from controller.targets.xdp import PIN_ROOT, STATE_ROOT
+from controller.scope import Scope
+from controller.store import DataplaneRecords, Store
 from controller.topology import Topology
 
 
-def leftovers(topo: Topology) -> list[str]:
+def leftovers(topo: Topology, scope: Scope, host_pids: dict[str, int] | None = None) -> list[str]:
+    """What of `topo`, brought up in `scope` with Mininet host processes `host_pids`, is still there."""
     found = []
     with IPRoute() as ipr:
         names = {link.get("ifname") for link in ipr.get_links()}
     found += [f"interface {i.name}" for n in topo.nodes.values() for i in n.interfaces if i.name in names]
+    store = Store(scope.db_path)
+    known = {n.name for n in store.nodes()}
+    booked = set(DataplaneRecords(store).nodes())
     for n in topo.nodes:
-        for path in (PIN_ROOT / n, STATE_ROOT / n, switch.state_dir(n), switch.STATE_ROOT / f"{n}.sock"):
-            if path.exists():
-                found.append(f"{path}")
-        for pattern, what in ((f"mininet:{n}$", f"mininet:{n}"),
-                              (f"{switch.SWITCH_BINARY} .*{switch.STATE_ROOT}/{n}[.]sock", f"BMv2 switch of {n}")):
-            ps = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-            found += [f"process {pid} ({what})" for pid in ps]
+        pins = scope.pin_root / n
+        if pins.exists():
+            found.append(f"pins {pins}")
+        if n in known:
+            found.append(f"node {n} in {scope.db_path}")
+        if n in booked:
+            found.append(f"data-plane records of {n} in {scope.db_path}")
+        switch_dir = scope.run_dir / "bmv2" / n
+        if switch_dir.exists():
+            found.append(f"{switch_dir}")
+        pid = (host_pids or {}).get(n)
+        if pid and os.path.exists(f"/proc/{pid}"):
+            found.append(f"process {pid} (mininet:{n})")
+    ps = subprocess.run(["pgrep", "-f", f"simple_switch_grpc .*{scope.run_dir}/"], capture_output=True, text=True)
+    found += [f"process {pid} (a BMv2 switch of scope {scope.name})" for pid in ps.stdout.split()]
+    if store.testbed() is not None:
+        found.append(f"testbed record in {scope.db_path}")
     return found

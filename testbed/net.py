@@ -49,6 +49,7 @@ class Testbed:
         self.net: Mininet | None = None
         self.progress = progress
         self._scope_fd: int | None = None   # the scope's testbed lock, held while the testbed runs
+        self.host_pids: dict[str, int] = {}   # node -> its Mininet shell, to check teardown against
 
     # ---- life cycle ------------------------------------------------------------------
     def start(self, deploy: bool = True) -> "Testbed":
@@ -76,6 +77,7 @@ class Testbed:
             net.addLink(link.a.node, link.b.node, intfName1=link.a.name, intfName2=link.b.name,
                         addr1=link.a.mac, addr2=link.b.mac, **extra)
         net.build()
+        self.host_pids = {h.name: h.pid for h in net.hosts}
         for n in self.topo.nodes.values():
             host = net[n.name]
             for iface in n.interfaces:

@@ -1,11 +1,17 @@
 import os
+import shutil
+import uuid
 
 import pytest
 
-from controller.core import Controller
-from controller.node import Node
-from controller.routes import RouteService
-from testbed.scratch import Veth, namespace
+# The suite works in a scope of its own, so a testbed running beside it (scope 'default', or
+# any other) and the suite never see each other's state. Set before controller modules load.
+os.environ["INNET_SCOPE"] = os.environ.get("INNET_TEST_SCOPE", f"pytest-{uuid.uuid4().hex[:8]}")
+
+from controller.node import Node  # noqa: E402
+from controller.scope import current  # noqa: E402
+from controller.service import Controller  # noqa: E402
+from testbed.scratch import Veth, namespace  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -14,6 +20,15 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "needs_root" in item.keywords or "testbed" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite's scope goes with it (each test removes what it deployed)."""
+    scope = current()
+    for path in (scope.state_dir, scope.run_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    if scope.pin_root.exists() and not any(scope.pin_root.iterdir()):
+        scope.pin_root.rmdir()
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +58,4 @@ def veth_node():
         ctl = Controller()
         ctl.add_node(Node(ns.name, ns.path))
         yield ctl, ns.name
-        for nf in ("nfrouter", "rxcount"):
-            ctl.remove(ns.name, nf)
-        RouteService(ctl).clear_state(ns.name)
+        ctl.forget_node(ns.name)
