@@ -32,7 +32,6 @@ from pyroute2.netlink.rtnl.rtmsg import RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOP
 
 from controller.errors import EntryError, TargetError
 from controller.netns import netns as entered
-from controller.node import Node
 from controller.tables import mac_bytes, mac_str, parse_mac
 
 INNET_PROTO = 0x49          # rtm_protocol of innet's routes ('I'); unassigned in the kernel's rtnetlink.h
@@ -554,14 +553,3 @@ def routes(netns: str | None, where: str) -> list[KernelRoute]:
                             macs.get((ifindex, gateway or dst)))
         listed.append(((family, dst, dst_len), route))
     return [route for _, route in sorted(listed, key=lambda item: item[0])]
-
-
-# ---- one route at a time, for controller.routes ----
-
-def install(node: Node, prefix: str, ifindex: int, gateway: str | None, mac: str) -> None:
-    replace(node.netns, [KernelRoute(prefix, ifindex, gateway, mac)], node.name)
-
-
-def remove(node: Node, prefix: str, ifindex: int, gateway: str | None, drop_neighbour: bool) -> None:
-    keep = set() if drop_neighbour else {(ifindex, gateway or prefix.split("/")[0])}
-    delete(node.netns, [KernelRoute(prefix, ifindex, gateway, None)], node.name, keep)

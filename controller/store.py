@@ -115,8 +115,8 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(self.path.parent, 0o700)
+            self.db.executescript(SCHEMA)   # executescript commits on its own: outside a transaction
             with self.write() as db:
-                db.executescript(SCHEMA)
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
