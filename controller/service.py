@@ -126,7 +126,11 @@ class Controller:
             self.progress(f"[innet] recovering: {what}")
             nodes = [op.node] if op.node and op.node in self.nodes else None
             try:
-                report += self._reconcile(nodes)
+                if op.kind == "forget-node" and nodes:   # finish it: the node was on its way out
+                    report += self._prune(op.node, set())
+                    self.store.delete_node(op.node)
+                else:
+                    report += self._reconcile(nodes)
             except InnetError as exc:
                 before = op.detail.get("before")
                 if op.kind != "deploy" or op.node not in self.nodes:
