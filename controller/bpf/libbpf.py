@@ -52,9 +52,11 @@ bpf_map_lookup_batch = _bind("bpf_map_lookup_batch", c_int, c_int, c_void_p, c_v
                              ctypes.POINTER(ctypes.c_uint32), c_void_p)
 bpf_map_update_batch = _bind("bpf_map_update_batch", c_int, c_int, c_void_p, c_void_p,
                              ctypes.POINTER(ctypes.c_uint32), c_void_p)
+bpf_map_delete_batch = _bind("bpf_map_delete_batch", c_int, c_int, c_void_p, ctypes.POINTER(ctypes.c_uint32), c_void_p)
 bpf_map_get_next_key = _bind("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
 bpf_obj_pin = _bind("bpf_obj_pin", c_int, c_int, c_char_p)
 bpf_obj_get = _bind("bpf_obj_get", c_int, c_char_p)
+bpf_prog_get_fd_by_id = _bind("bpf_prog_get_fd_by_id", c_int, c_uint)
 bpf_obj_get_info_by_fd = _bind("bpf_obj_get_info_by_fd", c_int, c_int, c_void_p, ctypes.POINTER(ctypes.c_uint32))
 bpf_prog_test_run_opts = _bind("bpf_prog_test_run_opts", c_int, c_int, c_void_p)
 libbpf_num_possible_cpus = _bind("libbpf_num_possible_cpus", c_int)
@@ -78,6 +80,9 @@ _lib.libbpf_set_print.argtypes = [_PRINT_FN]
 _lib.libbpf_set_print(_libbpf_print)
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+ENOTSUPP = 524   # the kernel's own "operation not supported", as a map without batch ops answers
+_NO_BATCH = (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP)
+_FULL = (errno.E2BIG, errno.ENOSPC, errno.ENOMEM)
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_OBJ_NAME_LEN = 16
 
@@ -85,9 +90,18 @@ BPF_OBJ_NAME_LEN = 16
 def _check(ret: int, what: str) -> int:
     """libbpf returns -errno (or -1 with errno set); turn that into a BpfError."""
     if ret < 0:
-        err = ctypes.get_errno() if ret == -1 else -ret
+        err = _errno(ret)
         raise BpfError(f"{what}: {os.strerror(err)}", errno=err)
     return ret
+
+
+def _errno(ret: int) -> int:
+    return ctypes.get_errno() if ret == -1 else -ret
+
+
+def _buffer(data: bytes | bytearray):
+    """A C copy of `data` for the kernel to read."""
+    return ctypes.create_string_buffer(bytes(data), len(data))
 
 
 def num_possible_cpus() -> int:
@@ -130,11 +144,37 @@ class BpfMap:
             raise BpfError(f"map {self.name}: value is {len(value)} bytes, the map wants {want}")
         ret = bpf_map_update_elem(self.fd, self._key(key), ctypes.create_string_buffer(value, want), flags)
         if ret < 0:
-            err = ctypes.get_errno() if ret == -1 else -ret
-            if err in (errno.E2BIG, errno.ENOSPC, errno.ENOMEM):
-                raise BpfError(f"map {self.name} is full ({self.max_entries} entries): {os.strerror(err)}",
-                               errno=err, hint="delete entries first, or redeploy the NF with a larger table")
-            _check(ret, f"updating map {self.name}")
+            self._update_failed(_errno(ret))
+
+    def _update_failed(self, err: int) -> None:
+        if err in _FULL:
+            raise BpfError(f"map {self.name} is full ({self.max_entries} entries): {os.strerror(err)}",
+                           errno=err, hint="delete entries first, or redeploy the NF with a larger table")
+        raise BpfError(f"updating map {self.name}: {os.strerror(err)}", errno=err)
+
+    def update_many(self, keys: bytes, values: bytes) -> None:
+        """Insert or overwrite entries given as concatenated keys and values (per-CPU maps:
+        `read_size` bytes per value) in one BPF_MAP_UPDATE_BATCH call; one update per entry
+        where the kernel has no batch operations for the map's type. On failure some entries
+        may be written already: the caller puts back what it must."""
+        want = self.read_size if self.per_cpu else self.value_size
+        count = len(keys) // self.key_size
+        if count * self.key_size != len(keys) or count * want != len(values):
+            raise BpfError(f"map {self.name}: {len(keys)} bytes of keys and {len(values)} of values "
+                           f"are not whole entries ({self.key_size} + {want} bytes each)")
+        if not count:
+            return
+        n = ctypes.c_uint32(count)
+        ret = bpf_map_update_batch(self.fd, _buffer(keys), _buffer(values), ctypes.byref(n), None)
+        if ret >= 0:
+            return
+        err = _errno(ret)
+        if err not in _NO_BATCH:
+            self._update_failed(err)
+        # no batch operations here (or one entry is invalid): entry by entry, which also says
+        # which entry the kernel refuses; redoing entries the batch wrote is harmless
+        for i in range(count):
+            self.update(bytes(keys[i * self.key_size:(i + 1) * self.key_size]), bytes(values[i * want:(i + 1) * want]))
 
     def lookup(self, key: bytes) -> bytes | None:
         out = ctypes.create_string_buffer(self.read_size)
@@ -158,6 +198,28 @@ class BpfMap:
                 return False
             _check(ret, f"deleting from map {self.name}")
         return True
+
+    def delete_many(self, keys: bytes) -> int:
+        """Delete entries by their concatenated keys in BPF_MAP_DELETE_BATCH calls, skipping keys
+        that are not there; returns how many were."""
+        count = len(keys) // self.key_size
+        buf = _buffer(keys)
+        done = deleted = 0
+        while done < count:
+            n = ctypes.c_uint32(count - done)
+            ret = bpf_map_delete_batch(self.fd, ctypes.byref(buf, done * self.key_size), ctypes.byref(n), None)
+            if ret >= 0:
+                return deleted + n.value
+            err = _errno(ret)
+            if err == errno.ENOENT:   # the batch stopped at key done + n, which is not there
+                deleted += n.value
+                done += n.value + 1
+            elif err in _NO_BATCH:
+                return deleted + sum(self.delete(bytes(keys[i * self.key_size:(i + 1) * self.key_size]))
+                                     for i in range(done, count))
+            else:
+                raise BpfError(f"deleting from map {self.name}: {os.strerror(err)}", errno=err)
+        return deleted
 
     def keys(self) -> Iterator[bytes]:
         cur, nxt = None, ctypes.create_string_buffer(self.key_size)
@@ -200,11 +262,7 @@ class BpfMap:
         count = len(values) // self.read_size
         if count * self.read_size != len(values) or start + count > self.max_entries:
             raise BpfError(f"map {self.name}: cannot write {len(values)} bytes from index {start}")
-        keys = b"".join(i.to_bytes(self.key_size, "little") for i in range(start, start + count))
-        n = ctypes.c_uint32(count)
-        _check(bpf_map_update_batch(self.fd, ctypes.create_string_buffer(keys, len(keys)),
-                                    ctypes.create_string_buffer(values, len(values)), ctypes.byref(n), None),
-               f"batch-writing map {self.name}")
+        self.update_many(b"".join(i.to_bytes(self.key_size, "little") for i in range(start, start + count)), values)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         for key in list(self.keys()):
@@ -369,6 +427,10 @@ class BpfObject:
                                      info.max_entries)
         return self
 
+    @property
+    def map_names(self) -> list[str]:
+        return list(self._map_ptrs)
+
     def btf_type_ids(self, map_name: str) -> tuple[int, int]:
         m = self._map_ptrs[map_name]
         return bpf_map__btf_key_type_id(m), bpf_map__btf_value_type_id(m)
@@ -383,6 +445,11 @@ class BpfObject:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """A new fd of the loaded program with this id (the caller closes it)."""
+    return _check(bpf_prog_get_fd_by_id(prog_id), f"opening program id {prog_id}")
 
 
 def pin(fd: int, path: str) -> None:

@@ -1,20 +1,47 @@
-"""XdpTarget: NFs as XDP programs on Linux interfaces.
+"""XdpTarget: NF instances as XDP programs on Linux interfaces.
 
-Compile with clang (cached), load with libbpf, pin maps under
-/sys/fs/bpf/innet/<node>/<nf>/ (a redeploy reuses them, so no state is lost), attach with
-pyroute2 in the node's namespace (native mode, generic as a logged fallback). Logical
-table entries become map entries, encoded by field name against the program's BTF.
+Compile with clang (cached), load with libbpf, pin the program and its maps under
+<scope pin root>/<node>/<instance>@<generation>/, attach with pyroute2 in the node's namespace
+(native mode, generic as a logged fallback). Logical table entries become map entries,
+encoded by field name against the program's BTF.
+
+Bookkeeping lives in the scope's database (DataplaneRecords), not in files: one record per
+instance under key `xdp/<instance>`,
+
+    nf, source         the catalog name and the catalog file the instance was deployed from
+    object, params     the compiled object and the parameters it was compiled with
+    hook, chain        "xdp" or "tc_egress"; the catalog's chain kind ("pass" or None)
+    pin, prog_id       its pin directory's name (<instance>@<generation>) and its program's id
+    interfaces, ifindexes, modes, queues, next      where and how it runs (next: chain.py)
+
+and the counter slots its entries hold (DataplaneRecords.claim_slots, by instance id).
+
+Generations: a redeploy of the same program keeps its pins, and so its state. A changed
+program (another object or other parameters) is loaded into a fresh pin directory, the next
+generation, so libbpf never meets a pinned map of another definition; it takes every place the
+old program had (hooks, predecessors' chain_next slots), then the old pins go. Its maps start
+empty, and Deployment.cleared says so: the caller writes the entries again.
+
+Crash safety: a program is pinned before it runs anywhere, and a deploy changes the record
+(with the instance's counter slots, and its predecessors' `next`) in one transaction after
+every hook and slot is in place. Until then the new pin directory is one no record holds;
+after it, the old one is. Either way a later deploy() or prune() finds that directory and
+puts the recorded program (or, with none, what that program called next) wherever its
+program still runs, found by program id on every hook and chain_next slot of the node
+(`_sweep`): an interrupted deploy is rolled back before its record changed, forward after.
 """
 from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import logging
 import os
+import re
 import shutil
+import socket
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +50,26 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from controller import qos
 from controller.bpf import libbpf
-from controller.bpf.btf import Btf
+from controller.bpf.btf import Btf, Member
 from controller.bpf.build import compile_program
-from controller.catalog import ADDRESS_TYPES, NFSpec, Table
+from controller.catalog import ADDRESS_TYPES, Field, NFSpec, Table, load_nf
 from controller.errors import BpfError, EntryError, QueueError, TargetError, TopologyError
 from controller.netns import netns
 from controller.node import Node
 from controller.queues import QueueLevel, QueueStats, check_levels
-from controller.tables import EntryCounters, TableEntry, address_bytes, address_text, normalize
-from controller.targets import chain
-from controller.targets.base import Deployment, Target
-from controller.targets.chain import NodeChains, Placement
+from controller.tables import EntryCounters, TableEntry, address_bytes, address_text, ip_packed, normalize, parse_mac
+from controller.targets import chain, tc
+from controller.targets.base import Deployment, QueueingTarget, Target
+from controller.targets.chain import PROG_PIN, NodeChains, Placement, record_key
 from controller.targets.tc import TcEgressHook
 
 log = logging.getLogger("innet.xdp")
 
 BPFFS = Path("/sys/fs/bpf")
-PIN_ROOT = BPFFS / "innet"
-STATE_ROOT = Path(os.environ.get("INNET_STATE", "/run/innet")) / "xdp"
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
-PROG_PIN = "prog"
 PORT_MAP = "tx_ports"   # DEVMAP of the NF's interfaces, when the program redirects
+XDP, TC_EGRESS = "xdp", "tc_egress"
+_INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def ensure_bpffs() -> None:
@@ -56,17 +82,41 @@ def ensure_bpffs() -> None:
         raise BpfError("cannot mount bpffs at /sys/fs/bpf", hint="mount -t bpf bpf /sys/fs/bpf")
 
 
-@dataclass
-class _Loaded:
-    """A deployed NF's program and maps, opened from its pins."""
-    meta: dict
-    maps: dict[str, libbpf.BpfMap]
-    btf: Btf
-    ports: dict[str, int]          # interface name -> ifindex, for the NF's interfaces
+def check_instance(instance: str) -> str:
+    """Instance ids name pin directories and records: no '/', and no '@' (it comes before the generation)."""
+    if not isinstance(instance, str) or not _INSTANCE.match(instance):
+        raise TargetError(f"instance id {instance!r} is not valid",
+                          hint="use letters, digits, '.', '_' or '-' (up to 64 characters)")
+    return instance
 
-    def close(self) -> None:
-        for m in self.maps.values():
-            m.close()
+
+def _instance_of(pin: Path) -> str:
+    """The instance a pin directory <instance>@<generation> belongs to."""
+    return pin.name.rpartition("@")[0] or pin.name
+
+
+def _generation(pin_name: str) -> int:
+    gen = pin_name.rpartition("@")[2]
+    return int(gen) if gen.isdigit() else 0
+
+
+def _pinned_id(pin: Path) -> int | None:
+    """The id of the program pinned in `pin` (None: none is)."""
+    try:
+        fd = libbpf.get_pinned(str(pin / PROG_PIN))
+    except BpfError:
+        return None
+    try:
+        return libbpf.prog_id(fd)
+    finally:
+        os.close(fd)
+
+
+def _fd_by_id(prog_id: int | None) -> int | None:
+    try:
+        return libbpf.prog_fd_by_id(prog_id) if prog_id else None
+    except BpfError:
+        return None   # unloaded: nothing keeps it any more
 
 
 class XdpHook:
@@ -79,10 +129,14 @@ class XdpHook:
         return f"detach it first: ip link set dev {ifname} xdp off"
 
     @staticmethod
-    def prog_id(ipr: IPRoute, ifindex: int) -> int | None:
-        link = ipr.get_links(ifindex)[0]
+    def attached(link) -> int | None:
+        """The program id on a link message's XDP hook."""
         xdp = link.get("xdp")
         return xdp.get("IFLA_XDP_PROG_ID") if xdp else None
+
+    @staticmethod
+    def prog_id(ipr: IPRoute, ifindex: int) -> int | None:
+        return XdpHook.attached(ipr.get_links(ifindex)[0])
 
     @staticmethod
     def attach(ipr: IPRoute, node: Node, ifname: str, ifindex: int, prog_fd: int) -> str:
@@ -117,50 +171,155 @@ class XdpHook:
         ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
 
 
-class XdpTarget(Target):
+def _hook(kind: str, instance: str) -> XdpHook | TcEgressHook:
+    return TcEgressHook(instance) if kind == TC_EGRESS else XdpHook()
+
+
+def _hook_kind(nf: NFSpec) -> str:
+    """Where the NF's program runs: XDP, or tc egress when its catalog entry says so."""
+    return TC_EGRESS if nf.programs["xdp"].get("hook") == TC_EGRESS else XDP
+
+
+@dataclass(frozen=True)
+class _Link:
+    """What one interface of a node runs: its XDP program and innet's tc egress filters."""
+    ifindex: int
+    xdp: int | None
+    tc: dict[str, int]   # instance -> program id
+
+
+class _Changes:
+    """The hooks and chain_next slots a deploy changed, to put back if it fails. The programs
+    that ran there are held open meanwhile, so they come back even if nothing else keeps them."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.hooks: list[tuple[str, int, XdpHook | TcEgressHook, int | None]] = []
+        self.slots: list[tuple[Path, int | None]] = []
+        self.fds: dict[int, int] = {}
+
+    def _hold(self, prog_id: int | None) -> None:
+        if prog_id and prog_id not in self.fds:
+            fd = _fd_by_id(prog_id)
+            if fd is not None:
+                self.fds[prog_id] = fd
+
+    def hook(self, ifname: str, ifindex: int, hook: XdpHook | TcEgressHook, before: int | None) -> None:
+        self._hold(before)
+        self.hooks.append((ifname, ifindex, hook, before))
+
+    def slot(self, pin: Path, before: int | None) -> None:
+        self._hold(before)
+        self.slots.append((pin, before))
+
+    def revert(self) -> None:
+        """Newest first, best effort: a step that fails is logged and the others still run."""
+        for pin, before in reversed(self.slots):
+            try:
+                chain.write_next(pin, self.fds.get(before))
+            except Exception as exc:   # noqa: BLE001 - put back the rest anyway
+                log.warning("cannot put back %s's %s: %s", pin.name, chain.NEXT_MAP, exc)
+        if not self.hooks:
+            return
+        try:
+            with netns(self.node.netns), IPRoute() as ipr:
+                for ifname, ifindex, hook, before in reversed(self.hooks):
+                    try:
+                        if before in self.fds:
+                            hook.attach(ipr, self.node, ifname, ifindex, self.fds[before])
+                        else:
+                            hook.detach(ipr, ifindex, None)
+                    except Exception as exc:   # noqa: BLE001
+                        log.warning("cannot put back the %s hook of %s:%s: %s", hook.what, self.node.name, ifname,
+                                    exc)
+        except TopologyError:
+            pass   # the namespace is gone, and its hooks with it
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+@dataclass
+class _Opened:
+    """A deployed instance: its record, its NF's spec and its pinned maps, open."""
+    instance: str
+    meta: dict
+    nf: NFSpec
+    maps: dict[str, libbpf.BpfMap]
+
+    @property
+    def obj(self) -> Path:
+        return Path(self.meta["object"])
+
+    def close(self) -> None:
+        for m in self.maps.values():
+            m.close()
+
+    def __enter__(self) -> "_Opened":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class XdpTarget(Target, QueueingTarget):
     kind = "xdp"
 
-    # ---- deployment -------------------------------------------------------------------
-    @staticmethod
-    def _hook(nf: NFSpec) -> XdpHook | TcEgressHook:
-        """Where the NF's program runs: XDP, or tc egress when its catalog entry says so."""
-        return TcEgressHook(nf.name) if nf.programs["xdp"].get("hook") == "tc_egress" else XdpHook()
+    # ---- where things are ----------------------------------------------------------------
+    def node_pins(self, node: str) -> Path:
+        """The node's pin directory: one subdirectory per instance generation."""
+        return self.scope.pin_root / node
 
-    def _pin_dir(self, node: Node, nf: NFSpec) -> Path:
-        return PIN_ROOT / node.name / nf.name
+    def pin_dir(self, node: Node, instance: str) -> Path:
+        """Where the instance's program (chain.PROG_PIN) and maps are pinned now."""
+        return self.node_pins(node.name) / self._deployed(node, instance)["pin"]
 
-    def _meta_path(self, node: Node, nf: NFSpec) -> Path:
-        return STATE_ROOT / node.name / f"{nf.name}.json"
+    def _pin_dirs(self, node: Node, instance: str | None = None) -> list[Path]:
+        """The node's pin directories (with `instance`: that instance's, every generation found)."""
+        root = self.node_pins(node.name)
+        dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        return [d for d in dirs if instance is None or _instance_of(d) == instance]
 
-    def _read_meta(self, node: Node, nf: NFSpec) -> dict | None:
-        path = self._meta_path(node, nf)
-        return json.loads(path.read_text()) if path.exists() else None
+    def _fresh_pin(self, node: Node, instance: str, meta: dict | None) -> Path:
+        """A pin directory for the instance's next generation, above every one recorded or found."""
+        gens = [_generation(p.name) for p in self._pin_dirs(node, instance)]
+        gens += [_generation(meta["pin"])] if meta else []
+        return self.node_pins(node.name) / f"{instance}@{max(gens, default=0) + 1}"
 
-    def _deployed_meta(self, node: Node, nf: NFSpec) -> dict:
-        meta = self._read_meta(node, nf)
+    def _drop_empty_node_dir(self, node: Node) -> None:
+        root = self.node_pins(node.name)
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+
+    def _record(self, node: Node, instance: str) -> dict | None:
+        return self.records.get(node.name, record_key(instance))
+
+    def _deployed(self, node: Node, instance: str) -> dict:
+        meta = self._record(node, instance)
         if meta is None:
-            raise TargetError(f"{nf.name} is not deployed on {node.name}",
-                              hint=f"deploy it first: innet nf deploy {node.name} {nf.name}")
+            raise TargetError(f"{instance} is not deployed on {node.name}",
+                              hint=f"deploy it first: innet nf deploy {node.name} {instance}")
         return meta
 
-    def _write_meta(self, node: Node, nf: NFSpec, meta: dict) -> None:
-        path = self._meta_path(node, nf)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(meta, indent=1))
+    def _put(self, node: Node, instance: str, meta: dict) -> None:
+        self.records.put(node.name, record_key(instance), meta)
 
-    def deployment(self, node: Node, nf: NFSpec) -> Deployment | None:
-        meta = self._read_meta(node, nf)
-        if meta is None:
-            return None
-        return Deployment(node.name, nf.name, self.kind, tuple(meta["interfaces"]), meta["params"], meta["modes"])
+    def _chains(self, node: Node) -> NodeChains:
+        return NodeChains(node.name, self.records, self.node_pins(node.name))
 
-    def deploy(self, node: Node, nf: NFSpec, interfaces: list[str], params: dict | None = None) -> Deployment:
+    # ---- deployment -------------------------------------------------------------------
+    def deploy(self, node: Node, instance: str, nf: NFSpec, interfaces: list[str],
+               params: dict | None = None) -> Deployment:
+        check_instance(instance)
         program = nf.programs.get("xdp")
         if not program:
             raise TargetError(f"NF {nf.name} has no XDP program", hint="deploy it on a bmv2 node instead")
         values = nf.resolve_parameters(params)
+        interfaces = list(interfaces)
         if not interfaces:
-            raise TopologyError(f"deploying {nf.name} on {node.name}: no interfaces given")
+            raise TopologyError(f"deploying {instance} on {node.name}: no interfaces given")
         links = node.interfaces()
         for ifname in interfaces:
             if ifname not in links:
@@ -168,367 +327,577 @@ class XdpTarget(Target):
                                     hint=f"its interfaces: {', '.join(sorted(links))}")
         defines = {p.xdp["define"]: values[p.name] for p in nf.parameters.values() if "define" in p.xdp}
         obj_path = compile_program(program["source"], defines)
-
-        meta = self._read_meta(node, nf)
-        if meta and meta["object"] == str(obj_path) and meta["interfaces"] == list(interfaces) \
-                and meta["params"] == values and self._in_place(node, nf, meta):
-            log.info("%s already runs on %s (%s): nothing to do", nf.name, node.name, ", ".join(interfaces))
-            return self.deployment(node, nf)
-        if meta and meta["params"] != values:
-            raise TargetError(f"{nf.name} runs on {node.name} with {meta['params']}; changing to {values} would "
-                              f"resize its maps and drop their state",
-                              hint=f"remove it first (innet nf remove {node.name} {nf.name}), then deploy again")
-        hook = self._hook(nf)
-        chains = self._chains(node)
-        with netns(node.netns), IPRoute() as ipr:
-            attached = {i: hook.prog_id(ipr, links[i]["ifindex"]) for i in interfaces}
-        placement = self._place(node, nf, hook, chains, meta, attached)
+        kind = _hook_kind(nf)
+        meta = self._record(node, instance)
+        if meta and (meta["nf"], meta["hook"]) != (nf.name, kind):
+            raise TargetError(f"{instance} on {node.name} runs {meta['nf']} ({meta['hook']}); it cannot become "
+                              f"{nf.name} ({kind}) in place",
+                              hint=f"remove it first (innet nf remove {node.name} {instance}), or pick another id")
         ensure_bpffs()
-        pin_dir = self._pin_dir(node, nf)
-        fresh = not pin_dir.exists()
-        if fresh:   # new maps: no entry holds a counter slot yet
-            self._slots_path(node, nf).unlink(missing_ok=True)
-        pin_dir.mkdir(parents=True, exist_ok=True)
-        changed: dict[str, int | None] = {}   # interface -> program id it ran before (None: no XDP)
-        undo = []                             # chain_next slots to put back, newest last
+        self._clean_leftovers(node, instance, meta)
+        new = {"nf": nf.name, "source": str(nf.source), "object": str(obj_path), "hook": kind,
+               "chain": program.get("chain"), "params": values, "interfaces": interfaces,
+               "ifindexes": {i: links[i]["ifindex"] for i in interfaces}}
+        if meta is None:
+            return self._first_deploy(node, instance, nf, new)
+        same_program = (meta["object"], meta["params"]) == (new["object"], values) \
+            and self._pins_problem(node, meta) is None \
+            and all(meta["ifindexes"].get(i, idx) == idx for i, idx in new["ifindexes"].items())
+        if same_program and meta["interfaces"] == interfaces and self._problem(node, instance, meta) is None:
+            log.info("%s already runs on %s (%s): nothing to do", instance, node.name, ", ".join(interfaces))
+            return self._deployment(node, instance, meta)
+        return self._redeploy(node, instance, nf, meta, new, same_program)
+
+    def _first_deploy(self, node: Node, instance: str, nf: NFSpec, new: dict) -> Deployment:
+        hook = _hook(new["hook"], instance)
+        chains = self._chains(node)
+        attached, shared = self._survey(node, hook, new["ifindexes"])
+        placement = self._place(node, instance, nf, hook, chains, None, attached, shared)
+        pin = self._fresh_pin(node, instance, None)
+        obj, prog_fd = self._load(node, nf, new, pin, chains, placement.next)
+        changes = _Changes(node)
+        try:
+            modes = {}
+            with netns(node.netns), IPRoute() as ipr:
+                for ifname in placement.attach:
+                    changes.hook(ifname, new["ifindexes"][ifname], hook, attached[ifname])
+                    modes[ifname] = hook.attach(ipr, node, ifname, new["ifindexes"][ifname], prog_fd)
+            for before in placement.after:   # behind these instances, in their chain_next
+                changes.slot(chains.pins(before), chains.next_id(before))
+                chains.set_next(before, prog_fd)
+                for ifname in chains.metas[before]["interfaces"]:
+                    modes.setdefault(ifname, chains.metas[before]["modes"].get(ifname))
+            meta = {**new, "pin": pin.name, "prog_id": libbpf.prog_id(prog_fd), "modes": modes, "queues": {},
+                    "next": placement.next}
+            with self.records.store.write():
+                self._put(node, instance, meta)
+                self.records.drop_slots(node.name, instance)   # any left by a lost record: its maps are gone
+                for before in placement.after:
+                    chains.metas[before]["next"] = instance
+                    chains.write_meta(before)
+        except BaseException:
+            changes.revert()
+            shutil.rmtree(pin, ignore_errors=True)
+            self._drop_empty_node_dir(node)
+            raise
+        finally:
+            changes.close()
+            obj.close()
+        where = ", ".join(f"{i} ({m})" for i, m in modes.items())
+        if placement.next:
+            where += f"; in front of {placement.next}"
+        if placement.after:
+            where += f"; behind {', '.join(placement.after)}"
+        log.info("%s (%s) deployed on %s: %s", instance, nf.name, node.name, where)
+        return self._deployment(node, instance, meta, cleared=(instance,))
+
+    def _redeploy(self, node: Node, instance: str, nf: NFSpec, meta: dict, new: dict, same_program: bool) -> Deployment:
+        """Run the instance as `new` says, where it ran: with its own pins when the program is the
+        same (its state stays), else as a new generation that takes every place of the old one."""
+        hook = _hook(meta["hook"], instance)
+        chains = self._chains(node)
+        old_id, old_pin = meta["prog_id"], self.node_pins(node.name) / meta["pin"]
+        attached, shared = self._survey(node, hook, new["ifindexes"])
+        placement = self._place(node, instance, nf, hook, chains, meta, attached, shared)
+        follows = meta["next"] if meta["next"] in chains.metas else None   # its next may have lost its record
+        elsewhere = self._running_elsewhere(node, instance, old_id, new["interfaces"])
+        queues = meta["queues"] if same_program else self._queues_that_fit(node, nf, meta, new)
+        queues = {i: q for i, q in queues.items() if i in new["interfaces"]}
+        if same_program:
+            pin, obj, prog_fd = old_pin, None, libbpf.get_pinned(str(old_pin / PROG_PIN))
+        else:
+            pin = self._fresh_pin(node, instance, meta)
+            obj, prog_fd = self._load(node, nf, new, pin, chains, follows)
+        changes = _Changes(node)
+        try:
+            if same_program:   # its port map and chain_next may have lost what they held
+                self._fill_pinned_ports(node, pin, new["ifindexes"])
+                chains.link(pin, follows)
+            elif queues:   # the HTB trees stay; the new classifier needs their classes
+                self._write_classes(obj.maps[nf.programs["xdp"]["classes_map"]], _classes(queues))
+            modes = {i: m for i, m in meta["modes"].items() if i in new["interfaces"]}
+            with netns(node.netns), IPRoute() as ipr:
+                for ifname, ifindex in elsewhere.items():
+                    changes.hook(ifname, ifindex, hook, old_id)
+                    hook.detach(ipr, ifindex, old_id)
+                for ifname in placement.attach:
+                    changes.hook(ifname, new["ifindexes"][ifname], hook, attached[ifname])
+                    modes[ifname] = hook.attach(ipr, node, ifname, new["ifindexes"][ifname], prog_fd)
+            for before in placement.after:
+                changes.slot(chains.pins(before), chains.next_id(before))
+                chains.set_next(before, prog_fd)
+            if not same_program:
+                self._sweep(node, {old_id}, prog_fd, changes)   # wherever else the old program still ran
+            updated = {**meta, **new, "pin": pin.name, "prog_id": libbpf.prog_id(prog_fd), "modes": modes,
+                       "queues": queues, "next": follows}
+            with self.records.store.write():
+                self._put(node, instance, updated)
+                if not same_program:   # the new maps hold no entry yet
+                    self.records.drop_slots(node.name, instance)
+        except BaseException:
+            changes.revert()
+            if not same_program:
+                shutil.rmtree(pin, ignore_errors=True)
+            raise
+        finally:
+            changes.close()
+            if obj is not None:
+                obj.close()
+            else:
+                os.close(prog_fd)
+        if not same_program:
+            shutil.rmtree(old_pin, ignore_errors=True)
+        self._remove_queues(node, meta, [i for i in meta["queues"] if i not in queues])
+        what = "placed again" if same_program else f"replaced by generation {_generation(pin.name)}, its maps empty"
+        log.info("%s on %s %s: %s", instance, node.name, what, ", ".join(new["interfaces"]))
+        return self._deployment(node, instance, updated, cleared=() if same_program else (instance,))
+
+    def _load(self, node: Node, nf: NFSpec, new: dict, pin: Path, chains: NodeChains,
+              follows: str | None) -> tuple[libbpf.BpfObject, int]:
+        """Load the object with its maps pinned in the fresh directory `pin`, pin its program
+        there (before it runs anywhere), point its chain_next at instance `follows` and fill its
+        port map. Returns the object (the caller closes it) and the program's fd; on failure
+        the directory is gone again."""
+        program = nf.programs["xdp"]
+        pin.mkdir(parents=True)
         obj = None
         try:
-            obj = libbpf.BpfObject(str(obj_path), pin_dir=str(pin_dir)).load()
+            obj = libbpf.BpfObject(new["object"], pin_dir=str(pin)).load()
             entry = program.get("entry") or next(iter(obj.programs))
             if entry not in obj.programs:
-                raise TargetError(f"{obj_path} has no program '{entry}' (it has {', '.join(obj.programs)})")
-            prog_fd = obj.programs[entry]
-            prog_id = libbpf.prog_id(prog_fd)
+                raise TargetError(f"{new['object']} has no program '{entry}' (it has {', '.join(obj.programs)})")
             if chain.passes(program, nf.name) and chain.NEXT_MAP not in obj.maps:
                 raise TargetError(f"{nf.name} is `chain: {chain.PASS}` but {program['source']} has no "
                                   f"{chain.NEXT_MAP} map", hint="end the program in chain_pass (ebpf/include/chain.h)")
-            if meta is None and chain.NEXT_MAP in obj.maps:   # in front of what runs there now, if anything
-                chains.link(nf.name, placement.next, obj.maps[chain.NEXT_MAP])
-            modes = {i: m for i, m in (meta or {}).get("modes", {}).items() if i in interfaces}
-            with netns(node.netns), IPRoute() as ipr:
-                if PORT_MAP in obj.maps:
-                    for ifname in interfaces:   # DEVMAP resolves ifindexes in the caller's namespace
-                        idx = struct.pack("=I", links[ifname]["ifindex"])
-                        obj.maps[PORT_MAP].update(idx, idx)
-                for ifname in placement.attach:
-                    changed[ifname] = attached[ifname]
-                    modes[ifname] = hook.attach(ipr, node, ifname, links[ifname]["ifindex"], prog_fd)
-                for before in placement.after:   # behind these NFs, in their chain_next
-                    undo.append((before, chains.next_id(before), chains.metas[before].get("next")))
-                    chains.set_next(before, prog_fd)
-                    for ifname in chains.metas[before]["interfaces"]:
-                        modes.setdefault(ifname, chains.metas[before]["modes"].get(ifname))
-                for ifname in (meta or {}).get("interfaces", []):
-                    if ifname not in interfaces:
-                        hook.detach(ipr, links.get(ifname, {}).get("ifindex"), meta["prog_id"])
-                        if ifname in meta.get("queues", {}):
-                            qos.remove(ipr, meta["ifindexes"][ifname])
-            prog_pin = pin_dir / PROG_PIN
-            prog_pin.unlink(missing_ok=True)
-            libbpf.pin(prog_fd, str(prog_pin))
-            new_meta = {"object": str(obj_path), "interfaces": list(interfaces), "params": values,
-                        "modes": modes, "prog_id": prog_id, "ifindexes": {i: links[i]["ifindex"] for i in interfaces},
-                        "queues": {i: q for i, q in (meta or {}).get("queues", {}).items() if i in interfaces},
-                        "chain": program.get("chain"), "next": (meta or {}).get("next", placement.next)}
-            for before in placement.after:
-                chains.metas[before]["next"] = nf.name
-                chains.write_meta(before)
-            self._write_meta(node, nf, new_meta)
+            prog_fd = obj.programs[entry]
+            libbpf.pin(prog_fd, str(pin / PROG_PIN))
+            if chain.NEXT_MAP in obj.maps:
+                chains.link(pin, follows, obj.maps[chain.NEXT_MAP])
+            if PORT_MAP in obj.maps:
+                self._fill_ports(node, obj.maps[PORT_MAP], new["ifindexes"])
+            return obj, prog_fd
         except BaseException:
-            for before, prog, next_name in reversed(undo):
-                chains.restore_next(before, prog)
-                chains.metas[before]["next"] = next_name
-                chains.write_meta(before)
-            self._rollback(node, nf, chains, changed, links)
-            if fresh:
-                shutil.rmtree(pin_dir, ignore_errors=True)
-                self._drop_empty_dirs(node, nf)
-            raise
-        finally:
             if obj is not None:
                 obj.close()
-        where = ", ".join(f"{i} ({m})" for i, m in modes.items())
-        if meta is None and placement.next:
-            where += f"; in front of {placement.next}"
-        if meta is None and placement.after:
-            where += f"; behind {', '.join(placement.after)}"
-        log.info("%s deployed on %s: %s", nf.name, node.name, where)
-        return self.deployment(node, nf)
+            shutil.rmtree(pin, ignore_errors=True)
+            raise
 
-    def _chains(self, node: Node) -> NodeChains:
-        return NodeChains(node.name, STATE_ROOT / node.name, PIN_ROOT / node.name)
+    @staticmethod
+    def _fill_ports(node: Node, port_map: libbpf.BpfMap, ifindexes: dict[str, int]) -> None:
+        with netns(node.netns):   # DEVMAP resolves ifindexes in the caller's namespace
+            for ifindex in ifindexes.values():
+                key = struct.pack("=I", ifindex)
+                port_map.update(key, key)
 
-    def _place(self, node: Node, nf: NFSpec, hook, chains: NodeChains, meta: dict | None,
-               attached: dict[str, int | None]) -> Placement:
-        """Where the NF goes on its interfaces' hooks; refuses programs that are not innet's."""
+    def _fill_pinned_ports(self, node: Node, pin: Path, ifindexes: dict[str, int]) -> None:
+        if (pin / PORT_MAP).exists():
+            port_map = libbpf.BpfMap.from_pin(str(pin / PORT_MAP))
+            try:
+                self._fill_ports(node, port_map, ifindexes)
+            finally:
+                port_map.close()
+
+    @staticmethod
+    def _survey(node: Node, hook, ifindexes: dict[str, int]) -> tuple[dict[str, int | None], dict[str, list[str]]]:
+        """What each interface's hook runs now; for tc egress, also which other instances' filters are there."""
+        with netns(node.netns), IPRoute() as ipr:
+            attached = {i: hook.prog_id(ipr, idx) for i, idx in ifindexes.items()}
+            shared = {i: hook.others(ipr, idx) for i, idx in ifindexes.items()} \
+                if isinstance(hook, TcEgressHook) else {}
+        return attached, shared
+
+    def _running_elsewhere(self, node: Node, instance: str, prog_id: int, interfaces: list[str]) -> dict[str, int]:
+        """Interfaces outside `interfaces` whose hook runs the instance's program (ifname -> ifindex)."""
+        links = self._links(node) or {}
+        return {i: link.ifindex for i, link in links.items()
+                if i not in interfaces and prog_id in (link.xdp, link.tc.get(instance))}
+
+    def _place(self, node: Node, instance: str, nf: NFSpec, hook, chains: NodeChains, meta: dict | None,
+               attached: dict[str, int | None], shared: dict[str, list[str]]) -> Placement:
+        """Where the instance goes on its interfaces' hooks; refuses programs that are not innet's."""
         own = (meta or {}).get("prog_id")
         for ifname, prog_id in attached.items():
             if prog_id and prog_id != own and chains.owner(prog_id) is None:
                 raise TargetError(f"{node.name}:{ifname} already runs {hook.what} program id {prog_id}, "
                                   f"not this deployment's", hint=hook.detach_hint(ifname))
+        for ifname, others in sorted(shared.items()):
+            if others:
+                raise TargetError(f"{node.name}:{ifname} already runs {others[0]} at its tc egress, and one tc "
+                                  f"egress NF per interface classifies its packets",
+                                  hint=f"remove {others[0]} first (innet nf remove {node.name} {others[0]}), "
+                                       f"or deploy {instance} on other interfaces")
         if not isinstance(hook, XdpHook):   # one NF per hook: no chains
             return Placement(attach=list(attached))
         if meta is None:
-            return chains.place(nf.name, chain.passes(nf.programs["xdp"], nf.name), attached)
-        # a redeploy: the new program takes the old one's places (hooks and chain_next slots)
+            return chains.place(instance, chain.passes(nf.programs["xdp"], nf.name), attached)
+        # a redeploy: the program takes its places again (hooks and chain_next slots)
         placement = Placement(attach=[i for i, p in attached.items() if not p or p == own],
-                              after=chains.predecessors(nf.name))
+                              after=chains.predecessors(instance))
         for ifname, prog_id in sorted(attached.items()):
-            if prog_id and prog_id != own and nf.name not in chains.walk(prog_id):
-                raise TargetError(f"{node.name}:{ifname} runs {chains.describe(prog_id)}, without {nf.name}",
-                                  hint=f"remove {nf.name} first (innet nf remove {node.name} {nf.name}), then "
+            if prog_id and prog_id != own and instance not in chains.walk(prog_id):
+                raise TargetError(f"{node.name}:{ifname} runs {chains.describe(prog_id)}, without {instance}",
+                                  hint=f"remove {instance} first (innet nf remove {node.name} {instance}), then "
                                        f"deploy it again: it then joins that chain")
-        chained = placement.after or meta.get("next")
+        chained = placement.after or meta["next"]
         if chained and set(attached) != set(meta["interfaces"]):
-            raise TargetError(f"{nf.name} is chained with other NFs on {node.name} "
+            raise TargetError(f"{instance} is chained with other NFs on {node.name} "
                               f"({', '.join(meta['interfaces'])}); its interfaces cannot change in place",
-                              hint=f"remove it first (innet nf remove {node.name} {nf.name}), then deploy again")
+                              hint=f"remove it first (innet nf remove {node.name} {instance}), then deploy again")
         return placement
 
-    def _rollback(self, node: Node, nf: NFSpec, chains: NodeChains, changed: dict, links: dict) -> None:
-        """Put every interface this deploy touched back as it was: the program it ran (an innet
-        NF's, found through its pin), or none."""
-        if not changed:
-            return
-        hook = self._hook(nf)
-        with netns(node.netns), IPRoute() as ipr:
-            for ifname, before in changed.items():
-                idx = links[ifname]["ifindex"]
-                owner = chains.owner(before)
-                try:
-                    fd = chains.program_fd(owner) if owner else None
-                except BpfError:
-                    fd = None
-                try:
-                    if fd is not None:
-                        hook.attach(ipr, node, ifname, idx, fd)
-                    else:
-                        hook.detach(ipr, idx, None)
-                finally:
-                    if fd is not None:
-                        os.close(fd)
+    def _queues_that_fit(self, node: Node, nf: NFSpec, meta: dict, new: dict) -> dict:
+        """The queue configurations that fit the new parameters; the others are dropped (configure them again)."""
+        kept = {}
+        for ifname, q in meta["queues"].items():
+            try:
+                check_levels(nf, new["params"], f"{node.name}:{ifname}", q["link_rate_bps"],
+                             [QueueLevel(*level) for level in q["levels"]])
+                kept[ifname] = q
+            except QueueError as exc:
+                log.warning("%s: the queues of %s do not fit its new parameters (%s); removing them",
+                            node.name, nf.name, exc.message)
+        return kept
 
-    def _in_place(self, node: Node, nf: NFSpec, meta: dict) -> bool:
-        """Whether the NF's program runs on each of its interfaces: attached there, or (XDP) in
-        the chain attached there."""
-        hook = self._hook(nf)
-        chains = self._chains(node)
+    def _clean_leftovers(self, node: Node, instance: str, meta: dict | None) -> None:
+        """Pin directories of the instance that its record does not hold are what an interrupted
+        deploy left: their programs give way to the recorded one (or, with none, to what they
+        called next) wherever they still run, then they go."""
+        for pin in self._pin_dirs(node, instance):
+            if meta is None or pin.name != meta["pin"]:
+                log.warning("%s on %s: removing %s, left by an interrupted deploy", instance, node.name, pin.name)
+                self._drop_pins(node, pin, meta)
+
+    def _drop_pins(self, node: Node, pin: Path, instead: dict | None) -> None:
+        """Remove a pin directory no record holds; its program, wherever it runs, is replaced by
+        `instead`'s (a record of the same instance) when that is intact, else by its own successor."""
+        intact = instead is not None and self._pins_problem(node, instead) is None
+        self._replace(node, {_pinned_id(pin)} - {None}, instead["prog_id"] if intact else chain.read_next(pin))
+        shutil.rmtree(pin, ignore_errors=True)
+
+    # ---- reading back --------------------------------------------------------------------
+    def deployments(self, node: Node) -> list[Deployment]:
+        chains, links = self._chains(node), self._links(node)
+        return [self._deployment(node, i, m, self._problem(node, i, m, chains, links)) for i, m in chains.metas.items()]
+
+    def deployment(self, node: Node, instance: str) -> Deployment | None:
+        meta = self._record(node, instance)
+        return None if meta is None else self._deployment(node, instance, meta, self._problem(node, instance, meta))
+
+    def _deployment(self, node: Node, instance: str, meta: dict, problem: str | None = None,
+                    cleared: tuple[str, ...] = ()) -> Deployment:
+        return Deployment(node.name, instance, meta["nf"], self.kind, tuple(meta["interfaces"]), meta["params"],
+                          dict(meta["modes"]), problem, cleared)
+
+    def _links(self, node: Node) -> dict[str, _Link] | None:
+        """What every interface of the node runs (None: the node's namespace is gone)."""
         try:
             with netns(node.netns), IPRoute() as ipr:
-                attached = [hook.prog_id(ipr, idx) for idx in meta["ifindexes"].values()]
-        except (TopologyError, NetlinkError):
-            return False
-        if not isinstance(hook, XdpHook):
-            return all(a == meta["prog_id"] for a in attached)
-        return all(nf.name in chains.walk(a) for a in attached)
+                return {link.get("ifname"): _Link(link["index"], XdpHook.attached(link),
+                                                  {f.instance: f.prog_id for f in tc.innet_filters(ipr, link["index"])})
+                        for link in ipr.get_links()}
+        except TopologyError:
+            return None
 
-    def remove(self, node: Node, nf: NFSpec) -> bool:
-        meta = self._read_meta(node, nf)
-        pin_dir = self._pin_dir(node, nf)
-        if meta is None and not pin_dir.exists():
+    def _problem(self, node: Node, instance: str, meta: dict, chains: NodeChains | None = None,
+                 links: dict[str, _Link] | None = None) -> str | None:
+        """What is wrong with a recorded instance; None when it runs as recorded."""
+        chains = chains or self._chains(node)
+        problem = self._pins_problem(node, meta)
+        if problem:
+            return problem
+        successor = meta["next"]
+        if successor and chain.read_next(self.node_pins(node.name) / meta["pin"]) != \
+                chains.metas.get(successor, {}).get("prog_id"):
+            return f"its {chain.NEXT_MAP} does not call {successor}"
+        links = links if links is not None else self._links(node)
+        if links is None:
+            return f"its namespace {node.netns} is gone"
+        for ifname in meta["interfaces"]:
+            link = links.get(ifname)
+            if link is None:
+                return f"interface {ifname} is gone"
+            if link.ifindex != meta["ifindexes"][ifname]:
+                return f"interface {ifname} was made anew (ifindex {link.ifindex}, not {meta['ifindexes'][ifname]})"
+            if meta["hook"] == TC_EGRESS:
+                if link.tc.get(instance) != meta["prog_id"]:
+                    return f"not attached to {ifname}'s tc egress"
+            elif instance not in chains.walk(link.xdp):
+                return f"not on {ifname}'s XDP hook, which runs {chains.describe(link.xdp)}"
+        return None
+
+    def _pins_problem(self, node: Node, meta: dict) -> str | None:
+        """What is missing of the instance's pins and object (None: nothing)."""
+        pin = self.node_pins(node.name) / meta["pin"]
+        if not pin.is_dir():
+            return f"its pins are gone ({pin})"
+        pinned = _pinned_id(pin)
+        if pinned is None:
+            return f"its program is not pinned ({pin / PROG_PIN})"
+        if pinned != meta["prog_id"]:
+            return f"the program pinned at {pin} (id {pinned}) is not its recorded one (id {meta['prog_id']})"
+        obj = Path(meta["object"])
+        if not obj.exists():
+            return f"its compiled object {obj} is gone"
+        missing = sorted(name for name in _object_maps(obj) if not (pin / name).exists())
+        if missing:
+            return f"maps {', '.join(missing)} are not pinned in {pin}"
+        return None
+
+    # ---- removal -------------------------------------------------------------------------
+    def remove(self, node: Node, instance: str) -> bool:
+        meta = self._record(node, instance)
+        pins = self._pin_dirs(node, instance)
+        if meta is None and not pins:
             return False
+        chains = self._chains(node)
+        programs = {_pinned_id(p) for p in pins} | ({meta["prog_id"]} if meta else set())
+        successor = self._successor(chains, meta, pins)
+        # the chain closes over the instance before its program and maps go: whatever ran it
+        # (hooks, predecessors' chain_next) runs its successor
+        self._replace(node, programs - {None}, successor)
         if meta:
-            # the chain closes over the NF before its program and maps go: its predecessors call
-            # its next, and hooks that ran it run its next
-            chains = self._chains(node)
-            after = meta.get("next")
-            for before in chains.predecessors(nf.name):
-                chains.link(before, after)
+            self._remove_queues(node, meta, list(meta["queues"]))
+        after = meta["next"] if meta else chains.owner(successor)
+        with self.records.store.write():
+            for before in chains.predecessors(instance):
                 chains.metas[before]["next"] = after
                 chains.write_meta(before)
-            try:
-                hook = self._hook(nf)
-                with netns(node.netns), IPRoute() as ipr:
-                    for ifname, idx in meta["ifindexes"].items():
-                        if after and hook.prog_id(ipr, idx) == meta["prog_id"]:
-                            fd = chains.program_fd(after)
-                            try:
-                                hook.attach(ipr, node, ifname, idx, fd)
-                            finally:
-                                os.close(fd)
-                        else:
-                            hook.detach(ipr, idx, meta["prog_id"])
-                    for ifname in meta.get("queues", {}):
-                        qos.remove(ipr, meta["ifindexes"][ifname])
-            except TopologyError:
-                log.info("%s: namespace gone; only dropping pins", node.name)
-            self._meta_path(node, nf).unlink(missing_ok=True)
-        self._slots_path(node, nf).unlink(missing_ok=True)
-        shutil.rmtree(pin_dir, ignore_errors=True)
-        self._drop_empty_dirs(node, nf)
-        log.info("%s removed from %s", nf.name, node.name)
+            self.records.delete(node.name, record_key(instance))
+            self.records.drop_slots(node.name, instance)
+        for pin in pins:
+            shutil.rmtree(pin, ignore_errors=True)
+        self._drop_empty_node_dir(node)
+        log.info("%s removed from %s", instance, node.name)
         return True
 
-    def _drop_empty_dirs(self, node: Node, nf: NFSpec) -> None:
-        """The node's pin and state directories go once its last NF has."""
-        for d in (self._pin_dir(node, nf).parent, self._meta_path(node, nf).parent):
-            if d.exists() and not any(d.iterdir()):
-                d.rmdir()
+    def _successor(self, chains: NodeChains, meta: dict | None, pins: list[Path]) -> int | None:
+        """The program that runs after the instance's: the one in its chain_next (its recorded
+        generation's first), else its recorded next's."""
+        for pin in sorted(pins, key=lambda p: p.name != (meta or {}).get("pin")):
+            found = chain.read_next(pin)
+            if found:
+                return found
+        after = (meta or {}).get("next")
+        return chains.metas[after]["prog_id"] if after in chains.metas else None
+
+    def prune(self, node: Node, keep: set[str]) -> list[str]:
+        removed = []
+        innet = self._innet_programs(node)   # found before anything goes: what to look for on the hooks
+        for instance in sorted(set(self._chains(node).metas) - set(keep)):
+            self.remove(node, instance)
+            removed.append(f"instance {instance}")
+        kept = self._chains(node).metas
+        for pin in self._pin_dirs(node):
+            meta = kept.get(_instance_of(pin))
+            if meta is None or pin.name != meta["pin"]:
+                self._drop_pins(node, pin, meta)
+                removed.append(f"pins {pin.name}")
+        removed += self._detach_strays(node, innet - {m["prog_id"] for m in kept.values()}, kept)
+        self._drop_empty_node_dir(node)
+        return removed
+
+    def _innet_programs(self, node: Node) -> set[int]:
+        """Programs innet answers for: the node's recorded ones and every one pinned under the scope's pin root."""
+        ids = {m["prog_id"] for m in self._chains(node).metas.values()}
+        root = self.scope.pin_root
+        for prog in (root.glob(f"*/*/{PROG_PIN}") if root.is_dir() else ()):
+            ids.add(_pinned_id(prog.parent))
+        return ids - {None}
+
+    def _detach_strays(self, node: Node, stray: set[int], kept: dict[str, dict]) -> list[str]:
+        """Take off the node's hooks what an interrupted deploy left there: innet programs of no
+        kept instance, and kept instances' programs on interfaces outside their records."""
+        done = []
+        by_program = {m["prog_id"]: m for m in kept.values()}
+        try:
+            with netns(node.netns), IPRoute() as ipr:
+                for link in ipr.get_links():
+                    ifname, ifindex, prog_id = link.get("ifname"), link["index"], XdpHook.attached(link)
+                    meta = by_program.get(prog_id)
+                    if prog_id in stray or (meta and ifname not in meta["interfaces"]):
+                        XdpHook.detach(ipr, ifindex, prog_id)
+                        done.append(f"XDP program id {prog_id} on {ifname}")
+                    for f in tc.innet_filters(ipr, ifindex):
+                        meta = kept.get(f.instance)
+                        if f.prog_id in stray or (meta and ifname not in meta["interfaces"]):
+                            tc.delete_filter(ipr, ifindex, f)
+                            done.append(f"tc egress program id {f.prog_id} on {ifname}")
+        except TopologyError:
+            pass   # the namespace is gone, and its hooks with it
+        return done
+
+    def _replace(self, node: Node, old: set[int], prog_id: int | None) -> None:
+        """_sweep to the program with id `prog_id` (None, or unloaded: to nothing)."""
+        fd = _fd_by_id(prog_id)
+        try:
+            self._sweep(node, old, fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _sweep(self, node: Node, old: set[int], new_fd: int | None, changes: _Changes | None = None) -> None:
+        """Run `new_fd`'s program (None: nothing) wherever one of the `old` programs runs on the
+        node: in the chain_next slots pinned for it, on its interfaces' XDP hooks and in innet's
+        tc egress filters. All are found by program id, so no record of where is needed."""
+        if not old:
+            return
+        for pin in self._pin_dirs(node):
+            before = chain.read_next(pin)
+            if before in old:
+                if changes:
+                    changes.slot(pin, before)
+                chain.write_next(pin, new_fd)
+        try:
+            with netns(node.netns), IPRoute() as ipr:
+                for link in ipr.get_links():
+                    self._sweep_link(ipr, node, link, old, new_fd, changes)
+        except TopologyError:
+            log.info("%s: namespace gone, and its hooks with it", node.name)
+
+    @staticmethod
+    def _sweep_link(ipr: IPRoute, node: Node, link, old: set[int], new_fd: int | None,
+                    changes: _Changes | None) -> None:
+        ifname, ifindex = link.get("ifname"), link["index"]
+        before = XdpHook.attached(link)
+        if before in old:
+            if changes:
+                changes.hook(ifname, ifindex, XdpHook(), before)
+            if new_fd is None:
+                XdpHook.detach(ipr, ifindex, before)
+            else:
+                XdpHook.attach(ipr, node, ifname, ifindex, new_fd)
+        for f in tc.innet_filters(ipr, ifindex):
+            if f.prog_id in old:
+                hook = TcEgressHook(f.instance)
+                if changes:
+                    changes.hook(ifname, ifindex, hook, f.prog_id)
+                if new_fd is None:
+                    tc.delete_filter(ipr, ifindex, f)
+                else:
+                    hook.attach(ipr, node, ifname, ifindex, new_fd)
 
     # ---- tables -----------------------------------------------------------------------
-    def _open(self, node: Node, nf: NFSpec) -> _Loaded:
-        meta = self._deployed_meta(node, nf)
-        pin_dir = self._pin_dir(node, nf)
-        maps = {p.name: libbpf.BpfMap.from_pin(str(p)) for p in pin_dir.iterdir() if p.name != PROG_PIN}
-        return _Loaded(meta, maps, Btf(Path(meta["object"])), meta["ifindexes"])
+    def _open(self, node: Node, instance: str) -> _Opened:
+        meta = self._deployed(node, instance)
+        pin = self.node_pins(node.name) / meta["pin"]
+        if not pin.is_dir():
+            raise TargetError(f"{instance} on {node.name} has no pins at {pin}",
+                              hint=f"deploy it again: innet nf deploy {node.name} {instance}")
+        nf = _nf_of(meta)
+        maps = {}
+        try:
+            for p in pin.iterdir():
+                if p.name != PROG_PIN:
+                    maps[p.name] = libbpf.BpfMap.from_pin(str(p))
+        except BaseException:
+            for m in maps.values():
+                m.close()
+            raise
+        return _Opened(instance, meta, nf, maps)
 
-    def _codec(self, loaded: _Loaded, table: Table) -> "_Codec":
-        return _Codec(table, loaded)
-
-    # Counter slots: each entry's counters live in a slot of a shared per-CPU array. Which entry
-    # holds which slot is recorded in <nf>.slots (JSON: {counters map: {"<table map>/<key hex>":
-    # slot}}), so a write needs no scan of every table and knows whether its exact key exists,
-    # which an LPM trie's lookup cannot tell (it returns the longest match: maybe a shorter
-    # prefix). A slot is recorded before its entry is written and dropped after the entry is
+    # Counter slots: each entry's counters live in a slot of a shared per-CPU array, held by the
+    # entry ("<table map>/<key hex>") in DataplaneRecords. The record says whether an exact key
+    # exists, which an LPM trie's lookup cannot (it returns the longest match: maybe a shorter
+    # prefix). A slot is claimed before its entry is written and released after the entry is
     # deleted: a crash in between can leak a slot, never hand one to two entries.
-    def _slots_path(self, node: Node, nf: NFSpec) -> Path:
-        return STATE_ROOT / node.name / f"{nf.name}.slots"   # not *.json: those are deployments
-
-    def _read_slots(self, node: Node, nf: NFSpec) -> dict[str, dict[str, int]]:
-        path = self._slots_path(node, nf)
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def _save_slots(self, node: Node, nf: NFSpec, holders: dict[str, dict[str, int]]) -> None:
-        record = self._read_slots(node, nf)
-        record.update(holders)
-        self._slots_path(node, nf).write_text(json.dumps(record))
-
-    def _slot_holders(self, loaded: _Loaded, nf: NFSpec, counters_map: str, record: dict) -> dict[str, int]:
-        """Entry -> counter slot for every table sharing `counters_map`: as recorded, else read
-        from those tables."""
-        if counters_map in record:
-            return dict(record[counters_map])
-        holders = {}
-        for t in nf.tables.values():
-            if t.xdp.get("counters_map") == counters_map:
-                codec = self._codec(loaded, t)
-                holders.update({_holder(codec, k): codec.slot_of(v) for k, v in codec.table_map.items()})
-        return holders
-
-    def write(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> None:
-        loaded = self._open(node, nf)
-        try:
-            encoded = []
-            for e in entries:
-                table = nf.table(e.table)
-                codec = self._codec(loaded, table)
-                e = normalize(table, e, nf_params=loaded.meta["params"])
-                encoded.append((codec, codec.key(e), e))
-            record = self._read_slots(node, nf)
-            holders: dict[str, dict[str, int]] = {}   # counters map -> entry -> slot, after this write
-            used: dict[str, set[int]] = {}
-            added: list[tuple[str, str]] = []        # (counters map, entry) newly holding a slot
-            plan = []
-            for codec, key, e in encoded:
-                shared = codec.table.xdp.get("counters_map")
-                if not shared:   # no counters: a hash table's own lookup is exact
-                    plan.append((codec, key, e, codec.table_map.lookup(key), None))
-                    continue
-                if shared not in holders:
-                    holders[shared] = self._slot_holders(loaded, nf, shared, record)
-                    used[shared] = set(holders[shared].values())
-                holder = _holder(codec, key)
-                if holder in holders[shared]:   # the exact key exists, so even an LPM lookup returns it
-                    plan.append((codec, key, e, codec.table_map.lookup(key), holders[shared][holder]))
-                else:
-                    holders[shared][holder] = slot = codec.free_slot(used[shared])
-                    added.append((shared, holder))
-                    plan.append((codec, key, e, None, slot))
-            if added:
-                self._save_slots(node, nf, holders)
-            undo: list[tuple[_Codec, bytes, bytes | None]] = []
+    def write(self, node: Node, instance: str, entries: list[TableEntry]) -> None:
+        if not entries:
+            return
+        with self._open(node, instance) as opened:
+            batches = _encode(opened, entries, with_action=True)
+            claimed = self._claim_slots(node, instance, batches)
+            written = []
             try:
-                for codec, key, e, old, slot in plan:
-                    codec.reset_counters(slot, keep=old is not None)
-                    codec.table_map.update(key, codec.value(e, slot))
-                    undo.append((codec, key, old))
+                for b in batches:
+                    written.append(b)
+                    b.apply()
             except BaseException:
-                for codec, key, old in reversed(undo):
-                    if old is None:
-                        codec.table_map.delete(key)
-                    else:
-                        codec.table_map.update(key, old)
-                if added:
-                    for shared, holder in added:
-                        del holders[shared][holder]
-                    self._save_slots(node, nf, holders)
+                for b in reversed(written):
+                    b.undo()
+                for counters_map, holders in claimed.items():
+                    self.records.release_slots(node.name, instance, counters_map, holders)
                 raise
-        finally:
-            loaded.close()
 
-    def delete(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> int:
-        loaded = self._open(node, nf)
-        try:
-            keys = []
-            for e in entries:
-                table = nf.table(e.table)
-                codec = self._codec(loaded, table)
-                keys.append((codec, codec.key(normalize(table, e, with_action=False))))
+    def _claim_slots(self, node: Node, instance: str, batches: list["_Batch"]) -> dict[str, list[str]]:
+        """A counter slot for every entry, one claim per counters map, all in one transaction;
+        returns the holders that claimed a slot just now, by counters map."""
+        by_map: dict[str, list[_Batch]] = {}
+        for b in batches:
+            if b.codec.counters_map is not None:
+                by_map.setdefault(b.codec.counters_name, []).append(b)
+        claimed, found = {}, []
+        with self.records.store.write():   # no other writer claims between reading and claiming
+            for counters_map, group in by_map.items():
+                holders = [h for b in group for h in b.holders]
+                held = self.records.slots(node.name, instance, counters_map)
+                slots = self.records.claim_slots(node.name, instance, counters_map, holders,
+                                                 group[0].codec.counters_map.max_entries)
+                claimed[counters_map] = [h for h in dict.fromkeys(holders) if h not in held]
+                found += [(b, slots, held) for b in group]
+        for b, slots, held in found:
+            b.assign_slots(slots, held)
+        for b in batches:
+            if b.codec.counters_map is None:
+                b.find_existing()
+        return claimed
+
+    def delete(self, node: Node, instance: str, entries: list[TableEntry]) -> int:
+        if not entries:
+            return 0
+        with self._open(node, instance) as opened:
             deleted = 0
-            record = self._read_slots(node, nf)
-            holders: dict[str, dict[str, int]] = {}
-            for codec, key in keys:
-                old = codec.table_map.lookup(key)
-                if old is None or not codec.table_map.delete(key):   # the delete is exact, the lookup maybe not
-                    continue
-                shared = codec.table.xdp.get("counters_map")
-                if shared:
-                    if shared not in holders:
-                        holders[shared] = self._slot_holders(loaded, nf, shared, record)
-                    codec.reset_counters(holders[shared].pop(_holder(codec, key), codec.slot_of(old)), keep=False)
-                deleted += 1
-            if holders:
-                self._save_slots(node, nf, holders)
+            for b in _encode(opened, entries, with_action=False):
+                deleted += b.codec.table_map.delete_many(b"".join(b.keys))
+                if b.codec.counters_map is not None:   # released after the entries are gone
+                    self.records.release_slots(node.name, instance, b.codec.counters_name, b.holders)
             return deleted
-        finally:
-            loaded.close()
 
-    def read(self, node: Node, nf: NFSpec, table: str) -> list[TableEntry]:
-        return [c.entry for c in self.read_counters(node, nf, table)]
+    def read(self, node: Node, instance: str, table: str) -> list[TableEntry]:
+        return [c.entry for c in self.read_counters(node, instance, table)]
 
-    def read_counters(self, node: Node, nf: NFSpec, table: str) -> list[EntryCounters]:
-        loaded = self._open(node, nf)
-        try:
-            codec = self._codec(loaded, nf.table(table))
-            return [codec.decode(k, v) for k, v in codec.table_map.items()]
-        finally:
-            loaded.close()
+    def read_counters(self, node: Node, instance: str, table: str) -> list[EntryCounters]:
+        with self._open(node, instance) as opened:
+            codec = _Codec(opened.nf.table(table), opened)
+            totals = codec.counter_totals()
+            return [codec.decode(k, v, totals) for k, v in codec.table_map.items()]
 
-    def read_stat(self, node: Node, nf: NFSpec, stat: str) -> dict[str, int]:
+    def entry_slots(self, node: Node, instance: str, table: str) -> list[int]:
+        """The counter slot each entry of a table holds, read from its map."""
+        with self._open(node, instance) as opened:
+            codec = _Codec(opened.nf.table(table), opened)
+            return [codec.slot_of(v) for _, v in codec.table_map.items()] if codec.counters_map is not None else []
+
+    def read_stat(self, node: Node, instance: str, stat: str) -> dict[str, int]:
         """Counters summed over CPUs: named fields of a struct value, or one u64 per index."""
-        spec = nf.stat(stat)
-        loaded = self._open(node, nf)
-        try:
-            m = loaded.maps[spec.xdp["map"]]
-            fields = loaded.btf.members(_btf_ids(loaded, spec.xdp["map"])[1])
+        with self._open(node, instance) as opened:
+            spec = opened.nf.stat(stat)
+            m = opened.maps[spec.xdp["map"]]
+            fields = Btf(opened.obj).members(_map_type_ids(opened.obj, spec.xdp["map"])[1])
             if fields:
                 per_cpu = m.lookup_per_cpu(struct.pack("=I", 0))
                 return {name: sum(int.from_bytes(v[fields[name].offset:][:8], "little") for v in per_cpu)
                         for name in spec.index}
             return {name: sum(int.from_bytes(v[:8], "little") for v in m.lookup_per_cpu(struct.pack("=I", i)))
                     for i, name in enumerate(spec.index)}
-        finally:
-            loaded.close()
 
     # ---- register arrays (sketches, flow tables) --------------------------------------
-    def _registers(self, loaded: _Loaded, nf: NFSpec, stat: str):
-        spec = nf.stat(stat)
+    def _registers(self, opened: _Opened, stat: str):
+        spec = opened.nf.stat(stat)
         if spec.kind != "registers":
-            raise TargetError(f"{nf.name}.{stat} is a {spec.kind} statistic, not registers",
+            raise TargetError(f"{opened.instance}.{stat} is a {spec.kind} statistic, not registers",
                               hint="read it with read_stat")
-        m = loaded.maps[spec.xdp["map"]]
-        members = loaded.btf.members(_btf_ids(loaded, spec.xdp["map"])[1])
-        shape = spec.shape(loaded.meta["params"])
+        m = opened.maps[spec.xdp["map"]]
+        members = Btf(opened.obj).members(_map_type_ids(opened.obj, spec.xdp["map"])[1])
+        shape = spec.shape(opened.meta["params"])
         if int(np.prod(shape)) != m.max_entries:
-            raise TargetError(f"{nf.name}.{stat}: map {m.name} has {m.max_entries} cells, the catalog's shape "
-                              f"{shape} wants {int(np.prod(shape))}", hint=f"fix {nf.source}")
+            raise TargetError(f"{opened.instance}.{stat}: map {m.name} has {m.max_entries} cells, the catalog's shape "
+                              f"{shape} wants {int(np.prod(shape))}", hint=f"fix {opened.nf.source}")
         return spec, m, members, shape
 
-    def read_registers(self, node: Node, nf: NFSpec, stat: str) -> dict[str, np.ndarray]:
+    def read_registers(self, node: Node, instance: str, stat: str) -> dict[str, np.ndarray]:
         """Read in batches; numeric fields of per-CPU maps are summed over CPUs."""
-        loaded = self._open(node, nf)
-        try:
-            spec, m, members, shape = self._registers(loaded, nf, stat)
+        with self._open(node, instance) as opened:
+            spec, m, members, shape = self._registers(opened, stat)
             raw = np.frombuffer(m.lookup_all(), dtype=np.uint8)
             per_index = m.read_size // m.stride if m.per_cpu else 1
             raw = raw.reshape(m.max_entries, per_index, m.stride if m.per_cpu else m.value_size)
@@ -543,15 +912,12 @@ class XdpTarget(Target):
                     arr = chunk.view(f"<u{mem.size}")[:, :, 0].astype(np.uint64).sum(axis=1, dtype=np.uint64)
                 out[f.name] = arr.reshape(shape)
             return out
-        finally:
-            loaded.close()
 
-    def write_registers(self, node: Node, nf: NFSpec, stat: str, index: int, values: dict[str, int]) -> None:
-        loaded = self._open(node, nf)
-        try:
-            spec, m, members, _ = self._registers(loaded, nf, stat)
+    def write_registers(self, node: Node, instance: str, stat: str, index: int, values: dict[str, int]) -> None:
+        with self._open(node, instance) as opened:
+            spec, m, members, _ = self._registers(opened, stat)
             if not 0 <= index < m.max_entries:
-                raise EntryError(f"{nf.name}.{stat}: cell {index} is out of range [0, {m.max_entries})")
+                raise EntryError(f"{instance}.{stat}: cell {index} is out of range [0, {m.max_entries})")
             key = struct.pack("=I", index)
             cell = bytearray(m.lookup(key)[:m.value_size])
             for name, value in values.items():
@@ -560,46 +926,40 @@ class XdpTarget(Target):
                 try:
                     cell[mem.offset:mem.offset + mem.size] = int(value).to_bytes(mem.size, order)
                 except OverflowError:
-                    raise EntryError(f"{nf.name}.{stat}.{name}={value} does not fit in {mem.size} bytes") from None
+                    raise EntryError(f"{instance}.{stat}.{name}={value} does not fit in {mem.size} bytes") from None
             if m.per_cpu:   # the value on the first CPU, zero on the others
                 cell = cell.ljust(m.stride, b"\0").ljust(m.read_size, b"\0")
             m.update(key, bytes(cell))
-        finally:
-            loaded.close()
 
-    def reset_registers(self, node: Node, nf: NFSpec, stat: str, start: int = 0, count: int | None = None) -> None:
-        loaded = self._open(node, nf)
-        try:
-            _, m, _, _ = self._registers(loaded, nf, stat)
+    def reset_registers(self, node: Node, instance: str, stat: str, start: int = 0, count: int | None = None) -> None:
+        with self._open(node, instance) as opened:
+            _, m, _, _ = self._registers(opened, stat)
             count = m.max_entries - start if count is None else count
             if start < 0 or count < 0 or start + count > m.max_entries:
-                raise EntryError(f"{nf.name}.{stat}: cells [{start}, {start + count}) are out of range "
+                raise EntryError(f"{instance}.{stat}: cells [{start}, {start + count}) are out of range "
                                  f"[0, {m.max_entries})")
             if count:
                 m.update_range(start, bytes(count * m.read_size))
-        finally:
-            loaded.close()
 
     # ---- priority queues (an HTB tree per interface, see controller.qos) ---------------
-    def _queue_meta(self, node: Node, nf: NFSpec, interface: str) -> dict:
-        meta = self._deployed_meta(node, nf)
+    @staticmethod
+    def _check_queue_interface(node: Node, instance: str, meta: dict, interface: str) -> None:
         if interface not in meta["interfaces"]:
-            raise QueueError(f"{nf.name} does not run on {node.name}:{interface}, so it classifies nothing there",
+            raise QueueError(f"{instance} does not run on {node.name}:{interface}, so it classifies nothing there",
                              hint=f"it runs on: {', '.join(meta['interfaces'])}")
-        return meta
 
-    def configure_queues(self, node: Node, nf: NFSpec, interface: str, link_rate_bps: int,
+    def configure_queues(self, node: Node, instance: str, interface: str, link_rate_bps: int,
                          levels: list[QueueLevel]) -> list[QueueLevel]:
-        meta = self._queue_meta(node, nf, interface)
-        where = f"{node.name}:{interface}"
-        checked = check_levels(nf, meta["params"], where, link_rate_bps, levels)
-        if "classes_map" not in nf.programs["xdp"]:
-            raise QueueError(f"{nf.name}'s XDP program has no level -> class map", hint=f"fix {nf.source}")
-        previous = meta.get("queues", {}).get(interface)
-        ifindex = meta["ifindexes"][interface]
-        loaded = self._open(node, nf)
-        try:
-            classes_map = loaded.maps[nf.programs["xdp"]["classes_map"]]
+        with self._open(node, instance) as opened:
+            meta, nf = opened.meta, opened.nf
+            self._check_queue_interface(node, instance, meta, interface)
+            where = f"{node.name}:{interface}"
+            checked = check_levels(nf, meta["params"], where, link_rate_bps, levels)
+            if "classes_map" not in nf.programs["xdp"]:
+                raise QueueError(f"{nf.name}'s XDP program has no level -> class map", hint=f"fix {nf.source}")
+            previous = meta["queues"].get(interface)
+            ifindex = meta["ifindexes"][interface]
+            classes_map = opened.maps[nf.programs["xdp"]["classes_map"]]
             with netns(node.netns), IPRoute() as ipr:
                 if previous is None:
                     qos.check_free(ipr, ifindex, where)
@@ -611,15 +971,13 @@ class XdpTarget(Target):
                         self._write_classes(classes_map, qos.install(ipr, ifindex, previous["link_rate_bps"], old))
                     else:
                         qos.remove(ipr, ifindex)
-                        if not meta.get("queues"):
+                        if not meta["queues"]:
                             self._write_classes(classes_map, {})
                     raise
-            meta.setdefault("queues", {})[interface] = {"link_rate_bps": link_rate_bps,
-                                                        "levels": [[q.level, q.rate_bps, q.ceil_bps] for q in checked]}
-            self._write_meta(node, nf, meta)
-        finally:
-            loaded.close()
-        log.info("%s: %d priority levels on %s at %d bit/s", nf.name, len(checked), where, link_rate_bps)
+            meta["queues"][interface] = {"link_rate_bps": link_rate_bps,
+                                         "levels": [[q.level, q.rate_bps, q.ceil_bps] for q in checked]}
+            self._put(node, instance, meta)
+        log.info("%s: %d priority levels on %s at %d bit/s", instance, len(checked), where, link_rate_bps)
         return checked
 
     @staticmethod
@@ -628,52 +986,256 @@ class XdpTarget(Target):
         for level in range(classes_map.max_entries):
             classes_map.update(struct.pack("=I", level), struct.pack("=I", classes.get(level, 0)))
 
-    def queue_stats(self, node: Node, nf: NFSpec, interface: str) -> list[QueueStats]:
-        meta = self._queue_meta(node, nf, interface)
-        if interface not in meta.get("queues", {}):
-            raise QueueError(f"no queues are configured for {nf.name} on {node.name}:{interface}",
+    def queue_stats(self, node: Node, instance: str, interface: str) -> list[QueueStats]:
+        meta = self._deployed(node, instance)
+        self._check_queue_interface(node, instance, meta, interface)
+        if interface not in meta["queues"]:
+            raise QueueError(f"no queues are configured for {instance} on {node.name}:{interface}",
                              hint=f"configure them first: innet queues {node.name} {interface} --link-rate RATE "
                                   f"--level RATE[:CEIL] ...")
         with netns(node.netns), IPRoute() as ipr:
             return qos.read_stats(ipr, meta["ifindexes"][interface], meta["params"]["levels"])
 
+    @staticmethod
+    def _remove_queues(node: Node, meta: dict, interfaces: list[str]) -> None:
+        if not interfaces:
+            return
+        try:
+            with netns(node.netns), IPRoute() as ipr:
+                for ifname in interfaces:
+                    qos.remove(ipr, meta["ifindexes"][ifname])
+        except TopologyError:
+            pass   # the namespace is gone, and its queues with it
 
-class _Codec:
-    """Encodes one logical table's entries as its map's keys and values, by BTF field name."""
 
-    def __init__(self, table: Table, loaded: _Loaded):
-        self.table, self.loaded = table, loaded
-        binding = table.xdp
-        self.table_map = loaded.maps[binding["map"]]
-        key_id, value_id = _btf_ids(loaded, binding["map"])
-        self.key_fields = loaded.btf.members(key_id)
-        self.value_fields = loaded.btf.members(value_id)
-        self.actions = {}
+def _classes(queues: dict) -> dict[int, int]:
+    """level -> HTB class id of configured queues (the same on every interface)."""
+    return {level[0]: qos.level_classid(level[0]) for q in queues.values() for level in q["levels"]}
+
+
+# ---- the NF specs instances were deployed from -----------------------------------------------
+_SPECS: dict[Path, tuple[tuple[int, int], NFSpec]] = {}
+
+
+def _nf_of(meta: dict) -> NFSpec:
+    """The NF spec an instance was deployed from, parsed again only when its file changed."""
+    path = Path(meta["source"])
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise TargetError(f"the catalog entry of {meta['nf']}, {path}, is gone ({exc.strerror})",
+                          hint="deploy the instance again from an existing catalog entry") from None
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _SPECS.get(path)
+    if hit is None or hit[0] != stamp:
+        hit = _SPECS[path] = (stamp, load_nf(path))
+    if hit[1].name != meta["nf"]:
+        raise TargetError(f"{path} now holds NF {hit[1].name}, not {meta['nf']}",
+                          hint="deploy the instance again")
+    return hit[1]
+
+
+# ---- table entries as map keys and values ------------------------------------------------------
+@dataclass
+class _Batch:
+    """One table's share of a write or delete: encoded keys (and values), the counter-slot
+    holders, and what a failed write puts back."""
+    codec: "_Codec"
+    keys: list[bytes]
+    values: bytearray | None
+    old: dict[bytes, bytes]          # key -> value before, for keys that existed
+    fresh_slots: list[int]           # slots of new entries: their counters start at zero
+
+    @cached_property
+    def holders(self) -> list[str]:
+        name = self.codec.table_map.name
+        return [f"{name}/{key.hex()}" for key in self.keys]
+
+    def assign_slots(self, slots: dict[str, int], held: dict[str, int]) -> None:
+        """Put each entry's slot in its value; sort out the entries that exist (their old value
+        is kept, to put back) from the new ones (their slot's counters are zeroed)."""
+        codec, size = self.codec, self.codec.value_size
+        for i, (key, holder) in enumerate(zip(self.keys, self.holders)):
+            slot = slots[holder]
+            struct.pack_into("=I", self.values, i * size + codec.slot_offset, slot)
+            old = codec.table_map.lookup(key) if holder in held else None
+            # the exact key is there only if the value found holds its own slot: for an absent
+            # key (a slot leaked by a crash) an LPM lookup returns a covering prefix's value
+            if old is not None and codec.slot_of(old) == slot:
+                self.old[key] = old
+            else:
+                self.fresh_slots.append(slot)
+
+    def find_existing(self) -> None:
+        """Without counters the table is a hash map, whose lookup is exact."""
+        for key in self.keys:
+            old = self.codec.table_map.lookup(key)
+            if old is not None:
+                self.old[key] = old
+
+    def apply(self) -> None:
+        codec = self.codec
+        if self.fresh_slots:
+            counters = codec.counters_map
+            counters.update_many(struct.pack(f"={len(self.fresh_slots)}I", *self.fresh_slots),
+                                 bytes(counters.read_size * len(self.fresh_slots)))
+        codec.table_map.update_many(b"".join(self.keys), self.values)
+
+    def undo(self) -> None:
+        table = self.codec.table_map
+        added = [k for k in self.keys if k not in self.old]
+        if added:
+            table.delete_many(b"".join(added))
+        if self.old:
+            table.update_many(b"".join(self.old), b"".join(self.old.values()))
+
+
+def _encode(opened: _Opened, entries: list[TableEntry], with_action: bool) -> list[_Batch]:
+    """The entries as one batch per table, in the order the tables first appear."""
+    by_table: dict[str, list[TableEntry]] = {}
+    for e in entries:
+        by_table.setdefault(e.table, []).append(e)
+    batches = []
+    for name, group in by_table.items():
+        codec = _Codec(opened.nf.table(name), opened)
+        keys, values = codec.encode(group, with_action)
+        batches.append(_Batch(codec, keys, values, {}, []))
+    return batches
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one table's fields sit in its map's keys and values (from the object's BTF) and
+    its action codes: the same for every write, so worked out once per object and table."""
+    key_fields: dict[str, Member]
+    value_fields: dict[str, Member]
+    actions: dict[str, int]                     # action -> its code in the value's `action` field
+    counter_fields: dict[str, Member] | None    # of the counters map's value
+
+
+_LAYOUTS: dict[tuple[Path, str], tuple[Table, _Layout]] = {}
+
+
+def _layout(obj: Path, table: Table) -> _Layout:
+    hit = _LAYOUTS.get((obj, table.name))
+    if hit is None or hit[0] is not table:   # a catalog entry parsed again may bind the table otherwise
+        btf, binding = Btf(obj), table.xdp
+        key_id, value_id = _map_type_ids(obj, binding["map"])
+        actions = {}
         if "action_enum" in binding:
             prefix = binding["action_enum"].upper() + "_"
-            self.actions = {n[len(prefix):].lower(): v for n, v in loaded.btf.enum(binding["action_enum"]).items()
-                            if n.startswith(prefix)}
-        self.counters_map = loaded.maps.get(binding.get("counters_map", ""))
-        self.counter_fields = None
-        if self.counters_map is not None:
-            _, cid = _btf_ids(loaded, binding["counters_map"])
-            self.counter_fields = loaded.btf.members(cid)
-        self.port_names = {v: k for k, v in loaded.ports.items()}
+            actions = {n[len(prefix):].lower(): v for n, v in btf.enum(binding["action_enum"]).items()
+                       if n.startswith(prefix)}
+        counters = binding.get("counters_map")
+        counter_fields = btf.members(_map_type_ids(obj, counters)[1]) if counters else None
+        hit = _LAYOUTS[(obj, table.name)] = (table, _Layout(btf.members(key_id), btf.members(value_id), actions,
+                                                            counter_fields))
+    return hit[1]
 
-    # fields
-    def _put(self, buf: bytearray, member, field_type: str, value, where: str) -> None:
+
+class _Codec:
+    """Encodes one logical table's entries as its map's keys and values, by BTF field name, and back."""
+
+    def __init__(self, table: Table, opened: _Opened):
+        self.table = table
+        self.layout = layout = _layout(opened.obj, table)
+        self.table_map = opened.maps[table.xdp["map"]]
+        self.counters_name = table.xdp.get("counters_map")
+        self.counters_map = opened.maps.get(self.counters_name) if self.counters_name else None
+        self.value_size = self.table_map.value_size
+        self.slot_offset = layout.value_fields["stats_slot"].offset if self.counters_map is not None else None
+        self.params = opened.meta["params"]
+        self.ports = opened.meta["ifindexes"]
+        self.port_names = {v: k for k, v in self.ports.items()}
+        # per field: where its bytes go and how plain values become them (see _fast_encoder)
+        self._match_names = {f.name for f in table.match}
+        self._key_plan = [(f.name, layout.key_fields[f.name].offset, f.kind == "lpm",
+                           _fast_encoder(f, layout.key_fields[f.name].size, self.params, self.ports))
+                          for f in table.match]
+        self._value_plans = {action: ({f.name for f in fields},
+                                      [(f.name, layout.value_fields[f.name].offset,
+                                        _fast_encoder(f, layout.value_fields[f.name].size, self.params, self.ports))
+                                       for f in fields])
+                             for action, fields in table.actions.items()}
+
+    # ---- encoding --------------------------------------------------------------------------
+    def encode(self, entries: list[TableEntry], with_action: bool) -> tuple[list[bytes], bytearray | None]:
+        """Keys, and values with their counter slot left 0, of the entries: straight from plain,
+        well-formed values, else through tables.normalize, which checks every field and says
+        what does not fit."""
+        size = self.value_size
+        keys = []
+        values = bytearray(size * len(entries)) if with_action else None
+        for i, e in enumerate(entries):
+            try:
+                key = self._fast_key(e.match)
+                if with_action:
+                    self._fast_value(e, values, i * size)
+            except Exception:   # noqa: BLE001 - anything unusual takes the checked way
+                e = normalize(self.table, e, with_action=with_action, nf_params=self.params)
+                key = self.key(e)
+                if with_action:
+                    values[i * size:(i + 1) * size] = self.value(e)
+            keys.append(key)
+        return keys, values
+
+    def _fast_key(self, match: dict) -> bytes:
+        if match.keys() != self._match_names:
+            raise KeyError("match fields")
+        buf = bytearray(self.table_map.key_size)
+        for name, offset, lpm, encode in self._key_plan:
+            if lpm:
+                raw, plen = encode(match[name])
+                struct.pack_into("=I", buf, self.layout.key_fields["prefixlen"].offset, plen)
+            else:
+                raw = encode(match[name])
+            buf[offset:offset + len(raw)] = raw
+        return bytes(buf)
+
+    def _fast_value(self, e: TableEntry, buf: bytearray, at: int) -> None:
+        names, plan = self._value_plans[e.action]
+        if e.params.keys() != names:
+            raise KeyError("action parameters")
+        if self.layout.actions:
+            struct.pack_into("=I", buf, at + self.layout.value_fields["action"].offset, self.layout.actions[e.action])
+        for name, offset, encode in plan:
+            raw = encode(e.params[name])
+            buf[at + offset:at + offset + len(raw)] = raw
+
+    def _put(self, buf: bytearray, member: Member, field_type: str, value, where: str) -> None:
         if field_type in ADDRESS_TYPES:
             raw = address_bytes(field_type, value)
         elif field_type == "port":
-            if value not in self.loaded.ports:
+            if value not in self.ports:
                 raise EntryError(f"{where}: interface '{value}' does not run this NF",
-                                 hint=f"its interfaces: {', '.join(self.loaded.ports)}")
-            raw = struct.pack("=I", self.loaded.ports[value])
+                                 hint=f"its interfaces: {', '.join(self.ports)}")
+            raw = struct.pack("=I", self.ports[value])
         else:
             raw = value.to_bytes(member.size, "little")
         buf[member.offset:member.offset + len(raw)] = raw
 
-    def _get(self, raw: bytes, member, field_type: str):
+    def key(self, e: TableEntry) -> bytes:
+        """The key of a normalized entry."""
+        buf = bytearray(self.table_map.key_size)
+        for f in self.table.match:
+            self._put(buf, self.layout.key_fields[f.name], f.type, e.match[f.name], f"table {self.table.name} {f.name}")
+            if f.kind == "lpm":
+                plen = self.layout.key_fields["prefixlen"]
+                struct.pack_into("=I", buf, plen.offset, ipaddress.ip_network(e.match[f.name]).prefixlen)
+        return bytes(buf)
+
+    def value(self, e: TableEntry) -> bytes:
+        """The value of a normalized entry, its counter slot left 0."""
+        buf = bytearray(self.value_size)
+        if self.layout.actions:
+            struct.pack_into("=I", buf, self.layout.value_fields["action"].offset, self.layout.actions[e.action])
+        for f in self.table.action(e.action):
+            self._put(buf, self.layout.value_fields[f.name], f.type, e.params[f.name],
+                      f"table {self.table.name} action {e.action} {f.name}")
+        return bytes(buf)
+
+    # ---- decoding --------------------------------------------------------------------------
+    def _get(self, raw: bytes, member: Member, field_type: str):
         chunk = raw[member.offset:member.offset + member.size]
         if field_type in ADDRESS_TYPES:
             return address_text(field_type, int.from_bytes(chunk, "big"))
@@ -682,87 +1244,130 @@ class _Codec:
             return self.port_names.get(idx, f"ifindex{idx}")
         return int.from_bytes(chunk, "little")
 
-    def key(self, e: TableEntry) -> bytes:
-        buf = bytearray(self.table_map.key_size)
-        for f in self.table.match:
-            self._put(buf, self.key_fields[f.name], f.type, e.match[f.name], f"table {self.table.name} {f.name}")
-            if f.kind == "lpm":
-                plen = self.key_fields["prefixlen"]
-                struct.pack_into("=I", buf, plen.offset, ipaddress.ip_network(e.match[f.name]).prefixlen)
-        return bytes(buf)
-
-    def value(self, e: TableEntry, slot: int | None) -> bytes:
-        buf = bytearray(self.table_map.value_size)
-        if self.actions:
-            struct.pack_into("=I", buf, self.value_fields["action"].offset, self.actions[e.action])
-        for f in self.table.action(e.action):
-            self._put(buf, self.value_fields[f.name], f.type, e.params[f.name],
-                      f"table {self.table.name} action {e.action} {f.name}")
-        if slot is not None:
-            struct.pack_into("=I", buf, self.value_fields["stats_slot"].offset, slot)
-        return bytes(buf)
-
-    def decode(self, key: bytes, value: bytes) -> EntryCounters:
+    def decode(self, key: bytes, value: bytes, totals: tuple[np.ndarray, np.ndarray] | None) -> EntryCounters:
         match = {}
         for f in self.table.match:
-            v = self._get(key, self.key_fields[f.name], f.type)
+            v = self._get(key, self.layout.key_fields[f.name], f.type)
             if f.kind == "lpm":
-                plen = struct.unpack_from("=I", key, self.key_fields["prefixlen"].offset)[0]
+                plen = struct.unpack_from("=I", key, self.layout.key_fields["prefixlen"].offset)[0]
                 v = str(ipaddress.ip_network(f"{v}/{plen}", strict=False))
             match[f.name] = v
         action = next(iter(self.table.actions))
-        if self.actions:
-            code = struct.unpack_from("=I", value, self.value_fields["action"].offset)[0]
-            action = next((a for a, c in self.actions.items() if c == code), f"action{code}")
-        params = {f.name: self._get(value, self.value_fields[f.name], f.type)
+        if self.layout.actions:
+            code = struct.unpack_from("=I", value, self.layout.value_fields["action"].offset)[0]
+            action = next((a for a, c in self.layout.actions.items() if c == code), f"action{code}")
+        params = {f.name: self._get(value, self.layout.value_fields[f.name], f.type)
                   for f in self.table.actions.get(action, ())}
         packets = nbytes = 0
-        if self.counters_map is not None:
-            for v in self.counters_map.lookup_per_cpu(struct.pack("=I", self.slot_of(value))):
-                packets += self._get(v, self.counter_fields["packets"], "u64")
-                nbytes += self._get(v, self.counter_fields["bytes"], "u64")
+        if totals is not None and self.slot_of(value) < len(totals[0]):
+            packets, nbytes = int(totals[0][self.slot_of(value)]), int(totals[1][self.slot_of(value)])
         return EntryCounters(TableEntry(self.table.name, match, action, params), packets, nbytes)
 
-    # per-entry counters live in a shared per-CPU array, one slot per entry
-    def slot_of(self, value: bytes) -> int | None:
-        if self.counters_map is None:
+    def slot_of(self, value: bytes) -> int:
+        return struct.unpack_from("=I", value, self.slot_offset)[0]
+
+    def counter_totals(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Packets and bytes of every counter slot, summed over CPUs, in one batched read."""
+        m = self.counters_map
+        if m is None:
             return None
-        return struct.unpack_from("=I", value, self.value_fields["stats_slot"].offset)[0]
+        raw = np.frombuffer(m.lookup_all(), dtype=np.uint8).reshape(m.max_entries, -1, m.stride if m.per_cpu
+                                                                      else m.value_size)
 
-    def free_slot(self, used: set[int]) -> int | None:
-        """The lowest counter slot not in `used`, which then holds it."""
-        if self.counters_map is None:
-            return None
-        for slot in range(self.counters_map.max_entries):
-            if slot not in used:
-                used.add(slot)
-                return slot
-        raise BpfError(f"table {self.table.name}: all {self.counters_map.max_entries} counter slots are in use",
-                       hint="delete entries first")
+        def total(member: Member) -> np.ndarray:
+            chunk = np.ascontiguousarray(raw[:, :, member.offset:member.offset + member.size])
+            return chunk.view(f"<u{member.size}")[:, :, 0].sum(axis=1, dtype=np.uint64)
 
-    def reset_counters(self, slot: int | None, keep: bool) -> None:
-        if slot is None or keep:
-            return
-        self.counters_map.update(struct.pack("=I", slot), bytes(self.counters_map.read_size))
+        return total(self.layout.counter_fields["packets"]), total(self.layout.counter_fields["bytes"])
 
 
-def _holder(codec: "_Codec", key: bytes) -> str:
-    """An entry's name in the counter-slot record: its table's map and its exact key."""
-    return f"{codec.table_map.name}/{key.hex()}"
+def _fast_encoder(f: Field, size: int, params: dict, ports: dict[str, int]):
+    """A function giving a field's bytes (an LPM field's: bytes and prefix length) straight from
+    a plain, well-formed value, and raising on anything else, which then goes through
+    tables.normalize to be checked and explained. It accepts nothing normalize refuses, and
+    encodes as _Codec.key and value encode what normalize returns (tests/test_xdp_target.py
+    checks both), without normalize's parsing the value twice."""
+    if f.type == "ipv4":
+        return _ipv4_prefix if f.kind == "lpm" else _ipv4_address
+    if f.type == "ipv6":
+        return _ipv6_prefix if f.kind == "lpm" else _remembered(_ipv6_address)
+    if f.type == "ip":
+        return _remembered(_ip_address)
+    if f.type == "mac":
+        return _remembered(_mac)
+    if f.type == "port":
+        return lambda value: struct.pack("=I", ports[value])
+    bound = f.below if not isinstance(f.below, str) else params.get(f.below)
+    limit = 1 << f.width
+
+    def integer(value) -> bytes:
+        if type(value) is not int or not 0 <= value < limit or (bound is not None and value >= bound):
+            raise ValueError(f.name)
+        return value.to_bytes(size, "little")
+    return integer
 
 
-def _btf_ids(loaded: _Loaded, map_name: str) -> tuple[int, int]:
-    """A pinned map's key and value BTF type ids, found through the object's map definitions."""
-    return _map_type_ids(Path(loaded.meta["object"]), map_name)
+def _remembered(encode):
+    """`encode` remembering its answers: next hops and peers repeat across a table's entries."""
+    seen: dict[str, bytes] = {}
+
+    def remembered(value) -> bytes:
+        raw = seen.get(_text(value))
+        if raw is None:
+            raw = seen[value] = encode(value)
+        return raw
+    return remembered
 
 
-_TYPE_ID_CACHE: dict[tuple[Path, str], tuple[int, int]] = {}
+def _text(value) -> str:
+    if type(value) is not str:
+        raise TypeError("not text")
+    return value
+
+
+def _ipv4_address(value) -> bytes:
+    return socket.inet_pton(socket.AF_INET, _text(value))   # dotted quads only, as ipaddress takes them
+
+
+def _ipv4_prefix(value) -> tuple[bytes, int]:
+    address, slash, length = _text(value).partition("/")
+    if not slash or not length.isascii() or not length.isdigit() or len(length) > 2 or int(length) > 32:
+        raise ValueError("not a plain prefix length")
+    raw, plen = socket.inet_pton(socket.AF_INET, address), int(length)
+    if int.from_bytes(raw, "big") & (0xFFFFFFFF >> plen):
+        raise ValueError("host bits set")
+    return raw, plen
+
+
+def _ipv6_address(value) -> bytes:
+    return ipaddress.IPv6Address(_text(value)).packed
+
+
+def _ipv6_prefix(value) -> tuple[bytes, int]:
+    net = ipaddress.IPv6Network(_text(value))   # strict: host bits set raise
+    return net.network_address.packed, net.prefixlen
+
+
+def _ip_address(value) -> bytes:
+    return ip_packed(_text(value))
+
+
+def _mac(value) -> bytes:
+    return bytes.fromhex(parse_mac(value, "mac").replace(":", ""))
+
+
+# ---- the compiled objects' maps ----------------------------------------------------------------
+_OBJECT_MAPS: dict[Path, dict[str, tuple[int, int]]] = {}
+
+
+def _object_maps(obj: Path) -> dict[str, tuple[int, int]]:
+    """The object's maps, each with its key and value BTF type ids (opened, not loaded: BTF only).
+    Objects are named by the digest of their inputs, so the answer never changes."""
+    if obj not in _OBJECT_MAPS:
+        with libbpf.BpfObject(str(obj)) as o:
+            _OBJECT_MAPS[obj] = {name: o.btf_type_ids(name) for name in o.map_names}
+    return _OBJECT_MAPS[obj]
 
 
 def _map_type_ids(obj: Path, map_name: str) -> tuple[int, int]:
-    key = (obj, map_name)
-    if key not in _TYPE_ID_CACHE:
-        with libbpf.BpfObject(str(obj)) as o:   # opened, not loaded: BTF only
-            for name in o._map_ptrs:
-                _TYPE_ID_CACHE[(obj, name)] = o.btf_type_ids(name)
-    return _TYPE_ID_CACHE[key]
+    return _object_maps(obj)[map_name]
