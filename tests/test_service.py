@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,8 +89,11 @@ class Router:
         ctl.recover()
         ctl.forget_node(self.name)
         assert not (self.scope.pin_root / self.name).exists() or not any((self.scope.pin_root / self.name).iterdir())
-        for path in (self.scope.db_path, Path(f"{self.scope.db_path}-wal"), Path(f"{self.scope.db_path}-shm")):
-            path.unlink(missing_ok=True)
+        for path in (self.scope.pin_root / self.name, self.scope.pin_root):
+            if path.exists():
+                path.rmdir()
+        shutil.rmtree(self.scope.state_dir)
+        shutil.rmtree(self.scope.run_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -122,7 +126,8 @@ def _run_killed(scope: Scope, work, at: float) -> bool:
     proc.start()
     time.sleep(at)
     killed = proc.exitcode is None
-    os.kill(proc.pid, signal.SIGKILL)
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     return killed
 
@@ -177,7 +182,7 @@ def test_a_live_writer_is_waited_for_not_recovered(router):
 
 # ---- concurrent writers -------------------------------------------------------------------------
 def test_four_writer_processes_lose_nothing_and_share_no_counter_slot(router, tmp_path):
-    router.ctl.deploy(router.name, "nfrouter", ["va", "vc"])
+    router.ctl.deploy(router.name, "nfrouter", ["va", "vc"], {"max_routes": 4096})
     files = []
     for w in range(4):
         path = tmp_path / f"routes{w}.txt"
