@@ -19,7 +19,8 @@ def kernel_state(name: str) -> str:
 @pytest.mark.parametrize("slow_path", [True, False])
 def test_kernel_fib_follows_the_nodes_slow_path(veth_node, slow_path):
     ctl, name = veth_node
-    ctl.nodes[name] = dataclasses.replace(ctl.node(name), kernel_slow_path=slow_path)
+    ctl.add_node(dataclasses.replace(ctl.node(name), kernel_slow_path=slow_path))   # node state lives in the store
+    assert ctl.node(name).kernel_slow_path == slow_path
     ctl.deploy(name, "nfrouter", ["va"])
     routes = RouteService(ctl)
     routes.add(name, "10.9.0.0/16", "va", GW_MAC, via="192.0.2.2")
