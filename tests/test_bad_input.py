@@ -1,4 +1,5 @@
 """Bad input: a clear error naming what was wrong, and nothing half-deployed left behind."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +13,6 @@ from controller.catalog import get_nf, load_nf
 from controller.errors import BpfError, CompileError, EntryError, TargetError, TopologyError, VerifierError
 from controller.routes import RouteService
 from controller.tables import TableEntry
-from controller.targets.xdp import PIN_ROOT, STATE_ROOT, XdpTarget
 
 pytestmark = pytest.mark.needs_root
 
@@ -28,8 +28,13 @@ BAD_PROGRAM = textwrap.dedent("""
 """)
 
 
-def leftover(node):
-    return [p for p in (PIN_ROOT / node, STATE_ROOT / node) if p.exists() and any(p.iterdir())]
+def leftover(ctl, node):
+    """What innet holds on the node: pin directories, data-plane records or counter slots,
+    desired instances."""
+    pins = ctl.target("xdp").node_pins(node)
+    found = sorted(pins.iterdir()) if pins.exists() else []
+    found += [f"records of {node}"] if node in ctl.records.nodes() else []
+    return found + [f"instance {i.id}" for i in ctl.instances(node)]
 
 
 def test_unknown_node(veth_node):
@@ -43,7 +48,7 @@ def test_unknown_interface_leaves_nothing(veth_node):
     with pytest.raises(TopologyError, match=f"node {node} has no interface 'eth7'") as exc:
         ctl.deploy(node, "nfrouter", ["va", "eth7"])
     assert "va" in exc.value.hint
-    assert not leftover(node)
+    assert not leftover(ctl, node)
 
 
 def test_second_deploy_is_idempotent_and_keeps_state(veth_node):
@@ -52,7 +57,9 @@ def test_second_deploy_is_idempotent_and_keeps_state(veth_node):
     routes = RouteService(ctl)
     routes.add(node, "198.51.100.0/24", "va", "02:00:00:00:00:09", via="192.0.2.9")
     again = ctl.deploy(node, "nfrouter", ["va", "vb"])
-    assert again == first
+    assert first.cleared == ("nfrouter",), "a first deploy starts with empty maps"
+    assert again.cleared == (), "a repeat empties nothing"
+    assert dataclasses.replace(again, cleared=first.cleared) == first
     assert [r.prefix for r in routes.list(node)] == ["198.51.100.0/24"]
     routes.delete(node, "198.51.100.0/24")
 
@@ -67,8 +74,9 @@ def test_invalid_prefix_mac_and_gateway(veth_node):
         routes.add(node, "10.0.0.0/8", "va", "02:00:00:00:01", via="192.0.2.2")
     with pytest.raises(EntryError, match="needs a gateway"):
         routes.add(node, "10.0.0.0/8", "va", "02:00:00:00:00:01")
-    with pytest.raises(TopologyError, match="no interface 'eth5'"):
+    with pytest.raises(EntryError, match=f"route 10.0.0.0/8: {node} has no interface 'eth5'") as exc:
         routes.add(node, "10.0.0.0/8", "eth5", "02:00:00:00:00:01", via="192.0.2.2")
+    assert "va" in exc.value.hint
     assert routes.list(node) == []
 
 
@@ -88,14 +96,9 @@ def test_full_route_table_is_refused_and_rolled_back(veth_node):
 
 def _held_slots(ctl, node):
     """Every route's counter slot, read from the maps, and the slots the target has recorded."""
-    target, spec = ctl.target(ctl.node(node)), get_nf("nfrouter")
-    loaded = target._open(ctl.node(node), spec)
-    try:
-        slots = [target._codec(loaded, t).slot_of(v) for t in spec.tables.values()
-                 for _, v in target._codec(loaded, t).table_map.items()]
-    finally:
-        loaded.close()
-    return slots, set(target._read_slots(ctl.node(node), spec).get("route_stats", {}).values())
+    target = ctl.target("xdp")
+    slots = [s for t in get_nf("nfrouter").tables for s in target.entry_slots(ctl.node(node), "nfrouter", t)]
+    return slots, set(ctl.records.slots(node, "nfrouter", "route_stats").values())
 
 
 def test_counter_slots_are_reused_and_never_shared(veth_node):
@@ -123,8 +126,8 @@ def test_counter_slots_are_reused_and_never_shared(veth_node):
     ctl.write(node, "nfrouter", [route("198.51.9.0/24")])
     slots, recorded = _held_slots(ctl, node)
     assert len(slots) == 4 and len(set(slots)) == 4 and set(slots) == recorded
-    target = ctl.target(ctl.node(node))
-    assert set(target._chains(ctl.node(node)).metas) == {"nfrouter"}, "the slot record is no deployment"
+    assert [d.instance for d in ctl.deployments(node)] == ["nfrouter"], "the slot record is no deployment"
+    assert list(ctl.records.items(node)) == ["xdp/nfrouter"]
 
 
 def test_verifier_rejection_shows_the_log_and_leaves_nothing(veth_node, tmp_path, monkeypatch):
@@ -137,12 +140,14 @@ def test_verifier_rejection_shows_the_log_and_leaves_nothing(veth_node, tmp_path
     nf_file = tmp_path / "bad.yaml"
     nf_file.write_text(f"name: badnf\nprograms:\n  xdp: {{source: {src}, entry: reads_past_the_end}}\n")
     nf = load_nf(nf_file)
+    target = ctl.target("xdp")
     with pytest.raises(VerifierError) as exc:
-        XdpTarget().deploy(ctl.node(node), nf, ["va"])
+        target.deploy(ctl.node(node), "badnf", nf, ["va"])
     text = str(exc.value)
     assert "reads_past_the_end" in text and "invalid access to packet" in text
     assert len(text.splitlines()) < 40, "only the relevant lines of the log"
-    assert not (PIN_ROOT / node / "badnf").exists()
+    assert not list(target.node_pins(node).glob("badnf@*")) and target.deployment(ctl.node(node), "badnf") is None
+    assert not leftover(ctl, node)
     out = subprocess.run(["nsenter", f"--net=/var/run/netns/{node}", "ip", "link", "show", "va"],
                          capture_output=True, text=True).stdout
     assert "xdp" not in out
@@ -177,5 +182,6 @@ def test_entry_on_an_interface_without_the_nf(veth_node):
 
 def test_not_deployed(veth_node):
     ctl, node = veth_node
-    with pytest.raises(TargetError, match=f"nfrouter is not deployed on {node}"):
+    with pytest.raises(TargetError, match=f"no NF instance 'nfrouter' runs on {node}") as exc:
         ctl.read(node, "nfrouter", "ipv4_routes")
+    assert f"innet nf deploy {node}" in exc.value.hint
