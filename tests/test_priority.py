@@ -4,17 +4,15 @@ Two fresh namespaces joined by a veth pair; prio runs on the egress of pqa (node
 the controller sets up the HTB tree there. Frames are sent from A's pqa with a packet
 socket, so they cross clsact egress and the root qdisc exactly as the stack's do.
 """
-from pathlib import Path
-
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from controller.core import Controller
 from controller.errors import EntryError, QueueError
 from controller.node import Node
 from controller.queues import QueueLevel
+from controller.service import Controller
 from controller.tables import TableEntry
 from testbed import traffic
 from testbed.scratch import Veth, namespace, sh
@@ -33,7 +31,7 @@ def pair():
         ctl = Controller()
         ctl.add_node(Node(ns.name, ns.path))
         yield ctl, ns.name, ns.peer
-        ctl.remove(ns.name, "prio")
+        ctl.forget_node(ns.name)
 
 
 @pytest.fixture
@@ -125,7 +123,9 @@ def test_remove_leaves_nothing(pair):
     ctl.remove(a, "prio")
     left = tree(a)
     assert "htb" not in left and "clsact" not in left and "bpf" not in left, left
-    assert not list(Path("/sys/fs/bpf/innet").glob(f"{a}/*"))
+    pins = ctl.target("xdp").node_pins(a)
+    assert not (pins.exists() and any(pins.iterdir())), "no pins left"
+    assert ctl.deployments(a) == [] and a not in ctl.records.nodes()
 
 
 @pytest.mark.parametrize("entry, message", [
