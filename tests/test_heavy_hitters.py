@@ -17,18 +17,16 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Ether
 
-from controller import cli
 from controller.bpf import libbpf
 from controller.bpf.build import compile_program
 from controller.catalog import get_nf
-from controller.core import Controller
-from controller.errors import CatalogError, StatsError
+from controller.errors import CatalogError, StatsError, TargetError
 from controller.netns import netns
 from controller.node import Node
 from controller.stats import (Flow, FlowCount, FlowMonitor, SketchEpochs, elephant_threshold, elephants, flow_counts, heavy_hitters,
                               rates, top_k)
-from controller.targets.xdp import PIN_ROOT
-from testbed import traffic
+from controller.service import Controller
+from testbed import cli, traffic
 from testbed.scratch import Veth, namespace, sh
 
 pytestmark = pytest.mark.needs_root
@@ -40,15 +38,14 @@ PROTO = {"udp": 17, "tcp": 6, "icmp": 1}
 @contextmanager
 def _node(veths: list[Veth]):
     """A fresh namespace holding the veths, IPv6 off, as a node of a new controller; on exit
-    cms and precision are removed and the namespace deleted."""
+    the node is forgotten (what runs on it removed) and the namespace deleted."""
     with namespace("hh", veths, ipv6=False) as ns:
         ctl = Controller()
         ctl.add_node(Node(ns.name, ns.path))
         try:
             yield ctl, ns.name
         finally:
-            for nf in ("cms", "precision"):
-                ctl.remove(ns.name, nf)
+            ctl.forget_node(ns.name)
 
 
 @pytest.fixture(scope="module")
@@ -279,13 +276,11 @@ def test_flow_monitor_reports_each_interval(hh):
     assert monitor.sample().flows == [], "the next interval starts empty"
 
 
-def test_cli_prints_the_top_flows(hh, tmp_path, monkeypatch, capsys):
+def test_cli_prints_the_top_flows(hh, capsys):
     ctl, name = hh
     ctl.reset_registers(name, "precision", "flows")
     flows = test_flows(2)
     send(ctl, name, "vd", "vc", [frame(flows[0])] * 7 + [frame(flows[1])] * 3)
-    monkeypatch.setattr("controller.core.NODES_FILE", tmp_path / "nodes.json")
-    ctl.save_nodes()
     assert cli.main(["hh", name, "precision", "--once", "--interval", "0.05", "--top", "1"]) == 0
     out = capsys.readouterr().out
     assert f"{flows[0]}" in out and f"{flows[1]}" not in out
@@ -310,8 +305,8 @@ def test_bad_sizes_are_refused_and_nothing_is_deployed(bare, nf, params, message
     ctl, name = bare
     with pytest.raises(CatalogError, match=message):
         ctl.deploy(name, nf, ["va"], params)
-    assert ctl.deployment(name, nf) is None
-    assert not (PIN_ROOT / name / nf).exists()
+    assert ctl.deployment(name, nf) is None and ctl.instances(name) == []
+    assert not list(ctl.target("xdp").node_pins(name).glob(f"{nf}@*"))
     assert "xdp" not in sh(name, "ip link show va")
 
 
@@ -324,7 +319,7 @@ def test_largest_sizes_fit_the_map_limits(bare):
 
 def test_bad_statistics_requests_say_what_is_wrong(hh):
     ctl, name = hh
-    with pytest.raises(StatsError, match="NF precision has no epochs"):
+    with pytest.raises(StatsError, match=r"NF precision \(instance precision\) has no epochs"):
         SketchEpochs(ctl, name, "precision")
     with pytest.raises(StatsError, match="top-k needs k >= 1"):
         top_k([], 0)
@@ -342,5 +337,6 @@ def test_bad_statistics_requests_say_what_is_wrong(hh):
 
 def test_not_deployed_epochs(bare):
     ctl, name = bare
-    with pytest.raises(StatsError, match=f"cms is not deployed on {name}"):
+    with pytest.raises(TargetError, match=f"no NF instance 'cms' on {name}") as exc:
         SketchEpochs(ctl, name, "cms")
+    assert f"innet nf deploy {name}" in exc.value.hint
