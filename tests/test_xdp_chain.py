@@ -5,7 +5,6 @@ on the router forwards 10.62.0.0/16 from xa out of xc; rxcount on xd lets the ve
 redirected frames in, where a capture checks their bytes. Real frames are sent from xb, and
 each NF's own maps say what it saw. IPv6 is off, so every frame is one the test sent.
 """
-import json
 import time
 from dataclasses import dataclass
 
@@ -17,15 +16,15 @@ from scapy.layers.l2 import Ether
 from controller.bpf import libbpf
 from controller.bpf.build import EBPF_DIR, compile_program
 from controller.catalog import CATALOG_DIR, load_nf
-from controller.core import Controller
 from controller.errors import BpfError, TargetError
 from controller.netns import netns
 from controller.node import Node
 from controller.routes import RouteService
+from controller.service import Controller
 from controller.stats import Flow, FlowMonitor, read_flows
 from controller.targets import xdp as xdp_target
-from controller.targets.chain import NodeChains
-from controller.targets.xdp import PIN_ROOT, STATE_ROOT, XdpHook
+from controller.targets.chain import NodeChains, record_key
+from controller.targets.xdp import XdpHook
 from frames import routed
 from testbed import traffic
 from testbed.scratch import Veth, namespace
@@ -60,11 +59,14 @@ class Router:
         traffic.send(self.ctl.node(self.peer), "xb", frames)
         return cap.frames()
 
+    def chains(self) -> NodeChains:
+        return NodeChains(self.name, self.ctl.records, self.ctl.target("xdp").node_pins(self.name))
+
     def chain_on(self, ifname: str) -> list[str]:
-        """The NFs a packet arriving on `ifname` meets, in order: read from the hook and the metadata."""
+        """The NFs a packet arriving on `ifname` meets, in order: read from the hook and the records."""
         with netns(self.ctl.node(self.name).netns), IPRoute() as ipr:
             prog_id = XdpHook.prog_id(ipr, ipr.link_lookup(ifname=ifname)[0])
-        return NodeChains(self.name, STATE_ROOT / self.name, PIN_ROOT / self.name).walk(prog_id)
+        return self.chains().walk(prog_id)
 
     def counted(self, nf: str) -> dict[Flow, int]:
         return {c.flow: c.packets for c in read_flows(self.ctl, self.name, nf)}
@@ -73,7 +75,16 @@ class Router:
         return self.ctl.read_stat(self.name, "nfrouter", "verdicts")["forwarded"]
 
     def prog_id(self, nf: str) -> int:
-        return json.loads((STATE_ROOT / self.name / f"{nf}.json").read_text())["prog_id"]
+        return self.ctl.records.get(self.name, record_key(nf))["prog_id"]
+
+    def pins(self, nf: str) -> list:
+        """The pin directories of instance `nf` (one per generation found)."""
+        return list(self.ctl.target("xdp").node_pins(self.name).glob(f"{nf}@*"))
+
+    def gone(self, nf: str) -> bool:
+        """Nothing of instance `nf` is left: no pins, no record, no desired instance."""
+        return not self.pins(nf) and self.ctl.records.get(self.name, record_key(nf)) is None \
+            and self.ctl.store.instance(self.name, nf) is None
 
     def hooks(self) -> dict[str, int | None]:
         with netns(self.ctl.node(self.name).netns), IPRoute() as ipr:
@@ -94,15 +105,21 @@ def router():
         try:
             yield r
         finally:
-            for nf in NFS:
-                ctl.remove(node.name, nf)
-            ctl.remove(peer.name, "rxcount")
-            RouteService(ctl).clear_state(node.name)
-        assert not leftovers(node.name), "pins or metadata left behind"
+            try:
+                for nf in NFS:
+                    ctl.remove(node.name, nf)
+                ctl.remove(peer.name, "rxcount")
+                left = leftovers(ctl, node.name)
+            finally:
+                for n in (node.name, peer.name):
+                    ctl.forget_node(n)
+        assert not left, "pins or records left behind"
 
 
-def leftovers(node: str) -> list:
-    return [p for p in (PIN_ROOT / node, STATE_ROOT / node) if p.exists()]
+def leftovers(ctl: Controller, node: str) -> list:
+    """The node's pin directory, and its records or counter slots in the scope's database."""
+    pins = ctl.target("xdp").node_pins(node)
+    return ([pins] if pins.exists() else []) + ([f"records of {node}"] if node in ctl.records.nodes() else [])
 
 
 def flows(n: int) -> list[tuple[Flow, int]]:
@@ -146,7 +163,7 @@ def test_three_deep_then_remove_the_middle_then_the_head(router):
 
     assert r.ctl.remove(r.name, "cms")
     assert r.chain_on("xa") == ["precision", "nfrouter"]
-    assert not (PIN_ROOT / r.name / "cms").exists()
+    assert r.gone("cms")
     sent, got, _ = send_counted(r)
     assert sorted(got) == sorted(r.routed(f) for f in sent), "forwarding goes on without the middle NF"
     assert r.counted("precision") == {f: 2 * n for f, n in by_flow.items()}, "precision keeps counting"
@@ -156,17 +173,15 @@ def test_three_deep_then_remove_the_middle_then_the_head(router):
     sent, got, _ = send_counted(r)
     assert sorted(got) == sorted(r.routed(f) for f in sent), "nfrouter alone still forwards"
 
-    assert r.ctl.remove(r.name, "nfrouter")
-    RouteService(r.ctl).clear_state(r.name)
+    assert r.ctl.remove(r.name, "nfrouter")   # its routes go with it
     assert r.hooks() == {"xa": None, "xc": None}
-    assert not leftovers(r.name)
+    assert not leftovers(r.ctl, r.name)
 
 
 def test_removing_the_router_keeps_cms_and_a_new_router_goes_behind_it(router):
     r = router
     r.ctl.deploy(r.name, "cms", ["xa", "xc"])
-    assert r.ctl.remove(r.name, "nfrouter")
-    RouteService(r.ctl).clear_state(r.name)
+    assert r.ctl.remove(r.name, "nfrouter")   # its routes go with it, from the kernel FIB too
     assert r.chain_on("xa") == ["cms"]
     sent, got, by_flow = send_counted(r)
     assert got == [], "nothing forwards without the router: the frames go to the kernel, which does not"
@@ -197,25 +212,28 @@ def test_redeploys_are_idempotent(router):
 
 def test_a_changed_program_takes_its_places_in_the_chain(router, tmp_path):
     """cms reloaded from changed source in the middle of precision -> cms -> nfrouter: the new
-    program replaces the old one in precision's chain_next, and cms keeps its maps."""
+    program replaces the old one in precision's chain_next. It is a new generation: its maps
+    start empty (Deployment.cleared says so) and the old generation's pins are gone."""
     r = router
     r.ctl.deploy(r.name, "cms", ["xa"])
     r.ctl.deploy(r.name, "precision", ["xa"])
     sent, _, by_flow = send_counted(r)
-    old_id = r.prog_id("cms")
+    old_id, (old_pin,) = r.prog_id("cms"), r.pins("cms")
     (tmp_path / "include").symlink_to(EBPF_DIR / "include")
     (tmp_path / "cms.bpf.c").write_text((EBPF_DIR / "cms.bpf.c").read_text() + "/* changed */\n")
     entry = (CATALOG_DIR / "cms.yaml").read_text().replace("source: ebpf/cms.bpf.c", f"source: {tmp_path}/cms.bpf.c")
     (tmp_path / "cms.yaml").write_text(entry)
-    node = r.ctl.node(r.name)
-    r.ctl.target(node).deploy(node, load_nf(tmp_path / "cms.yaml"), ["xa"])
+    d = r.ctl.deploy(r.name, load_nf(tmp_path / "cms.yaml"), ["xa"])
+    assert d.cleared == ("cms",), "a changed program's maps are new"
     assert r.prog_id("cms") != old_id
+    assert [p.name for p in r.pins("cms")] != [old_pin.name] and not old_pin.exists()
     assert r.chain_on("xa") == ["precision", "cms", "nfrouter"]
-    chains = NodeChains(r.name, STATE_ROOT / r.name, PIN_ROOT / r.name)
-    assert chains.next_id("precision") == r.prog_id("cms")
+    assert r.chains().next_id("precision") == r.prog_id("cms")
+    assert r.counted("cms") == {}, "the new maps start empty"
     sent, got, _ = send_counted(r)
     assert sorted(got) == sorted(r.routed(f) for f in sent)
-    assert r.counted("cms") == {f: 2 * n for f, n in by_flow.items()}, "the new program counts on in the same maps"
+    assert r.counted("cms") == by_flow, "the new program counts what came after it"
+    assert r.counted("precision") == {f: 2 * n for f, n in by_flow.items()}, "precision kept its maps"
 
 
 def test_a_foreign_program_is_refused(router):
@@ -230,7 +248,7 @@ def test_a_foreign_program_is_refused(router):
     with pytest.raises(TargetError, match="xa already runs XDP program id .*, not this deployment's") as exc:
         r.ctl.deploy(r.name, "cms", ["xa"])
     assert "xdp off" in exc.value.hint
-    assert not (PIN_ROOT / r.name / "cms").exists() and not (STATE_ROOT / r.name / "cms.json").exists()
+    assert r.gone("cms")
 
 
 def test_two_terminal_nfs_are_refused_clearly(router, tmp_path):
@@ -238,14 +256,13 @@ def test_two_terminal_nfs_are_refused_clearly(router, tmp_path):
     # rxcount without `chain: pass`: an NF that cannot be followed, like nfrouter
     (tmp_path / "sink.yaml").write_text("name: sink\nprograms:\n  xdp: {source: ebpf/xdp_pass.bpf.c, entry: xdp_pass}\n")
     sink = load_nf(tmp_path / "sink.yaml")
-    node = r.ctl.node(r.name)
     hooks = r.hooks()
     refused = "already runs nfrouter, which cannot be followed: sink and nfrouter"
     with pytest.raises(TargetError, match=refused) as exc:
-        r.ctl.target(node).deploy(node, sink, ["xa"])
+        r.ctl.deploy(r.name, sink, ["xa"])
     assert f"innet nf remove {r.name} nfrouter" in exc.value.hint
     assert r.hooks() == hooks
-    assert not (PIN_ROOT / r.name / "sink").exists() and not (STATE_ROOT / r.name / "sink.json").exists()
+    assert r.gone("sink")
     sent, got, _ = send_counted(r)
     assert sorted(got) == sorted(r.routed(f) for f in sent)
 
@@ -255,33 +272,46 @@ def test_a_pass_through_nf_joins_one_chain_at_a_time(router):
     r.ctl.deploy(r.name, "cms", ["xa"])
     with pytest.raises(TargetError, match="would join different chains: xa runs cms -> nfrouter; xc runs nfrouter"):
         r.ctl.deploy(r.name, "precision", ["xa", "xc"])
-    assert not (PIN_ROOT / r.name / "precision").exists()
+    assert r.gone("precision")
     assert r.chain_on("xa") == ["cms", "nfrouter"] and r.chain_on("xc") == ["nfrouter"]
 
 
+@pytest.mark.parametrize("step", ["pin", "record"])
 @pytest.mark.parametrize("first, then", [("nfrouter", "cms"), ("cms", "nfrouter")])
-def test_a_failed_deploy_puts_the_chain_back(router, monkeypatch, first, then):
-    """A failure at the last step (pinning the program) rolls back hooks, chain_next slots and metadata."""
+def test_a_failed_deploy_puts_the_chain_back(router, monkeypatch, first, then, step):
+    """A failure pinning the program (now done before it runs anywhere) or at the last step,
+    writing the records after every hook and chain_next slot is set (cms's record is the last
+    written either way: its own, or its `next` when nfrouter goes behind it), leaves hooks,
+    chain_next slots, records and desired state as they were."""
     r = router
     if first == "cms":   # cms alone first: nfrouter will be deployed behind it
         r.ctl.remove(r.name, "nfrouter")
-        RouteService(r.ctl).clear_state(r.name)
         r.ctl.deploy(r.name, "cms", ["xa", "xc"])
     hooks = r.hooks()
     chain = r.chain_on("xa")
+    records = r.ctl.records.items(r.name)
 
     def failing_pin(fd, path):
         raise BpfError(f"pinning {path}: injected failure")
 
-    monkeypatch.setattr(xdp_target.libbpf, "pin", failing_pin)
-    with pytest.raises(BpfError, match="injected failure"):
+    put = r.ctl.records.put
+
+    def failing_put(node, key, value):
+        put(node, key, value)   # written in the deploy's transaction, then the deploy fails
+        if key == record_key("cms"):
+            raise BpfError(f"writing {key}: injected failure")
+
+    if step == "pin":
+        monkeypatch.setattr(xdp_target.libbpf, "pin", failing_pin)
+    else:
+        monkeypatch.setattr(r.ctl.records, "put", failing_put)
+    with pytest.raises(BpfError, match=("pinning" if step == "pin" else "writing") + ".*injected failure"):
         r.ctl.deploy(r.name, then, ["xa", "xc"])
     monkeypatch.undo()
     assert r.hooks() == hooks and r.chain_on("xa") == chain
-    assert not (PIN_ROOT / r.name / then).exists() and not (STATE_ROOT / r.name / f"{then}.json").exists()
+    assert r.gone(then) and r.ctl.records.items(r.name) == records
     if first == "cms":
-        chains = NodeChains(r.name, STATE_ROOT / r.name, PIN_ROOT / r.name)
-        assert chains.next_id("cms") is None and chains.metas["cms"]["next"] is None
+        assert r.chains().next_id("cms") is None and r.chains().metas["cms"]["next"] is None
     else:
         sent, got, _ = send_counted(r)
         assert sorted(got) == sorted(r.routed(f) for f in sent), "the router forwards as before"
