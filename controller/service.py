@@ -67,6 +67,8 @@ class Controller:
     def forget_node(self, name: str) -> list[str]:
         """Remove everything innet runs on the node, then the node and its desired state."""
         with self._operation("forget-node", name, name):
+            if name not in self.nodes:   # the recovery this operation began with dropped it
+                return []
             removed = self._prune(name, set())
             self.store.delete_node(name)
             return removed

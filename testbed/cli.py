@@ -20,7 +20,7 @@ from controller.errors import InnetError
 
 def _console():
     from rich.console import Console
-    return Console()
+    return Console(width=None if sys.stdout.isatty() else 200)   # piped: full lines, no wrapping
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> None:
@@ -125,7 +125,8 @@ def _controller(need_nodes: bool = True):
 
     ctl = Controller(progress=lambda line: print(line, file=sys.stderr))
     if ctl.store.testbed() is not None and not ctl.scope.testbed_held():
-        clear_stale(ctl, lambda line: print(line, file=sys.stderr))
+        for line in clear_stale(ctl):
+            print(f"[innet] {line}", file=sys.stderr)
     ctl.recover()
     if need_nodes and not ctl.nodes:
         raise InnetError(f"no running nodes are known in scope '{ctl.scope.name}'",

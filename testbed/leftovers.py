@@ -2,7 +2,6 @@
 BMv2 switches. Scoped: another scope's testbed, with the same node names, is not ours."""
 from __future__ import annotations
 
-import os
 import subprocess
 
 from pyroute2 import IPRoute
@@ -10,6 +9,15 @@ from pyroute2 import IPRoute
 from controller.scope import Scope
 from controller.store import DataplaneRecords, Store
 from controller.topology import Topology
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def leftovers(topo: Topology, scope: Scope, host_pids: dict[str, int] | None = None) -> list[str]:
@@ -33,7 +41,7 @@ def leftovers(topo: Topology, scope: Scope, host_pids: dict[str, int] | None = N
         if switch_dir.exists():
             found.append(f"{switch_dir}")
         pid = (host_pids or {}).get(n)
-        if pid and os.path.exists(f"/proc/{pid}"):
+        if pid and alive(pid):
             found.append(f"process {pid} (mininet:{n})")
     ps = subprocess.run(["pgrep", "-f", f"simple_switch_grpc .*{scope.run_dir}/"], capture_output=True, text=True)
     found += [f"process {pid} (a BMv2 switch of scope {scope.name})" for pid in ps.stdout.split()]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 
 from mininet.link import Link, TCLink
 from mininet.net import Mininet
@@ -26,6 +28,7 @@ from controller.scope import ScopeError
 from controller.service import Controller
 from controller.topology import Topology
 from testbed.bmv2 import Bmv2Router
+from testbed.leftovers import alive
 
 log = logging.getLogger("innet.testbed")
 RX_NF = "rxcount"
@@ -130,7 +133,10 @@ class Testbed:
         return out
 
     def stop(self) -> None:
-        """Remove every NF and switch, then the network: no namespace, link, pin or process is left."""
+        """Remove every NF and switch, then the network: no namespace, link, pin or process is left.
+        A testbed that never took its scope (refused: another one runs there) touches nothing."""
+        if self._scope_fd is None:
+            return
         for name in self.topo.nodes:
             if name in self.controller.nodes:
                 try:
@@ -144,6 +150,9 @@ class Testbed:
                     host.stop_switch()
             self.net.stop()
             self.net = None
+        pins = self.controller.scope.pin_root
+        if pins.exists() and not any(pins.iterdir()):
+            pins.rmdir()
         if self._scope_fd is not None:
             self.controller.store.clear_testbed()
             os.close(self._scope_fd)
@@ -160,7 +169,7 @@ class Testbed:
                              hint="stop that one first (Ctrl-C or kill -TERM its pid), or bring this one up in "
                                   "another scope: innet --scope NAME up ...")
         self._scope_fd = fd
-        for line in clear_stale(self.controller, self.progress):
+        for line in clear_stale(self.controller):
             self.progress(f"[testbed] {line}")
 
     def __enter__(self) -> "Testbed":
@@ -182,7 +191,7 @@ class Testbed:
 ROUTER_CLASSES = {"xdp": Router, "bmv2": Bmv2Router}
 
 
-def clear_stale(controller: Controller, progress=print) -> list[str]:
+def clear_stale(controller: Controller) -> list[str]:
     """What a testbed killed without teardown left in its scope (its node processes, BMv2
     switches, programs, pins and desired state), removed. Call it while holding the scope's
     testbed lock, or when no live process holds it."""
@@ -191,17 +200,27 @@ def clear_stale(controller: Controller, progress=print) -> list[str]:
     for name, node in controller.nodes.items():
         pid = _node_pid(node)
         if stale is not None and pid and _is_mininet(pid, name):
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid)
             report.append(f"killed {name}'s leftover Mininet process {pid}")
-        if switch.stop(name, controller.scope):
+        if switch.stop(controller.scope, name):
             report.append(f"stopped {name}'s leftover BMv2 switch")
         if stale is not None or (node.netns and not os.path.exists(node.netns)):
             report += [f"{name}: {line}" for line in controller.forget_node(name)]
             report.append(f"{name}: dropped from the desired state")
+    pins = controller.scope.pin_root
+    if pins.exists() and not any(pins.iterdir()):
+        pins.rmdir()
     if stale is not None:
         controller.store.clear_testbed()
         report.append(f"cleared testbed {stale['topology']} of pid {stale['pid']}, which ended without teardown")
     return report
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _node_pid(node: Node) -> int | None:
