@@ -51,16 +51,21 @@ def test_xdp_and_kernel_forward_identical_bytes(linear):
     via_xdp = forwarded_bytes(linear, frames)
     assert to_h2() - before == len(frames), "every frame of the set takes the XDP fast path"
 
-    interfaces = list(linear.controller.deployment("r1", "nfrouter").interfaces)
-    linear.controller.remove("r1", "nfrouter")        # kernel routes stay: Linux forwards alone now
+    ctl = linear.controller
+    interfaces = list(ctl.deployment("r1", "nfrouter").interfaces)
+    kernel = ctl.plane("r1").fib_routes()
+    assert kernel, "r1's routes are in its kernel FIB too"
+    ctl.remove("r1", "nfrouter")      # its routes go with it, from the kernel FIB too
     try:
-        linear.controller.deploy("r1", "rxcount", ["r1-eth1"])   # keep h2's redirect path symmetric
+        ctl.plane("r1").fib_replace(kernel)   # the same kernel routes back: Linux forwards alone now
+        ctl.deploy("r1", "rxcount", ["r1-eth1"])   # keep h2's redirect path symmetric
         via_kernel = forwarded_bytes(linear, frames)
     finally:
-        linear.controller.remove("r1", "rxcount")
-        linear.controller.deploy("r1", "nfrouter", interfaces)
+        ctl.remove("r1", "rxcount")
+        ctl.deploy("r1", "nfrouter", interfaces)
         from controller.topology import load_topology
         for route in load_topology("linear").static_routes("r1"):
             linear.routes.add("r1", route.prefix, route.interface, route.mac, route.via, route.local)
     assert len(via_xdp) == len(frames)
     assert via_kernel == via_xdp
+    assert all(r.fast_path and r.kernel for r in linear.routes.list("r1")), "r1 routes as before"
