@@ -25,6 +25,7 @@
    all deployed side by side, on the same Zipf packets (round-robin chunks, kernel-timed)
    and on one 64-byte frame repeated (as bench/nfrouter.py measures it).
 Plot: recall and ARE against memory, one panel per skew (PNG, needs the `bench` extra).
+The bench works in a scope of its own (bench-<pid>), removed at the end.
 
 It prints figures and asserts nothing: it is a benchmark, not a test.
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import struct
 import sys
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
+os.environ["INNET_SCOPE"] = f"bench-{os.getpid()}"   # before the controller loads: the bench's own scope
 
 import numpy as np  # noqa: E402
 
@@ -54,7 +57,8 @@ from controller.bpf import libbpf  # noqa: E402
 from controller.catalog import get_nf  # noqa: E402
 from controller.netns import netns  # noqa: E402
 from controller.routes import RouteService  # noqa: E402
-from controller.targets.xdp import PIN_ROOT, PROG_PIN  # noqa: E402
+from controller.scope import current  # noqa: E402
+from controller.targets.chain import PROG_PIN  # noqa: E402
 
 SKEWS = (0.8, 1.0, 1.2)
 KS = (100, 300)
@@ -78,11 +82,11 @@ class MapSizes:
     CPUs for per-CPU maps); the cell count of a map bound to a `registers` statistic follows
     the catalog's shape, any other map keeps its size."""
 
-    def __init__(self, nf: str, node: str):
+    def __init__(self, ctl, node: str, nf: str):
         self.spec = get_nf(nf)
         by_map = {s.xdp["map"]: s for s in self.spec.stats.values() if s.kind == "registers" and "map" in s.xdp}
         self.cell_bytes, self.fixed = {}, 0
-        for name, entries, elem in pinned_maps(node, nf):
+        for name, entries, elem in pinned_maps(ctl, node, nf):
             if name in by_map:
                 self.cell_bytes[by_map[name].name] = elem
             else:
@@ -99,10 +103,15 @@ class MapSizes:
         return sum(self.of(params).values())
 
 
-def pinned_maps(node: str, nf: str) -> list[tuple[str, int, int]]:
-    """(map name, entries, bytes per entry) of every map the deployed NF pinned."""
+def pin_dir(ctl, node: str, instance: str) -> Path:
+    """Where the deployed instance's program and maps are pinned (its current generation)."""
+    return ctl.target("xdp").pin_dir(ctl.node(node), instance)
+
+
+def pinned_maps(ctl, node: str, nf: str) -> list[tuple[str, int, int]]:
+    """(map name, entries, bytes per entry) of every map the deployed NF instance pinned."""
     out = []
-    for pin in sorted((PIN_ROOT / node / nf).iterdir()):
+    for pin in sorted(pin_dir(ctl, node, nf).iterdir()):
         if pin.name == PROG_PIN:
             continue
         m = libbpf.BpfMap.from_pin(str(pin))
@@ -200,9 +209,9 @@ def run_one(ctl, node: str, nf: str, params: dict, trace: Trace, frames, reads: 
     every flow the table holds). With `reads`, also times reading the filled register arrays into it."""
     ctl.deploy(node, nf, ["hb0"], params)
     try:
-        map_bytes = sum(e * b for _, e, b in pinned_maps(node, nf))
+        map_bytes = sum(e * b for _, e, b in pinned_maps(ctl, node, nf))
         epochs = stats.SketchEpochs(ctl, node, nf) if stats.has_epochs(get_nf(nf)) else None
-        fd = libbpf.get_pinned(str(PIN_ROOT / node / nf / PROG_PIN))
+        fd = libbpf.get_pinned(str(pin_dir(ctl, node, nf) / PROG_PIN))
         try:
             t0 = time.perf_counter()
             kernel_ns = replay(fd, frames, trace.order)
@@ -236,7 +245,7 @@ class ReadRow:
 
 def time_reads(ctl, node: str, nf: str, repeats: int) -> list[ReadRow]:
     rows = []
-    map_bytes = sum(e * b for _, e, b in pinned_maps(node, nf))
+    map_bytes = sum(e * b for _, e, b in pinned_maps(ctl, node, nf))
     spec = get_nf(nf)
     for stat in (s for s in spec.stats.values() if s.kind == "registers" and s.cells != (1,)):   # not control
         batched = []
@@ -244,7 +253,7 @@ def time_reads(ctl, node: str, nf: str, repeats: int) -> list[ReadRow]:
             t0 = time.perf_counter()
             ctl.read_registers(node, nf, stat.name)
             batched.append(time.perf_counter() - t0)
-        m = libbpf.BpfMap.from_pin(str(PIN_ROOT / node / nf / stat.xdp["map"]))
+        m = libbpf.BpfMap.from_pin(str(pin_dir(ctl, node, nf) / stat.xdp["map"]))
         try:
             raw, per_cell = [], []
             for _ in range(repeats):
@@ -279,7 +288,7 @@ def bench_cost(trace: Trace, frames, packets: int) -> list[tuple]:
         try:
             for name, nf, ifname in COST_NFS:
                 ctl.deploy(node, nf, [ifname])
-                fds[name] = libbpf.get_pinned(str(PIN_ROOT / node / nf / PROG_PIN))
+                fds[name] = libbpf.get_pinned(str(pin_dir(ctl, node, nf) / PROG_PIN))
             # every destination of the trace (172.16.0.0/12) takes NFRouter's forwarding path
             RouteService(ctl).add(node, "172.16.0.0/12", "hb1", "02:00:00:00:01:02", via="198.18.1.2")
             order = trace.order[:packets]
@@ -420,7 +429,7 @@ def bench_accuracy(cfg: dict, seed: int) -> tuple[list[Row], list[ReadRow], tupl
         sizes = {}
         for nf in NFS:   # a first deployment tells each map's real element size
             ctl.deploy(node, nf, ["hb0"])
-            sizes[nf] = MapSizes(nf, node)
+            sizes[nf] = MapSizes(ctl, node, nf)
             ctl.remove(node, nf)
         for skew in SKEWS:
             t0 = time.perf_counter()
@@ -455,6 +464,15 @@ def bench_accuracy(cfg: dict, seed: int) -> tuple[list[Row], list[ReadRow], tupl
     return rows, reads, cost_trace
 
 
+def drop_scope() -> None:
+    """The bench's scope goes with it: its database, run directory and (empty) pin root."""
+    scope = current()
+    shutil.rmtree(scope.state_dir, ignore_errors=True)
+    shutil.rmtree(scope.run_dir, ignore_errors=True)
+    if scope.pin_root.is_dir() and not any(scope.pin_root.iterdir()):
+        scope.pin_root.rmdir()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -467,17 +485,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = QUICK if args.quick else FULL
 
     def body() -> None:
-        rows, reads, (trace, frames) = bench_accuracy(cfg, args.seed)
-        say()
-        print_target(rows)
-        say()
-        say(f"[2/3] sketch reads at each memory size (timed in step 1, after the skew-{SKEWS[0]} replays)")
-        print_reads(reads)
-        say()
-        print_cost(bench_cost(trace, frames, cfg["cost_packets"]))
-        say()
-        plot(rows, args.plot, f"innet heavy hitters on XDP: {cfg['flows']:,} flows, {cfg['packets']:,} packets, "
-                              f"seed {args.seed}")
+        try:
+            rows, reads, (trace, frames) = bench_accuracy(cfg, args.seed)
+            say()
+            print_target(rows)
+            say()
+            say(f"[2/3] sketch reads at each memory size (timed in step 1, after the skew-{SKEWS[0]} replays)")
+            print_reads(reads)
+            say()
+            print_cost(bench_cost(trace, frames, cfg["cost_packets"]))
+            say()
+            plot(rows, args.plot, f"innet heavy hitters on XDP: {cfg['flows']:,} flows, {cfg['packets']:,} "
+                                  f"packets, seed {args.seed}")
+        finally:
+            drop_scope()
 
     return run(body)
 

@@ -14,10 +14,9 @@ import numpy as np
 
 from bench.zipf import Frames
 from controller.bpf import libbpf
-from controller.core import Controller
 from controller.errors import BpfError
 from controller.node import Node
-from controller.routes import RouteService
+from controller.service import Controller
 from testbed.scratch import Veth, namespace
 
 
@@ -43,8 +42,9 @@ def replay(prog_fd: int, frames: Frames, order: np.ndarray, verdicts: Counter | 
 @contextmanager
 def bench_node(prefix: str, veths: int) -> Iterator[tuple[Controller, str]]:
     """A fresh namespace `<prefix>-<random>` holding veth pairs hb<i>/hp<i>, hb<i> with address
-    198.18.<i>.1/24 (the benchmarking range), as a node of a new controller. On exit, every NF
-    deployed on it, its route state and the namespace are removed."""
+    198.18.<i>.1/24 (the benchmarking range), as a node of a new controller (in the process's
+    scope). On exit the node is forgotten (every NF instance on it removed, its routes and
+    desired state dropped) and the namespace deleted."""
     pairs = [Veth(f"hb{i}", f"hp{i}", f"198.18.{i}.1/24") for i in range(veths)]
     with namespace(prefix, pairs) as ns:
         ctl = Controller()
@@ -52,6 +52,4 @@ def bench_node(prefix: str, veths: int) -> Iterator[tuple[Controller, str]]:
         try:
             yield ctl, ns.name
         finally:
-            for nf in ("cms", "precision", "nfrouter", "rxcount"):
-                ctl.remove(ns.name, nf)
-            RouteService(ctl).clear_state(ns.name)
+            ctl.forget_node(ns.name)
