@@ -12,10 +12,12 @@ BPF_PROG_TEST_RUN (kernel-timed, unattached, no pins), in interleaved rounds, as
 Printed: median ns/packet of the rounds, after/before, and chained - after: what one more hop costs
 (the tail call and xdp_pass's counter; the test run's own overhead, which xdp_pass's figure is
 mostly made of, is paid once per packet, not per hop). It prints figures and asserts nothing: a benchmark, not a test.
+It deploys nothing, but runs in a scope of its own (bench-<pid>) like every bench, removed at the end.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import struct
 import subprocess
@@ -24,9 +26,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
+os.environ["INNET_SCOPE"] = f"bench-{os.getpid()}"   # before the controller loads: the bench's own scope
 
 from bench.harness import REPO, run, say, start  # noqa: E402
-from bench.nfrouter import udp_frame  # noqa: E402
+from bench.nfrouter import drop_scope, udp_frame  # noqa: E402
 from controller.bpf import libbpf  # noqa: E402
 from controller.bpf.build import CFLAGS, compile_program  # noqa: E402
 from controller.catalog import get_nf  # noqa: E402
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for o in objs:
                 o.close()
+            drop_scope()
 
     return run(body)
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import struct
 import sys
@@ -49,7 +48,7 @@ os.environ["INNET_SCOPE"] = f"bench-{os.getpid()}"   # before the controller loa
 import numpy as np  # noqa: E402
 
 from bench.harness import run, say, start  # noqa: E402
-from bench.nfrouter import udp_frame  # noqa: E402
+from bench.nfrouter import drop_scope, udp_frame  # noqa: E402
 from bench.replay import bench_node, replay  # noqa: E402
 from bench.zipf import Trace, build_frames, zipf_trace  # noqa: E402
 from controller import stats  # noqa: E402
@@ -57,7 +56,6 @@ from controller.bpf import libbpf  # noqa: E402
 from controller.catalog import get_nf  # noqa: E402
 from controller.netns import netns  # noqa: E402
 from controller.routes import RouteService  # noqa: E402
-from controller.scope import current  # noqa: E402
 from controller.targets.chain import PROG_PIN  # noqa: E402
 
 SKEWS = (0.8, 1.0, 1.2)
@@ -462,15 +460,6 @@ def bench_accuracy(cfg: dict, seed: int) -> tuple[list[Row], list[ReadRow], tupl
             if skew == 1.0:
                 cost_trace = (trace, frames)
     return rows, reads, cost_trace
-
-
-def drop_scope() -> None:
-    """The bench's scope goes with it: its database, run directory and (empty) pin root."""
-    scope = current()
-    shutil.rmtree(scope.state_dir, ignore_errors=True)
-    shutil.rmtree(scope.run_dir, ignore_errors=True)
-    if scope.pin_root.is_dir() and not any(scope.pin_root.iterdir()):
-        scope.pin_root.rmdir()
 
 
 def main(argv: list[str] | None = None) -> int:

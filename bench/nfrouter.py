@@ -12,12 +12,15 @@
    on h2-eth0 counts and passes), and into an XDP sink on h2-eth0 that counts and drops,
    so the figure is the router path's without h2's receive work.
 
+The bench works in a scope of its own (bench-<pid>), removed at the end.
 It prints figures and asserts nothing: it is a benchmark, not a test.
 """
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
+import shutil
 import statistics
 import struct
 import sys
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
+os.environ["INNET_SCOPE"] = f"bench-{os.getpid()}"   # before the controller loads: the bench's own scope
 
 from pyroute2 import IPRoute  # noqa: E402
 from scapy.layers.inet import IP, UDP  # noqa: E402
@@ -36,6 +40,7 @@ from bench.harness import run, say, start  # noqa: E402
 from controller.bpf import libbpf  # noqa: E402
 from controller.bpf.build import compile_program  # noqa: E402
 from controller.netns import netns  # noqa: E402
+from controller.scope import current  # noqa: E402
 from controller.topology import load_topology  # noqa: E402
 
 XDP_REDIRECT = 4
@@ -234,8 +239,12 @@ def bench_forwarding(packets: int, warmup: int) -> list[tuple]:
         use_sink(True)
         rows.append(one_path(tb, gen, "XDP", "xdp-drop", frame, packets, warmup, ifindex))
 
-        say("      kernel forwarding: NFRouter removed from r1, rxcount (XDP_PASS) on r1-eth0")
-        tb.controller.remove("r1", "nfrouter")
+        say("      kernel forwarding: NFRouter removed from r1 (its kernel routes put back), rxcount (XDP_PASS) "
+            "on r1-eth0")
+        r1 = tb.controller.plane("r1")
+        kernel = r1.fib_routes()
+        tb.controller.remove("r1", "nfrouter")   # takes its routes out of the kernel FIB too
+        r1.fib_replace(kernel)                   # the same routes and neighbours: Linux forwards alone
         tb.controller.deploy("r1", "rxcount", ["r1-eth0"])
         rows.append(one_path(tb, gen, "kernel", "xdp-drop", frame, packets, warmup, ifindex))
         use_sink(False)
@@ -270,6 +279,15 @@ def print_forwarding(rows: list[tuple]) -> None:
         " paths. `delivered` counts every frame h2-eth0 receives, a few IPv6 ND/MLD frames among them)")
 
 
+def drop_scope() -> None:
+    """The bench's scope goes with it: its database, run directory and (empty) pin root."""
+    scope = current()
+    shutil.rmtree(scope.state_dir, ignore_errors=True)
+    shutil.rmtree(scope.run_dir, ignore_errors=True)
+    if scope.pin_root.is_dir() and not any(scope.pin_root.iterdir()):
+        scope.pin_root.rmdir()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a shorter run (fewer calls, fewer packets)")
@@ -280,8 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     packets, warmup = (1_000_000, 100_000) if args.quick else (5_000_000, 500_000)
 
     def body() -> None:
-        print_prog_run(bench_prog_run(calls))
-        print_forwarding(bench_forwarding(packets, warmup))
+        try:
+            print_prog_run(bench_prog_run(calls))
+            print_forwarding(bench_forwarding(packets, warmup))
+        finally:
+            drop_scope()
 
     return run(body)
 
