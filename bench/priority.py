@@ -14,10 +14,12 @@ flow (ping every 10 ms with TOS 0xb8 = DSCP EF) measures the round trip, in the 
 The replies come back over the unshaped direction, so the round trip is the queueing
 delay of the shaped egress plus a small constant. It prints p50/p99 per case, the probe
 loss, per-level queue statistics, and the p99 ratio (target: at least 10x lower with prio).
+The bench works in a scope of its own (bench-<pid>), removed at the end.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -27,15 +29,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
+os.environ["INNET_SCOPE"] = f"bench-{os.getpid()}"   # before the controller loads: the bench's own scope
 
 from pyroute2 import IPRoute  # noqa: E402
 
 from bench.harness import run, say, start  # noqa: E402
 from controller import qos  # noqa: E402
-from controller.core import Controller  # noqa: E402
 from controller.netns import netns  # noqa: E402
 from controller.node import Node  # noqa: E402
 from controller.queues import QueueLevel, parse_rate  # noqa: E402
+from controller.scope import current  # noqa: E402
+from controller.service import Controller  # noqa: E402
 from controller.tables import TableEntry  # noqa: E402
 from testbed.scratch import Netns, Veth, namespace  # noqa: E402
 
@@ -114,7 +118,7 @@ def bench(link: int, probes: int) -> None:
             stats = ctl.queue_stats(ns.name, "prio", "pba")
             regs = ctl.read_registers(ns.name, "prio", "levels")
         finally:
-            ctl.remove(ns.name, "prio")
+            ctl.forget_node(ns.name)
 
     say("\nprobe round trip (ms), same run:")
     _, base_p99 = report("rate-limited link, no NF", *base, probes)
@@ -142,7 +146,23 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which(tool):
             say(f"bench/priority.py needs {tool}: run `make setup`")
             return 2
-    return run(lambda: bench(link, probes))
+
+    def body() -> None:
+        try:
+            bench(link, probes)
+        finally:
+            drop_scope()
+
+    return run(body)
+
+
+def drop_scope() -> None:
+    """The bench's scope goes with it: its database, run directory and (empty) pin root."""
+    scope = current()
+    shutil.rmtree(scope.state_dir, ignore_errors=True)
+    shutil.rmtree(scope.run_dir, ignore_errors=True)
+    if scope.pin_root.is_dir() and not any(scope.pin_root.iterdir()):
+        scope.pin_root.rmdir()
 
 
 if __name__ == "__main__":
