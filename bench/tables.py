@@ -75,11 +75,11 @@ def bmv2_node():
     if why:
         raise InnetError(why)
     with bench_namespace() as ns:
-        switch.start(ns.name, [PORT, PEER], netns=ns.path, progress=lambda msg: say("      " + msg))
+        switch.start(current(), ns.name, [PORT, PEER], netns=ns.path, progress=lambda msg: say("      " + msg))
         try:
             yield Node(ns.name, ns.path, "router", "bmv2", kernel_slow_path=False), [PORT]
         finally:
-            switch.stop(ns.name)
+            switch.stop(current(), ns.name)
 
 
 BENCH_NODES = {"XDP": xdp_node, "BMv2": bmv2_node}

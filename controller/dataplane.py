@@ -8,7 +8,6 @@ switch socket, or asks which target an instance runs on.
 """
 from __future__ import annotations
 
-import ipaddress
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +148,9 @@ class NodeDataPlane(ABC):
         """Install or replace kernel routes with their neighbour entries; all or none."""
 
     @abstractmethod
-    def fib_delete(self, routes: list[FibRoute]) -> int:
-        """Delete kernel routes, and neighbour entries no remaining innet route uses."""
+    def fib_delete(self, routes: list[FibRoute], keep_neighbours: list[FibRoute]) -> int:
+        """Delete kernel routes and their next hops' neighbour entries, but those of the routes in
+        `keep_neighbours` (the routes that stay); returns how many routes existed."""
 
     @abstractmethod
     def fib_routes(self) -> list[FibRoute]:
@@ -254,14 +254,11 @@ class LocalNode(NodeDataPlane):
         if routes:
             fib.replace(self.node.netns, self._kernel_routes(routes), self.name)
 
-    def fib_delete(self, routes: list[FibRoute]) -> int:
+    def fib_delete(self, routes: list[FibRoute], keep_neighbours: list[FibRoute]) -> int:
         if not routes:
             return 0
-        gone = self._kernel_routes(routes)
-        prefixes = {r.prefix for r in gone}
-        remaining = [r for r in fib.routes(self.node.netns, self.name) if r.prefix not in prefixes]
-        keep = {(r.ifindex, _neighbour(r)) for r in remaining}
-        return fib.delete(self.node.netns, gone, self.name, keep)
+        keep = {(r.ifindex, _neighbour(r)) for r in self._kernel_routes(keep_neighbours)}
+        return fib.delete(self.node.netns, self._kernel_routes(routes), self.name, keep)
 
     def fib_routes(self) -> list[FibRoute]:
         if not self.node.kernel_slow_path:
@@ -271,5 +268,5 @@ class LocalNode(NodeDataPlane):
                 for r in fib.routes(self.node.netns, self.name)]
 
 
-def _neighbour(route) -> str:
-    return route.via or str(ipaddress.ip_network(route.prefix).network_address)
+def _neighbour(route: fib.KernelRoute) -> str:
+    return route.via or route.prefix.split("/")[0]

@@ -222,7 +222,7 @@ class Controller:
         actual = {r.prefix: r for r in plane.fib_routes()}
         extra = [r for p, r in actual.items() if p not in desired]
         missing = [r for p, r in desired.items() if actual.get(p) != r]
-        plane.fib_delete(extra)
+        plane.fib_delete(extra, list(desired.values()))
         plane.fib_replace(missing)
         return len(extra) + len(missing)
 
@@ -277,7 +277,9 @@ class Controller:
         with self._operation("remove", node, instance):
             plane = self.plane(node)
             if n.kernel_slow_path:
-                plane.fib_delete([fib_route(r) for r in self.store.routes(node) if r.instance == instance and not r.local])
+                routes = [r for r in self.store.routes(node) if not r.local]
+                plane.fib_delete([fib_route(r) for r in routes if r.instance == instance],
+                                 [fib_route(r) for r in routes if r.instance != instance])
             desired = self.store.instance(node, instance) is not None
             self.store.delete_instance(node, instance)
             return plane.remove(instance) or desired

@@ -246,6 +246,28 @@ class Store:
                                "WHERE node = ?", (node,))
         return [RouteRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
 
+    def routes_for(self, node: str, prefixes: list[str]) -> list[RouteRow]:
+        """The node's routes for these prefixes (those that exist)."""
+        if len(prefixes) > 500:   # a big batch: one scan beats thousands of lookups
+            wanted = set(prefixes)
+            return [r for r in self.routes(node) if r.prefix in wanted]
+        rows = self.db.execute("SELECT node, prefix, instance, interface, mac, via, local FROM routes WHERE node = ? "
+                               f"AND prefix IN ({', '.join('?' * len(prefixes))})", (node, *prefixes))
+        return [RouteRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+    def routes_via(self, node: str, next_hops: set[tuple[str, str]]) -> list[RouteRow]:
+        """The node's forwarding routes whose next hop (interface, gateway or on-link host) is one of these."""
+        gateways = sorted({address for _, address in next_hops})
+        if not gateways:
+            return []
+        marks = ", ".join("?" * len(gateways))
+        rows = self.db.execute("SELECT node, prefix, instance, interface, mac, via, local FROM routes WHERE node = ? "
+                               f"AND local = 0 AND (via IN ({marks}) OR (via IS NULL AND "
+                               f"substr(prefix, 1, instr(prefix, '/') - 1) IN ({marks})))",
+                               (node, *gateways, *gateways))
+        found = [RouteRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+        return [r for r in found if (r.interface, r.via or r.prefix.split("/")[0]) in next_hops]
+
     def put_routes(self, routes: Iterable[RouteRow]) -> None:
         with self.write() as db:
             db.executemany("INSERT OR REPLACE INTO routes VALUES (?, ?, ?, ?, ?, ?, ?)",

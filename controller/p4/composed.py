@@ -2,10 +2,11 @@
 
 Its own contract is p4/innet.yaml, in the catalog's format: the table `nf_enable` maps an
 ingress port to the bitmask of the NFs that see its packets (action `enable`, parameter
-`nfs`); an NF's bit is `enable_mask` under its catalog entry's programs.bmv2. Parameters
-are the program's -D defines, so the defines of every NF go into one build: deployed NFs
-with their parameters, the others at their defaults. Two NFs that share a define (such as
-FLOW_KEY_MODE) must agree on it.
+`nfs`); an NF's bit is `enable_mask` under its catalog entry's programs.bmv2. The program
+holds one copy of each NF's control and tables, so a switch runs at most one instance of an
+NF type in it. Parameters are the program's -D defines, so the defines of every NF go into
+one build: deployed NFs with their instance's parameters, the others at their defaults. Two
+NFs that share a define (such as FLOW_KEY_MODE) must agree on it.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def contract() -> NFSpec:
 
 
 def defines(params: dict[str, dict[str, int]], catalog_dir: Path | None = None) -> dict[str, int]:
-    """The -D defines of the composed build: `params` (NF -> its parameters) for the NFs given,
-    defaults for every other NF with a BMv2 program."""
+    """The -D defines of the composed build: `params` (NF name -> its one instance's parameters)
+    for the NFs given, defaults for every other NF with a BMv2 program."""
     catalog = load_catalog(catalog_dir) if catalog_dir else load_catalog()
     out: dict[str, int] = {}
     owner: dict[str, str] = {}
@@ -52,8 +53,8 @@ def defines(params: dict[str, dict[str, int]], catalog_dir: Path | None = None) 
 
 
 def masks(records: dict[str, dict]) -> dict[str, int]:
-    """interface -> OR of the enable bits of the NFs deployed on it, from their deployment
-    records (`interfaces`, `enable_mask`; standalone NFs have no mask)."""
+    """interface -> OR of the enable bits of the instances deployed on it, from their deployment
+    records (instance -> record with `interfaces`, `enable_mask`; standalone NFs have no mask)."""
     out: dict[str, int] = {}
     for record in records.values():
         for ifname in record["interfaces"]:

@@ -19,6 +19,11 @@ from controller.errors import TargetError
 
 ARBITRATION_TIMEOUT = 5.0
 RPC_TIMEOUT = 30.0
+# gRPC clients take 4 MB replies by default; reading a 65,536-route table with its counters
+# takes more. BMv2's server (PI) accepts requests up to 256 MB: the same bound both ways.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
 
 
 def grpc_ready(addr: str, timeout: float) -> bool:
@@ -58,7 +63,7 @@ class P4RuntimeClient:
         # a newer controller process wins the election: its id is larger
         now = time.time_ns()
         self.election_id = p4r.Uint128(high=now >> 64, low=now & (2**64 - 1))
-        self.channel = grpc.insecure_channel(addr)
+        self.channel = grpc.insecure_channel(addr, options=CHANNEL_OPTIONS)
         self.stub = p4runtime_pb2_grpc.P4RuntimeStub(self.channel)
         self._requests: queue.Queue = queue.Queue()
         self._stream = self.stub.StreamChannel(iter(self._requests.get, None))

@@ -1,18 +1,19 @@
-"""simple_switch_grpc processes: one BMv2 switch per node, started and stopped here.
+"""simple_switch_grpc processes: one BMv2 switch per node of a scope, started and stopped here.
 
 A plain library, usable from the controller, from tests on bare namespaces and from a
 Mininet node class (give it the host's namespace, e.g. f"/proc/{host.pid}/ns/net"):
 
-    sw = switch.start("s1", ["s1-eth0", "s1-eth1"], netns=f"/proc/{pid}/ns/net")
-    ...                                     # Bmv2Target finds it by node name
-    switch.stop("s1")
+    sw = switch.start(scope, "s1", ["s1-eth0", "s1-eth1"], netns=f"/proc/{pid}/ns/net")
+    ...                                     # Bmv2Target finds it by scope and node name
+    switch.stop(scope, "s1")
 
 The switch runs inside the node's network namespace, so it opens the node's interfaces and its
-Thrift server (which binds 0.0.0.0) is private to that namespace. Its P4Runtime server listens
-on a unix socket, unix:/run/innet/bmv2/<node>.sock, reachable from any namespace. The switch
-starts with no pipeline (--no-p4): Bmv2Target pushes one over P4Runtime. What the controller
-needs to reach it (pid, ports, gRPC address, Thrift port, device id, log) is kept in
-/run/innet/bmv2/<node>/switch.json, so any innet process finds it.
+Thrift server (which binds 0.0.0.0) is private to that namespace. Everything of it lives in
+<scope run dir>/bmv2/<node>/ (controller.scope: /run/innet/<scope>/bmv2/<node>/), so two
+scopes never see each other's switches: its P4Runtime server's unix socket p4rt.sock
+(reachable from any namespace), its notification socket, its logs, and switch.json, what the
+controller needs to reach it (pid, ports, gRPC address, Thrift port, device id, logs). The
+switch starts with no pipeline (--no-p4): Bmv2Target pushes one over P4Runtime.
 """
 from __future__ import annotations
 
@@ -31,15 +32,17 @@ from controller.errors import TargetError, TopologyError
 from controller.netns import netns as enter_netns
 from controller.node import Node
 from controller.p4.build import P4_HOME, find_tool
+from controller.scope import Scope, _flock
 
 log = logging.getLogger("innet.bmv2")
 
-STATE_ROOT = Path(os.environ.get("INNET_STATE", "/run/innet")) / "bmv2"
 SWITCH_BINARY = "simple_switch_grpc"
 LOG_LEVEL = os.environ.get("INNET_BMV2_LOG_LEVEL", "warn")   # 'info' and below log every packet
 LOG_TAIL_LINES = 15
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+UNIX_PATH_MAX = 107   # sun_path's 108 bytes, the last one NUL: for the gRPC and notification sockets
+DEVICE_ID_LOCK_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,18 @@ def unavailable() -> str | None:
     return None
 
 
-def state_dir(node: str) -> Path:
-    return STATE_ROOT / node
+def state_dir(scope: Scope, node: str) -> Path:
+    """Where everything of `node`'s switch lives: deleted whole when the switch stops."""
+    return scope.run_dir / "bmv2" / node
 
 
-def _state_file(node: str) -> Path:
-    return state_dir(node) / "switch.json"
+def _state_file(scope: Scope, node: str) -> Path:
+    return state_dir(scope, node) / "switch.json"
 
 
-def info(node: str) -> SwitchInfo | None:
-    """The switch recorded for `node`, or None."""
-    path = _state_file(node)
+def info(scope: Scope, node: str) -> SwitchInfo | None:
+    """The switch recorded for `node` in `scope`, or None."""
+    path = _state_file(scope, node)
     if not path.exists():
         return None
     return SwitchInfo(**json.loads(path.read_text()))
@@ -112,7 +116,7 @@ def ensure_running(sw: SwitchInfo) -> None:
     if not is_running(sw):
         raise TargetError(f"the BMv2 switch of {sw.node} (pid {sw.pid}) is not running; its last output:\n"
                           f"{log_tail(sw)}",
-                          hint=f"restart it (bring the topology up again, or controller.p4.switch.start('{sw.node}', ...)); "
+                          hint=f"restart it (bring the topology up again, or controller.p4.switch.start(scope, '{sw.node}', ...)); "
                                f"full log: {sw.log_file}")
 
 
@@ -123,10 +127,11 @@ def _free_port(netns: str | None) -> int:
         return s.getsockname()[1]
 
 
-def _device_id() -> int:
-    """The lowest device id no recorded switch uses: ids name switches in BMv2's IPC."""
+def _device_id(scope: Scope) -> int:
+    """The lowest device id no switch of any scope uses: BMv2 names its IPC endpoints by it.
+    Called under the device-id lock, until the new switch's switch.json is written."""
     used = set()
-    for path in STATE_ROOT.glob("*/switch.json"):
+    for path in scope.run_dir.parent.glob("*/bmv2/*/switch.json"):   # every scope's switches
         try:
             used.add(json.loads(path.read_text())["device_id"])
         except (OSError, ValueError, KeyError):
@@ -134,9 +139,17 @@ def _device_id() -> int:
     return next(i for i in range(1, len(used) + 2) if i not in used)
 
 
-def start(node: str, interfaces: list[str] | dict[str, int], netns: str | None = None, priority_queues: int = 8,
-          cpu_port: int | None = None, progress=None, timeout: float = START_TIMEOUT) -> SwitchInfo:
-    """Start `node`'s switch on `interfaces` (a list: ports 1, 2, ... in order; or name -> port).
+def _check_socket_path(node: str, path: Path) -> None:
+    if len(str(path).encode()) > UNIX_PATH_MAX:
+        raise TargetError(f"the BMv2 switch of {node}: socket path {path} is {len(str(path).encode())} bytes, "
+                          f"a unix socket takes at most {UNIX_PATH_MAX}",
+                          hint="set INNET_RUN to a shorter directory, or use a shorter scope or node name")
+
+
+def start(scope: Scope, node: str, interfaces: list[str] | dict[str, int], netns: str | None = None,
+          priority_queues: int = 8, cpu_port: int | None = None, progress=None,
+          timeout: float = START_TIMEOUT) -> SwitchInfo:
+    """Start `node`'s switch in `scope` on `interfaces` (a list: ports 1, 2, ... in order; or name -> port).
 
     Waits until its P4Runtime and Thrift servers answer, calling `progress(message)` about
     once a second. A failed start leaves nothing behind and raises TargetError with the
@@ -150,41 +163,44 @@ def start(node: str, interfaces: list[str] | dict[str, int], netns: str | None =
     if not ports:
         raise TargetError(f"starting the BMv2 switch of {node}: no interfaces given")
     _check_interfaces(node, list(ports), netns)   # BMv2 would run on, silently without them
-    current = info(node)
+    current = info(scope, node)
     if current is not None:
         if is_running(current):
             raise TargetError(f"{node} already runs a BMv2 switch (pid {current.pid})",
-                              hint=f"stop it first: controller.p4.switch.stop('{node}')")
-        stop(node)   # a dead switch's leftovers
-    directory = state_dir(node)
+                              hint=f"stop it first: controller.p4.switch.stop(scope, '{node}')")
+        stop(scope, node)   # a dead switch's leftovers
+    directory = state_dir(scope, node)
+    sock, notifications = directory / "p4rt.sock", directory / "notifications.ipc"
+    for path in (sock, notifications):
+        _check_socket_path(node, path)
     directory.mkdir(parents=True, exist_ok=True)
-    sock = STATE_ROOT / f"{node}.sock"
-    sock.unlink(missing_ok=True)
     thrift_port = _free_port(netns)
-    device_id = _device_id()
     log_file = directory / "switch.log"
     output_file = directory / "output.log"
-    cmd = [binary, "--device-id", str(device_id), "--thrift-port", str(thrift_port), "--no-p4",
-           "--log-file", str(log_file.with_suffix("")), "--log-level", LOG_LEVEL, "--log-flush",
-           "--notifications-addr", f"ipc://{directory / 'notifications.ipc'}",
-           *(arg for name, port in sorted(ports.items(), key=lambda p: p[1]) for arg in ("-i", f"{port}@{name}")),
-           "--", "--grpc-server-addr", f"unix:{sock}", "--priority-queues", str(priority_queues)]
-    if cpu_port is not None:
-        cmd += ["--cpu-port", str(cpu_port)]
-    if netns is not None:
-        cmd = ["nsenter", f"--net={netns}", *cmd]
-    log.info("starting the BMv2 switch of %s: %s", node, " ".join(cmd))
-    with open(output_file, "w") as out:
-        # a session of its own: the switch outlives this process, as a node's data plane does
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    sw = SwitchInfo(node, proc.pid, netns, ports, f"unix:{sock}", thrift_port, device_id, priority_queues,
-                    cpu_port, str(log_file), str(output_file))
-    _state_file(node).write_text(json.dumps(asdict(sw), indent=1))
+    # one lock for the whole machine's scopes: two starts at once must not pick the same device id
+    with _flock(scope.run_dir.parent / "bmv2-device-ids.lock", DEVICE_ID_LOCK_TIMEOUT, "BMv2 device id lock"):
+        device_id = _device_id(scope)
+        cmd = [binary, "--device-id", str(device_id), "--thrift-port", str(thrift_port), "--no-p4",
+               "--log-file", str(log_file.with_suffix("")), "--log-level", LOG_LEVEL, "--log-flush",
+               "--notifications-addr", f"ipc://{notifications}",
+               *(arg for name, port in sorted(ports.items(), key=lambda p: p[1]) for arg in ("-i", f"{port}@{name}")),
+               "--", "--grpc-server-addr", f"unix:{sock}", "--priority-queues", str(priority_queues)]
+        if cpu_port is not None:
+            cmd += ["--cpu-port", str(cpu_port)]
+        if netns is not None:
+            cmd = ["nsenter", f"--net={netns}", *cmd]
+        log.info("starting the BMv2 switch of %s: %s", node, " ".join(cmd))
+        with open(output_file, "w") as out:
+            # a session of its own: the switch outlives this process, as a node's data plane does
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        sw = SwitchInfo(node, proc.pid, netns, ports, f"unix:{sock}", thrift_port, device_id, priority_queues,
+                        cpu_port, str(log_file), str(output_file))
+        _state_file(scope, node).write_text(json.dumps(asdict(sw), indent=1))
     try:
         _wait_ready(sw, proc, " ".join(cmd), progress or (lambda msg: None), timeout)
     except BaseException:
-        stop(node)
+        stop(scope, node)
         raise
     return sw
 
@@ -227,9 +243,9 @@ def _thrift_ready(sw: SwitchInfo) -> bool:
         return False
 
 
-def stop(node: str) -> bool:
-    """Stop `node`'s switch and drop its socket, logs and state; False if none was recorded."""
-    sw = info(node)
+def stop(scope: Scope, node: str) -> bool:
+    """Stop `node`'s switch in `scope` and drop its sockets, logs and state; False if none was recorded."""
+    sw = info(scope, node)
     if sw is None:
         return False
     if is_running(sw):
@@ -241,8 +257,7 @@ def stop(node: str) -> bool:
             log.warning("the BMv2 switch of %s ignored SIGTERM; killing it", node)
             os.kill(sw.pid, signal.SIGKILL)
     _reap(sw.pid)
-    Path(sw.grpc_addr[len("unix:"):]).unlink(missing_ok=True)
-    shutil.rmtree(state_dir(node), ignore_errors=True)
+    shutil.rmtree(state_dir(scope, node), ignore_errors=True)
     log.info("BMv2 switch of %s stopped", node)
     return True
 

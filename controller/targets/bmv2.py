@@ -1,28 +1,32 @@
-"""Bmv2Target: NFs as P4 programs on BMv2 simple_switch_grpc switches.
+"""Bmv2Target: NF instances as P4 programs on BMv2 simple_switch_grpc switches.
 
 A node's switch is started beside the node (controller.p4.switch: by the testbed, or by hand)
-and found here by node name. Deploying an NF compiles its program with p4c (cached), pushes it
-over P4Runtime (SetForwardingPipelineConfig, tagged with a cookie naming the build, so the
-pipeline the switch really runs is read back rather than assumed) and records the deployment
-in /run/innet/bmv2/<node>/nfs/<nf>.json. Table entries are P4Runtime entries written in one
-batched WriteRequest, all or none; per-entry counters are direct counters read over P4Runtime;
-registers go over BMv2's Thrift API, whole arrays per call (its P4Runtime server does not serve
-registers). Logical `port` values (interface names) are the switch's port numbers.
+and found here by scope and node name. Deploying an instance compiles its program with p4c
+(cached), pushes it over P4Runtime (SetForwardingPipelineConfig, tagged with a cookie naming
+the build, so the pipeline the switch really runs is read back rather than assumed) and
+records the instance in the scope's database (DataplaneRecords, key bmv2/<instance>). Table
+entries are P4Runtime entries written in batched WriteRequests, all or none; per-entry
+counters are direct counters read over P4Runtime; registers go over BMv2's Thrift API, whole
+arrays per call (its P4Runtime server does not serve registers). Logical `port` values
+(interface names) are the switch's port numbers.
 
-Several NFs on one switch: a switch runs one pipeline. An NF's own program (programs.bmv2)
-holds that NF alone, so a second NF with another program is refused while the first runs there.
-When the composed pipeline exists (p4/innet.p4, controller.p4.composed), every NF that has a
-bit in it runs there, enabled per ingress port by its nf_enable table; parameters are compile-time defines of that one program,
-so an NF whose parameters would change the loaded program is refused while other NFs run there,
-as XdpTarget refuses a resize.
+A switch runs one pipeline, holding one copy of each NF type's tables, so a switch runs at
+most one instance of an NF type. An NF's own program (programs.bmv2) holds that NF alone:
+another NF with another program is refused while the first runs there. When the composed
+pipeline exists (p4/innet.p4, controller.p4.composed), every NF that has a bit in it runs
+there, enabled per ingress port by its nf_enable table. Parameters are compile-time defines
+of that one program, so deploying with other parameters builds and pushes a new pipeline,
+which empties every table and register of the switch: the deployment lists every instance so
+emptied (Deployment.cleared) for the caller to refill.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import ipaddress
 import json
 import logging
-import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from p4.v1 import p4runtime_pb2 as p4r
 
-from controller.catalog import ADDRESS_TYPES, Field, NFSpec, Stat, Table
+from controller.catalog import ADDRESS_TYPES, CATALOG_DIR, Field, NFSpec, Stat, Table, get_nf, load_nf
 from controller.errors import CatalogError, EntryError, TargetError, TopologyError
 from controller.node import Node
 from controller.p4 import composed, switch
@@ -39,16 +43,20 @@ from controller.p4.p4info import P4Info, TableInfo, load as load_p4info
 from controller.p4.runtime import P4RuntimeClient, WriteFailed
 from controller.p4.thrift import MAX_VALUE, ThriftClient
 from controller.queues import QueueLevel, QueueStats, check_levels
+from controller.scope import Scope
+from controller.store import DataplaneRecords
 from controller.tables import EntryCounters, TableEntry, address_bytes, address_text, normalize
-from controller.targets.base import Deployment, Target
+from controller.targets.base import Deployment, QueueingTarget, Target
 
 log = logging.getLogger("innet.bmv2")
 
+RECORD_PREFIX = "bmv2/"   # DataplaneRecords key of an instance: bmv2/<instance>
 NOT_FOUND, ALREADY_EXISTS = 5, 6   # google.rpc.Code
 # BMv2 limits a queue in packets/s, not bit/s: rates are converted at full-size frames, so small
 # packets get less than their bit rate would allow
 QUEUE_PACKET_BYTES = 1500
-QUEUE_DEPTH_PACKETS = 64
+QUEUE_DEPTH_PACKETS = 64   # simple_switch's default depth, put back when an instance's queues go
+UNLIMITED_RATE = 0         # simple_switch: a queue rate of 0 packets/s is no limit
 
 
 @dataclass(frozen=True)
@@ -82,21 +90,84 @@ def _cookie(build: P4Build) -> int:
     return int.from_bytes(h.digest()[:8], "big") >> 1
 
 
-class Bmv2Target(Target):
+@lru_cache(maxsize=64)
+def _nf_from_file(path: str) -> NFSpec:
+    """An NF from outside the catalog (a test's, a user's file), parsed once per path."""
+    return load_nf(Path(path))
+
+
+def _nf_of(record: dict) -> NFSpec:
+    """The NF spec of a deployed instance, from its record: catalog NFs by name, others by file."""
+    source = Path(record["source"])
+    return get_nf(record["nf"]) if source.parent == CATALOG_DIR else _nf_from_file(record["source"])
+
+
+def _pipeline_of(record: dict) -> _Pipeline:
+    return _Pipeline(P4Build(Path(record["json"]), Path(record["p4info"])), record["cookie"])
+
+
+@contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while a batch of entries is built, sent or read back.
+    protobuf's pure-Python runtime (3.20 on Python 3.11) makes about ten objects per entry, and
+    the collections they trigger scan all of them again and again: with it on, 10,000 routes were
+    written 3-4 times slower. Whatever cycles appear meanwhile are collected once it is back on."""
+    if not gc.isenabled():   # nested, or the caller turned it off
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _label(instance: str, nf_name: str) -> str:
+    """How messages name an instance: its id, and its NF when that differs."""
+    return instance if instance == nf_name else f"{instance} ({nf_name})"
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """A deployed instance as its record says: what every call after deploy works from."""
+    id: str
+    record: dict
+    nf: NFSpec
+
+    @property
+    def label(self) -> str:
+        return _label(self.id, self.nf.name)
+
+    @property
+    def params(self) -> dict[str, int]:
+        return self.record["params"]
+
+    @property
+    def pipeline(self) -> _Pipeline:
+        return _pipeline_of(self.record)
+
+
+class Bmv2Target(Target, QueueingTarget):
     kind = "bmv2"
 
-    def __init__(self):
+    def __init__(self, scope: Scope, records: DataplaneRecords):
+        super().__init__(scope, records)
         self._sessions: dict[str, tuple[int, P4RuntimeClient]] = {}   # node -> (switch pid, client)
 
     # ---- the node's switch ------------------------------------------------------------
     def _switch(self, node: Node) -> switch.SwitchInfo:
-        sw = switch.info(node.name)
+        sw = switch.info(self.scope, node.name)
         if sw is None:
             raise TargetError(f"{node.name} runs no BMv2 switch",
                               hint=f"bring the topology up with `target: bmv2` for {node.name}, or start one: "
-                                   f"controller.p4.switch.start('{node.name}', [interfaces], netns=...)")
+                                   f"controller.p4.switch.start(scope, '{node.name}', [interfaces], netns=...)")
         switch.ensure_running(sw)
         return sw
+
+    def _running_switch(self, node: Node) -> switch.SwitchInfo | None:
+        """The node's switch if it is up, else None: for what must work without it."""
+        sw = switch.info(self.scope, node.name)
+        return sw if sw is not None and switch.is_running(sw) else None
 
     def _session(self, node: Node) -> P4RuntimeClient:
         sw = self._switch(node)
@@ -114,7 +185,7 @@ class Bmv2Target(Target):
         cached = self._sessions.pop(node.name, None)
         if cached:
             cached[1].close()
-        sw = switch.info(node.name)
+        sw = switch.info(self.scope, node.name)
         if sw is not None and not switch.is_running(sw):
             try:
                 switch.ensure_running(sw)
@@ -122,192 +193,287 @@ class Bmv2Target(Target):
                 return dead
         return exc
 
+    def _loaded_cookie(self, node: Node) -> int | None:
+        try:
+            return self._session(node).pipeline_cookie()
+        except TargetError as exc:
+            raise self._failed(node, exc) from None
+
     def _thrift(self, node: Node) -> ThriftClient:
         sw = self._switch(node)
         return ThriftClient(sw.netns, sw.thrift_port, f"BMv2 switch of {node.name}")
 
     # ---- records ----------------------------------------------------------------------
-    def _nf_file(self, node: Node, nf: NFSpec) -> Path:
-        return switch.state_dir(node.name) / "nfs" / f"{nf.name}.json"
-
     def _records(self, node: Node) -> dict[str, dict]:
-        directory = switch.state_dir(node.name) / "nfs"
-        return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))} if directory.exists() else {}
+        """instance -> deployment record, for every instance recorded on the node."""
+        return {key[len(RECORD_PREFIX):]: record
+                for key, record in self.records.items(node.name, RECORD_PREFIX).items()}
 
-    def _record(self, node: Node, nf: NFSpec) -> dict:
-        record = self._records(node).get(nf.name)
+    def _put(self, node: Node, instance: str, record: dict) -> None:
+        self.records.put(node.name, RECORD_PREFIX + instance, record)
+
+    def _instance(self, node: Node, instance: str) -> _Instance:
+        record = self.records.get(node.name, RECORD_PREFIX + instance)
         if record is None:
-            raise TargetError(f"{nf.name} is not deployed on {node.name}",
-                              hint=f"deploy it first: innet nf deploy {node.name} {nf.name}")
-        return record
-
-    def _pipeline(self, record: dict) -> _Pipeline:
-        return _Pipeline(P4Build(Path(record["json"]), Path(record["p4info"])), record["cookie"])
+            raise TargetError(f"{instance} is not deployed on {node.name}",
+                              hint=f"deploy it first: innet nf deploy {node.name} {instance}")
+        return _Instance(instance, record, _nf_of(record))
 
     # ---- deployment -------------------------------------------------------------------
-    def _build(self, nf: NFSpec, values: dict[str, int]) -> P4Build:
-        program = nf.programs.get("bmv2")
-        if not program:
-            raise TargetError(f"NF {nf.name} has no BMv2 program", hint="deploy it on an xdp node instead")
-        defines = {p.bmv2["define"]: values[p.name] for p in nf.parameters.values() if "define" in p.bmv2}
-        return compile_p4(program["source"], defines)
-
-    def deploy(self, node: Node, nf: NFSpec, interfaces: list[str], params: dict | None = None) -> Deployment:
+    def deploy(self, node: Node, instance: str, nf: NFSpec, interfaces: list[str],
+               params: dict | None = None) -> Deployment:
         values = nf.resolve_parameters(params)
+        label = _label(instance, nf.name)
         if not interfaces:
-            raise TopologyError(f"deploying {nf.name} on {node.name}: no interfaces given")
+            raise TopologyError(f"deploying {label} on {node.name}: no interfaces given")
         sw = self._switch(node)
         for ifname in interfaces:
             if ifname not in sw.ports:
                 raise TopologyError(f"the BMv2 switch of {node.name} has no port on '{ifname}'",
                                     hint=f"its ports: {', '.join(f'{i} ({p})' for i, p in sw.ports.items())}")
-        records = self._records(node)
-        old = records.pop(nf.name, None)
-        if composed.runs(nf):
-            defines = composed.defines({**{n: r["params"] for n, r in records.items()}, nf.name: values})
-            build = compile_p4(composed.SOURCE, defines)
-        else:
-            build = self._build(nf, values)
-        cookie = _cookie(build)
-        if old and old["params"] != values:
-            raise TargetError(f"{nf.name} runs on {node.name} with {old['params']}; changing to {values} means a new "
-                              f"pipeline, which drops its tables and registers",
-                              hint=f"remove it first (innet nf remove {node.name} {nf.name}), then deploy again")
-        try:
-            client = self._session(node)
-            loaded = client.pipeline_cookie()
-            fresh = loaded != cookie
-            if fresh:
-                running = [n for n, r in records.items() if r["cookie"] == loaded]
-                if running:
-                    raise TargetError(f"{node.name}'s switch runs {', '.join(running)} in another P4 program; "
-                                      f"loading {nf.name}'s would replace it",
-                                      hint=f"remove {', '.join(running)} first, or deploy {nf.name} on another node")
-                log.info("loading %s's pipeline on %s", nf.name, node.name)
-                client.set_pipeline(load_p4info(build.p4info), build.json.read_bytes(), cookie)
-        except TargetError as exc:
-            raise self._failed(node, exc) from None
-        record = {"interfaces": list(interfaces), "params": values, "json": str(build.json),
-                  "p4info": str(build.p4info), "cookie": cookie,
+        others = self._records(node)
+        old = others.pop(instance, None)
+        self._check_one_per_type(node, instance, nf, old, others)
+        # the composed pipeline carries every other composed instance of the switch into the new build
+        carried = {i: r for i, r in others.items() if r["enable_mask"]} if composed.runs(nf) else {}
+        build = self._build(nf, values, carried)
+        pipeline = _Pipeline(build, _cookie(build))
+        record = {"nf": nf.name, "source": str(nf.source), "interfaces": list(interfaces), "params": values,
+                  "json": str(build.json), "p4info": str(build.p4info), "cookie": pipeline.cookie,
                   "enable_mask": nf.programs["bmv2"]["enable_mask"] if composed.runs(nf) else None}
-        if record["enable_mask"]:   # a fresh pipeline's enable table is empty
-            live = {} if fresh else {n: r for n, r in records.items() if r["cookie"] == cookie}
-            self._enable(node, self._pipeline(record), {**live, **({nf.name: old} if old and not fresh else {})},
-                         {**live, nf.name: record})
-        if record != old:
-            path = self._nf_file(node, nf)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=1))
-        log.info("%s deployed on %s (ports %s)", nf.name, node.name,
-                 ", ".join(f"{i}={sw.ports[i]}" for i in interfaces))
-        return Deployment(node.name, nf.name, self.kind, tuple(interfaces), values,
-                          {i: f"bmv2 port {sw.ports[i]}" for i in interfaces})
+        if old and old.get("queues"):   # queues are the switch's, not the pipeline's: they stay
+            record["queues"] = {i: q for i, q in old["queues"].items() if i in interfaces}
+        loaded = self._loaded_cookie(node)
+        cleared: tuple[str, ...] = ()
+        if loaded != pipeline.cookie:
+            self._check_replaceable(node, label, loaded, others, carried)
+            self._push(node, label, pipeline)
+            cleared = tuple(sorted({*carried, *([instance] if old else [])}))
+        with self.records.store.write():   # the switch runs the new build now: so does every record of it
+            for i, r in carried.items():
+                moved = {**r, "json": record["json"], "p4info": record["p4info"], "cookie": pipeline.cookie}
+                if moved != r:
+                    self._put(node, i, moved)
+            if record != old:
+                self._put(node, instance, record)
+        if record["enable_mask"]:
+            self._sync_enable(node, pipeline, {**carried, instance: record})
+        log.info("%s deployed on %s (ports %s)%s", label, node.name,
+                 ", ".join(f"{i}={sw.ports[i]}" for i in interfaces),
+                 f"; a new pipeline emptied {', '.join(cleared)}" if cleared else "")
+        return Deployment(node.name, instance, nf.name, self.kind, tuple(interfaces), values,
+                          {i: f"bmv2 port {sw.ports[i]}" for i in interfaces}, cleared=cleared)
 
-    def deployment(self, node: Node, nf: NFSpec) -> Deployment | None:
-        record = self._records(node).get(nf.name)
-        sw = switch.info(node.name)
-        if record is None or sw is None or not switch.is_running(sw):
-            return None
+    @staticmethod
+    def _check_one_per_type(node: Node, instance: str, nf: NFSpec, old: dict | None,
+                            others: dict[str, dict]) -> None:
+        """A switch's pipeline holds one copy of an NF type's tables: one instance of it per switch."""
+        if old and old["nf"] != nf.name:
+            raise TargetError(f"instance '{instance}' on {node.name} runs {old['nf']}, not {nf.name}",
+                              hint=f"remove it first, or give the {nf.name} instance another id")
+        same = sorted(i for i, r in others.items() if r["nf"] == nf.name)
+        if same:
+            holds = "the composed pipeline holds" if composed.runs(nf) else "a switch runs one pipeline, with"
+            raise TargetError(f"bmv2 switch of {node.name} already runs {nf.name} as instance '{same[0]}'; "
+                              f"{holds} one instance per NF type",
+                              hint=f"deploy {instance} on another node, or on an XDP node (which runs several "
+                                   f"instances of one NF), or remove '{same[0]}' first")
+
+    def _build(self, nf: NFSpec, values: dict[str, int], carried: dict[str, dict]) -> P4Build:
+        program = nf.programs.get("bmv2")
+        if not program:
+            raise TargetError(f"NF {nf.name} has no BMv2 program", hint="deploy it on an xdp node instead")
+        if composed.runs(nf):
+            defines = composed.defines({**{r["nf"]: r["params"] for r in carried.values()}, nf.name: values})
+            return compile_p4(composed.SOURCE, defines)
+        defines = {p.bmv2["define"]: values[p.name] for p in nf.parameters.values() if "define" in p.bmv2}
+        return compile_p4(program["source"], defines)
+
+    @staticmethod
+    def _check_replaceable(node: Node, label: str, loaded: int | None, others: dict[str, dict],
+                           carried: dict[str, dict]) -> None:
+        """A new pipeline may empty the instances it carries over, not drop others that run."""
+        dropped = sorted(_label(i, r["nf"]) for i, r in others.items() if r["cookie"] == loaded and i not in carried)
+        if dropped:
+            raise TargetError(f"{node.name}'s switch runs {', '.join(dropped)} in another P4 program; "
+                              f"loading {label}'s would replace it",
+                              hint=f"remove {', '.join(dropped)} first, or deploy {label} on another node")
+
+    def _push(self, node: Node, label: str, pipeline: _Pipeline) -> None:
+        log.info("loading %s's pipeline on %s", label, node.name)
         try:
-            if self._session(node).pipeline_cookie() != record["cookie"]:
-                return None   # the switch was given another pipeline since
+            self._session(node).set_pipeline(load_p4info(pipeline.build.p4info), pipeline.build.json.read_bytes(),
+                                             pipeline.cookie)
         except TargetError as exc:
             raise self._failed(node, exc) from None
-        return Deployment(node.name, nf.name, self.kind, tuple(record["interfaces"]), record["params"],
-                          {i: f"bmv2 port {sw.ports[i]}" for i in record["interfaces"]})
 
-    def remove(self, node: Node, nf: NFSpec) -> bool:
-        """Drop the NF's record, and its entries and registers while the switch still runs its program."""
-        path = self._nf_file(node, nf)
-        if not path.exists():
+    def deployments(self, node: Node) -> list[Deployment]:
+        records = self._records(node)
+        if not records:
+            return []
+        sw = self._running_switch(node)
+        loaded, enabled, problem = None, {}, None
+        if sw is None:
+            recorded = switch.info(self.scope, node.name)
+            problem = (f"the BMv2 switch of {node.name} (pid {recorded.pid}) is not running" if recorded
+                       else f"{node.name} runs no BMv2 switch")
+        else:
+            try:
+                loaded = self._loaded_cookie(node)
+                composed_record = next((r for r in records.values() if r["enable_mask"] and r["cookie"] == loaded), None)
+                if composed_record:
+                    enabled = self._enabled(node, _pipeline_of(composed_record))
+            except TargetError as exc:
+                problem = exc.message
+        ports = sw.ports if sw else {}
+        return [Deployment(node.name, i, r["nf"], self.kind, tuple(r["interfaces"]), r["params"],
+                           {f: f"bmv2 port {ports[f]}" for f in r["interfaces"] if f in ports},
+                           problem or self._problem(r, loaded, enabled))
+                for i, r in records.items()]
+
+    @staticmethod
+    def _problem(record: dict, loaded: int | None, enabled: dict[str, int]) -> str | None:
+        """What is wrong with a recorded instance on a running switch, or None."""
+        if loaded is None:
+            return "the switch has no pipeline loaded (it was restarted?)"
+        if record["cookie"] != loaded:
+            return "the switch runs another P4 pipeline than the one this instance was deployed in"
+        mask = record["enable_mask"]
+        off = [i for i in record["interfaces"] if mask and not enabled.get(i, 0) & mask]
+        if off:
+            return f"the composed pipeline's {composed.ENABLE_TABLE} does not enable it on {', '.join(off)}"
+        return None
+
+    def remove(self, node: Node, instance: str) -> bool:
+        """Drop the instance's record, and its enable bits, entries, registers and queues while
+        the switch still runs its pipeline; a dead or missing switch needs nothing but the record."""
+        record = self.records.get(node.name, RECORD_PREFIX + instance)
+        if record is None:
             return False
-        if self.deployment(node, nf) is not None:
-            records = self._records(node)
-            mine = records.pop(nf.name)
-            if mine.get("enable_mask"):
-                self._enable(node, self._pipeline(mine), {**records, nf.name: mine}, records)
-            for table in nf.tables:
-                self.delete(node, nf, self.read(node, nf, table))
-            for stat in nf.stats.values():
-                if stat.kind == "registers":
-                    self.reset_registers(node, nf, stat.name)
-        path.unlink()
-        if not any(path.parent.iterdir()):
-            shutil.rmtree(path.parent, ignore_errors=True)
-        log.info("%s removed from %s", nf.name, node.name)
+        if self._running_switch(node) is not None and self._loaded_cookie(node) == record["cookie"]:
+            self._clear_on_switch(node, instance, record)
+        self.records.delete(node.name, RECORD_PREFIX + instance)
+        log.info("%s removed from %s", _label(instance, record["nf"]), node.name)
         return True
 
-    def _enable(self, node: Node, pipeline: _Pipeline, before: dict[str, dict], after: dict[str, dict]) -> None:
-        """Bring the composed pipeline's nf_enable table from the NFs of `before` to those of
-        `after` (NF -> deployment record): changed ports written in one batch, emptied ones deleted."""
-        spec = composed.contract()
-        table = spec.table(composed.ENABLE_TABLE)
+    def _clear_on_switch(self, node: Node, instance: str, record: dict) -> None:
+        pipeline = _pipeline_of(record)
+        if record["enable_mask"]:
+            staying = {i: r for i, r in self._records(node).items()
+                       if i != instance and r["enable_mask"] and r["cookie"] == record["cookie"]}
+            self._sync_enable(node, pipeline, staying)
+        try:
+            nf = _nf_of(record)
+        except (CatalogError, OSError) as exc:   # its catalog file went: its tables cannot be named
+            log.warning("%s: cannot load %s's catalog entry (%s); its entries stay on the switch",
+                        node.name, instance, exc)
+            return
+        inst = _Instance(instance, record, nf)
+        for table in nf.tables.values():
+            codec = self._codec(node, inst, table)
+            self._delete_keys(node, [_deletion(e) for e in self._read_raw(node, codec)])
+        for stat in nf.stats.values():
+            if stat.kind == "registers":
+                self.reset_registers(node, instance, stat.name)
+        self._unset_queues(node, record)
+
+    def prune(self, node: Node, keep: set[str]) -> list[str]:
+        removed = []
+        for instance, record in self._records(node).items():
+            if instance not in keep:
+                self.remove(node, instance)
+                removed.append(f"BMv2 instance {_label(instance, record['nf'])} on {node.name}")
+        return removed
+
+    def _enable_codec(self, node: Node, pipeline: _Pipeline) -> "_Codec":
+        table = composed.contract().table(composed.ENABLE_TABLE)
         where = f"composed pipeline table {table.name}"
         try:
             info = pipeline.p4info.table(table.bmv2.get("table", table.name), where)
         except CatalogError as exc:
             raise TargetError(exc.message, hint=exc.hint) from None
-        codec = _Codec(table, info, self._switch(node).ports, where)
-        old, new = composed.masks(before), composed.masks(after)
+        return _Codec(table, info, self._switch(node).ports, where)
 
-        def entry(ifname: str, mask: int = 0) -> TableEntry:
+    def _enable_entries(self, node: Node, codec: "_Codec") -> dict[str, tuple[int, p4r.TableEntry]]:
+        """interface -> (the NF bits nf_enable gives it on the switch now, that entry)."""
+        out = {}
+        for raw in self._read_raw(node, codec):
+            entry = codec.decode(raw).entry
+            out[entry.match[composed.ENABLE_MATCH]] = (entry.params.get(composed.ENABLE_PARAM, 0), raw)
+        return out
+
+    def _enabled(self, node: Node, pipeline: _Pipeline) -> dict[str, int]:
+        return {i: mask for i, (mask, _) in self._enable_entries(node, self._enable_codec(node, pipeline)).items()}
+
+    def _sync_enable(self, node: Node, pipeline: _Pipeline, instances: dict[str, dict]) -> None:
+        """Bring the switch's nf_enable table to the ports and bits of `instances` (instance ->
+        record). It is read back first, not assumed, so what a restart or an interrupted call
+        left is put right too: changed ports written in one batch, ports no instance uses deleted."""
+        codec = self._enable_codec(node, pipeline)
+        table = codec.table
+        want = composed.masks(instances)
+        have = self._enable_entries(node, codec)
+
+        def entry(ifname: str, mask: int) -> TableEntry:
             return normalize(table, TableEntry(table.name, {composed.ENABLE_MATCH: ifname}, composed.ENABLE_ACTION,
-                                               {composed.ENABLE_PARAM: mask}), with_action=bool(mask))
+                                               {composed.ENABLE_PARAM: mask}))
 
-        self._apply(node, [(e, codec.encode(e)) for e in (entry(i, m) for i, m in new.items() if old.get(i) != m)])
-        gone = [_key_only(codec.encode(entry(i), with_action=False)) for i in old if i not in new]
-        self._delete_keys(node, gone)
+        changed = [entry(i, m) for i, m in want.items() if have.get(i, (None,))[0] != m]
+        self._apply(node, [(e, codec.insertion(e)) for e in changed])
+        self._delete_keys(node, [_deletion(raw) for i, (_, raw) in have.items() if i not in want])
 
     # ---- tables -----------------------------------------------------------------------
-    def _codec(self, node: Node, nf: NFSpec, table: Table) -> "_Codec":
-        record = self._record(node, nf)
-        pipeline = self._pipeline(record)
-        where = f"{nf.name} table {table.name}"
+    def _codec(self, node: Node, inst: _Instance, table: Table) -> "_Codec":
+        where = f"{inst.label} table {table.name}"
         try:
-            info = pipeline.p4info.table(table.bmv2.get("table", table.name), where)
+            info = inst.pipeline.p4info.table(table.bmv2.get("table", table.name), where)
         except CatalogError as exc:
             raise EntryError(exc.message, hint=exc.hint) from None
         return _Codec(table, info, self._switch(node).ports, where)
 
-    def write(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> None:
-        """One WriteRequest inserting every entry; entries that exist are then modified in a second
-        one. If the switch refuses any update, what went in is taken back out before raising."""
+    def write(self, node: Node, instance: str, entries: list[TableEntry]) -> None:
+        """Insert every entry; entries that exist are then modified. If the switch refuses any
+        update, what went in is taken back out before raising."""
+        inst = self._instance(node, instance)
         encoded = []
         codecs: dict[str, _Codec] = {}
-        params = self._record(node, nf)["params"]
-        for e in entries:
-            table = nf.table(e.table)
-            if table.name not in codecs:
-                codecs[table.name] = self._codec(node, nf, table)
-            e = normalize(table, e, nf_params=params)
-            encoded.append((e, codecs[table.name].encode(e)))
-        self._apply(node, encoded)
+        with _collector_paused():
+            for e in entries:
+                table = inst.nf.table(e.table)
+                if table.name not in codecs:
+                    codecs[table.name] = self._codec(node, inst, table)
+                e = normalize(table, e, nf_params=inst.params)
+                encoded.append((e, codecs[table.name].insertion(e)))
+            self._apply(node, encoded)
 
-    def _apply(self, node: Node, encoded: list[tuple[TableEntry, p4r.TableEntry]]) -> None:
+    def _apply(self, node: Node, encoded: list[tuple[TableEntry, p4r.Update]]) -> None:
+        """Write the INSERT updates; those refused as existing go again as MODIFY."""
         if not encoded:
             return
         client = self._session(node)
         inserted: list[p4r.TableEntry] = []
         try:
             try:
-                client.write([_update(p4r.Update.INSERT, te) for _, te in encoded])
+                client.write([u for _, u in encoded])
                 return
             except WriteFailed as failed:
                 refused = {err.index: err for err in failed.errors}
-            inserted = [te for i, (_, te) in enumerate(encoded) if i not in refused]
+            inserted = [u.entity.table_entry for i, (_, u) in enumerate(encoded) if i not in refused]
             hard = [err for err in refused.values() if err.code != ALREADY_EXISTS]
             if hard:
                 raise self._refused(node, [(encoded[err.index][0], err) for err in hard])
             existing = [encoded[i] for i in sorted(refused)]
-            before = [_without_counters(e) for e in client.read([p4r.Entity(table_entry=_key_only(te))
-                                                                 for _, te in existing])]
+            before = [_without_counters(e) for e in client.read([p4r.Entity(table_entry=_key_only(u.entity.table_entry))
+                                                                 for _, u in existing])]
+            for _, u in existing:
+                u.type = p4r.Update.MODIFY
             try:
-                client.write([_update(p4r.Update.MODIFY, te) for _, te in existing])
+                client.write([u for _, u in existing])
             except WriteFailed as failed:   # put back the old actions (a no-op for those refused)
-                _undo(client, [_update(p4r.Update.MODIFY, old) for old in before])
+                _undo(client, [p4r.Update(type=p4r.Update.MODIFY, entity=p4r.Entity(table_entry=old)) for old in before])
                 raise self._refused(node, [(existing[err.index][0], err) for err in failed.errors])
         except BaseException as exc:
-            _undo(client, [_update(p4r.Update.DELETE, _key_only(te)) for te in inserted])
+            _undo(client, [_deletion(te) for te in inserted])
             if isinstance(exc, TargetError):
                 raise self._failed(node, exc) from None
             raise
@@ -317,33 +483,37 @@ class Bmv2Target(Target):
         return EntryError(f"the BMv2 switch of {node.name} refused {len(errors)} entries (none was kept):\n{lines}",
                           hint="fix those entries; a full table needs a larger size parameter")
 
-    def delete(self, node: Node, nf: NFSpec, entries: list[TableEntry]) -> int:
-        keys = []
-        for e in entries:
-            table = nf.table(e.table)
-            keys.append(_key_only(self._codec(node, nf, table).encode(normalize(table, e, with_action=False),
-                                                                     with_action=False)))
-        return self._delete_keys(node, keys)
+    def delete(self, node: Node, instance: str, entries: list[TableEntry]) -> int:
+        inst = self._instance(node, instance)
+        codecs: dict[str, _Codec] = {}
+        deletions = []
+        with _collector_paused():
+            for e in entries:
+                table = inst.nf.table(e.table)
+                if table.name not in codecs:
+                    codecs[table.name] = self._codec(node, inst, table)
+                deletions.append(codecs[table.name].deletion(normalize(table, e, with_action=False)))
+            return self._delete_keys(node, deletions)
 
-    def _delete_keys(self, node: Node, keys: list[p4r.TableEntry]) -> int:
-        if not keys:
+    def _delete_keys(self, node: Node, deletions: list[p4r.Update]) -> int:
+        """Write the DELETE updates; returns how many entries existed."""
+        if not deletions:
             return 0
         client = self._session(node)
         try:
-            client.write([_update(p4r.Update.DELETE, k) for k in keys])
-            return len(keys)
+            client.write(deletions)
+            return len(deletions)
         except WriteFailed as failed:
             hard = [err for err in failed.errors if err.code != NOT_FOUND]
             if hard:
                 raise TargetError(f"the BMv2 switch of {node.name} refused to delete: "
                                   + "; ".join(f"{err.code_name}: {err.message}" for err in hard)) from None
-            return len(keys) - len(failed.errors)
+            return len(deletions) - len(failed.errors)
+        except TargetError as exc:
+            raise self._failed(node, exc) from None
 
-    def read(self, node: Node, nf: NFSpec, table: str) -> list[TableEntry]:
-        return [c.entry for c in self.read_counters(node, nf, table)]
-
-    def read_counters(self, node: Node, nf: NFSpec, table: str) -> list[EntryCounters]:
-        codec = self._codec(node, nf, nf.table(table))
+    def _read_raw(self, node: Node, codec: "_Codec") -> list[p4r.TableEntry]:
+        """Every entry of the codec's table as the switch holds it, with counters if it has them."""
         query = p4r.TableEntry(table_id=codec.info.id)
         if codec.info.has_counters:
             query.counter_data.SetInParent()
@@ -351,17 +521,26 @@ class Bmv2Target(Target):
             found = self._session(node).read([p4r.Entity(table_entry=query)])
         except TargetError as exc:
             raise self._failed(node, exc) from None
-        return [codec.decode(e.table_entry) for e in found if not e.table_entry.is_default_action]
+        return [e.table_entry for e in found if not e.table_entry.is_default_action]
+
+    def read(self, node: Node, instance: str, table: str) -> list[TableEntry]:
+        return [c.entry for c in self.read_counters(node, instance, table)]
+
+    def read_counters(self, node: Node, instance: str, table: str) -> list[EntryCounters]:
+        inst = self._instance(node, instance)
+        codec = self._codec(node, inst, inst.nf.table(table))
+        with _collector_paused():
+            return [codec.decode(e) for e in self._read_raw(node, codec)]
 
     # ---- statistics -------------------------------------------------------------------
-    def read_stat(self, node: Node, nf: NFSpec, stat: str) -> dict[str, int]:
-        st = nf.stat(stat)
+    def read_stat(self, node: Node, instance: str, stat: str) -> dict[str, int]:
+        inst = self._instance(node, instance)
+        st = inst.nf.stat(stat)
         if st.kind != "counters":
-            raise TargetError(f"{nf.name}.{stat} is a {st.kind} statistic", hint="read it with read_registers")
-        record = self._record(node, nf)
-        where = f"{nf.name} statistic {stat}"
+            raise TargetError(f"{inst.label}.{stat} is a {st.kind} statistic", hint="read it with read_registers")
+        where = f"{inst.label} statistic {stat}"
         if "counter" in st.bmv2:
-            counter = self._pipeline(record).p4info.counter(st.bmv2["counter"], where)
+            counter = inst.pipeline.p4info.counter(st.bmv2["counter"], where)
             query = p4r.CounterEntry(counter_id=counter.preamble.id)
             try:
                 found = self._session(node).read([p4r.Entity(counter_entry=query)])
@@ -370,7 +549,7 @@ class Bmv2Target(Target):
             by_index = {e.counter_entry.index.index: e.counter_entry.data.packet_count for e in found}
             return {name: by_index.get(i, 0) for i, name in enumerate(st.index)}
         if "register" in st.bmv2:
-            reg = self._register(record, st.bmv2["register"], where)
+            reg = self._register(inst, st.bmv2["register"], where)
             thrift = self._thrift(node)
             try:
                 cells = thrift.register_read_all(reg["name"], reg["bitwidth"])
@@ -380,29 +559,29 @@ class Bmv2Target(Target):
         raise CatalogError(f"{where}: the catalog gives no bmv2 counter or register for it",
                            hint="add bmv2: {counter: <P4 counter>} to the statistic")
 
-    def _register(self, record: dict, name: str, where: str) -> dict:
-        regs = self._pipeline(record).registers
+    @staticmethod
+    def _register(inst: _Instance, name: str, where: str) -> dict:
+        regs = inst.pipeline.registers
         found = [r for full, r in regs.items() if full == name or full.endswith("." + name)]
         if len(found) != 1:
             raise TargetError(f"{where}: the P4 program has {'no' if not found else 'several'} register '{name}'",
                               hint=f"its registers: {', '.join(sorted(regs)) or 'none'}")
         return found[0]
 
-    def _register_fields(self, node: Node, nf: NFSpec, stat: str) -> tuple[Stat, tuple[int, ...], dict]:
+    def _register_fields(self, inst: _Instance, stat: str) -> tuple[Stat, tuple[int, ...], dict]:
         """The statistic, its shape, and per field the registers holding it (most significant first)."""
-        st = nf.stat(stat)
+        st = inst.nf.stat(stat)
         if st.kind != "registers":
-            raise TargetError(f"{nf.name}.{stat} is a {st.kind} statistic", hint="read it with read_stat")
-        record = self._record(node, nf)
-        shape = st.shape(record["params"])
-        where = f"{nf.name} statistic {stat}"
+            raise TargetError(f"{inst.label}.{stat} is a {st.kind} statistic", hint="read it with read_stat")
+        shape = st.shape(inst.params)
+        where = f"{inst.label} statistic {stat}"
         bindings = st.bmv2.get("registers") or {}
         fields = {}
         for f in st.fields:
             if f.name not in bindings:
                 raise CatalogError(f"{where}: field {f.name} has no bmv2 register", hint="add it under bmv2.registers")
             names = bindings[f.name] if isinstance(bindings[f.name], list) else [bindings[f.name]]
-            regs = [self._register(record, n, f"{where} field {f.name}") for n in names]
+            regs = [self._register(inst, n, f"{where} field {f.name}") for n in names]
             for r in regs:
                 if r["size"] != int(np.prod(shape)):
                     raise TargetError(f"{where}: register {r['name']} has {r['size']} cells, the catalog's shape "
@@ -414,8 +593,8 @@ class Bmv2Target(Target):
             fields[f.name] = (f, regs)
         return st, shape, fields
 
-    def read_registers(self, node: Node, nf: NFSpec, stat: str) -> dict[str, np.ndarray]:
-        _, shape, fields = self._register_fields(node, nf, stat)
+    def read_registers(self, node: Node, instance: str, stat: str) -> dict[str, np.ndarray]:
+        _, shape, fields = self._register_fields(self._instance(node, instance), stat)
         thrift = self._thrift(node)
         try:
             out = {}
@@ -432,22 +611,23 @@ class Bmv2Target(Target):
         finally:
             thrift.close()
 
-    def write_registers(self, node: Node, nf: NFSpec, stat: str, index: int, values: dict[str, int]) -> None:
-        _, shape, fields = self._register_fields(node, nf, stat)
+    def write_registers(self, node: Node, instance: str, stat: str, index: int, values: dict[str, int]) -> None:
+        inst = self._instance(node, instance)
+        _, shape, fields = self._register_fields(inst, stat)
         size = int(np.prod(shape))
         if not 0 <= index < size:
-            raise EntryError(f"{nf.name}.{stat}: cell {index} is out of range [0, {size})")
+            raise EntryError(f"{inst.label}.{stat}: cell {index} is out of range [0, {size})")
         writes = []
         for name, value in values.items():
             if name not in fields:
-                raise EntryError(f"{nf.name}.{stat} has no field '{name}'", hint=f"fields: {', '.join(fields)}")
+                raise EntryError(f"{inst.label}.{stat} has no field '{name}'", hint=f"fields: {', '.join(fields)}")
             f, regs = fields[name]
             if not isinstance(value, int) or not 0 <= value < (1 << f.width):
-                raise EntryError(f"{nf.name}.{stat}.{name}={value!r} is not an unsigned {f.width}-bit integer")
+                raise EntryError(f"{inst.label}.{stat}.{name}={value!r} is not an unsigned {f.width}-bit integer")
             for r in reversed(regs):
                 part = value & ((1 << r["bitwidth"]) - 1)
                 if part > MAX_VALUE:
-                    raise EntryError(f"{nf.name}.{stat}.{name}={value}: BMv2's Thrift API carries at most "
+                    raise EntryError(f"{inst.label}.{stat}.{name}={value}: BMv2's Thrift API carries at most "
                                      f"{MAX_VALUE} per register cell")
                 writes.append((r["name"], part))
                 value >>= r["bitwidth"]
@@ -458,12 +638,13 @@ class Bmv2Target(Target):
         finally:
             thrift.close()
 
-    def reset_registers(self, node: Node, nf: NFSpec, stat: str, start: int = 0, count: int | None = None) -> None:
-        _, shape, fields = self._register_fields(node, nf, stat)
+    def reset_registers(self, node: Node, instance: str, stat: str, start: int = 0, count: int | None = None) -> None:
+        inst = self._instance(node, instance)
+        _, shape, fields = self._register_fields(inst, stat)
         size = int(np.prod(shape))
         count = size - start if count is None else count
         if start < 0 or count < 0 or start + count > size:
-            raise EntryError(f"{nf.name}.{stat}: cells [{start}, {start + count}) are out of range [0, {size})")
+            raise EntryError(f"{inst.label}.{stat}: cells [{start}, {start + count}) are out of range [0, {size})")
         thrift = self._thrift(node)
         try:
             for _, regs in fields.values():
@@ -476,19 +657,19 @@ class Bmv2Target(Target):
             thrift.close()
 
     # ---- priority queues --------------------------------------------------------------
-    def configure_queues(self, node: Node, nf: NFSpec, interface: str, link_rate_bps: int,
+    def configure_queues(self, node: Node, instance: str, interface: str, link_rate_bps: int,
                          levels: list[QueueLevel]) -> list[QueueLevel]:
         """simple_switch's priority queues of the interface's port: a level's queue is limited to
         its ceiling (in packets/s, see QUEUE_PACKET_BYTES); the switch serves the highest
         `standard_metadata.priority` first, and the P4 program gives level L priority levels-1-L.
         BMv2 has no guaranteed rate (`rate_bps`): strict priority alone decides who goes first."""
-        record = self._record(node, nf)
+        inst = self._instance(node, instance)
         where = f"{node.name}:{interface}"
-        checked = check_levels(nf, record["params"], where, link_rate_bps, levels)
+        checked = check_levels(inst.nf, inst.params, where, link_rate_bps, levels)
         sw = self._switch(node)
-        if interface not in record["interfaces"]:
-            raise TopologyError(f"{where}: {nf.name} does not run on {interface}",
-                                hint=f"it runs on {', '.join(record['interfaces'])}")
+        if interface not in inst.record["interfaces"]:
+            raise TopologyError(f"{where}: {inst.label} does not run on {interface}",
+                                hint=f"it runs on {', '.join(inst.record['interfaces'])}")
         if len(checked) > sw.priority_queues:
             raise TargetError(f"{where}: {len(checked)} levels, the switch has {sw.priority_queues} priority queues",
                               hint="start the switch with more --priority-queues")
@@ -501,25 +682,44 @@ class Bmv2Target(Target):
                 thrift.set_queue_depth(sw.ports[interface], priority, QUEUE_DEPTH_PACKETS)
         finally:
             thrift.close()
-        record.setdefault("queues", {})[interface] = {"link_rate_bps": link_rate_bps,
-                                                      "levels": [[q.level, q.rate_bps, q.ceil_bps] for q in checked]}
-        self._nf_file(node, nf).write_text(json.dumps(record, indent=1))
+        queues = {**inst.record.get("queues", {}),
+                  interface: {"link_rate_bps": link_rate_bps,
+                              "levels": [[q.level, q.rate_bps, q.ceil_bps] for q in checked]}}
+        self._put(node, instance, {**inst.record, "queues": queues})
         return checked
 
-    def queue_stats(self, node: Node, nf: NFSpec, interface: str) -> list[QueueStats]:
+    def _unset_queues(self, node: Node, record: dict) -> None:
+        """Put the queues an instance configured back to simple_switch's defaults."""
+        if not record.get("queues"):
+            return
+        sw = self._switch(node)
+        thrift = self._thrift(node)
+        try:
+            for interface, config in record["queues"].items():
+                for priority in range(len(config["levels"])):
+                    thrift.set_queue_rate(sw.ports[interface], priority, UNLIMITED_RATE)
+                    thrift.set_queue_depth(sw.ports[interface], priority, QUEUE_DEPTH_PACKETS)
+        finally:
+            thrift.close()
+
+    def queue_stats(self, node: Node, instance: str, interface: str) -> list[QueueStats]:
         raise TargetError(f"{node.name}:{interface}: BMv2 keeps no per-queue statistics (simple_switch's Thrift API "
                           f"sets queue rates and depths but reports no sent, dropped or queued counts)",
-                          hint=f"read the per-level counters of {nf.name} instead (read_registers)")
+                          hint=f"read the per-level counters of {instance} instead (read_registers)")
 
 
-def _update(kind, entry: p4r.TableEntry) -> p4r.Update:
-    return p4r.Update(type=kind, entity=p4r.Entity(table_entry=entry))
-
-
-def _key_only(entry: p4r.TableEntry) -> p4r.TableEntry:
-    key = p4r.TableEntry(table_id=entry.table_id, priority=entry.priority)
+def _key_only(entry: p4r.TableEntry, key: p4r.TableEntry | None = None) -> p4r.TableEntry:
+    """The entry's key (table, match, priority), written into `key` if given."""
+    key = p4r.TableEntry() if key is None else key
+    key.table_id, key.priority = entry.table_id, entry.priority
     key.match.extend(entry.match)
     return key
+
+
+def _deletion(entry: p4r.TableEntry) -> p4r.Update:
+    update = p4r.Update(type=p4r.Update.DELETE)
+    _key_only(entry, update.entity.table_entry)
+    return update
 
 
 def _without_counters(entity: p4r.Entity) -> p4r.TableEntry:
@@ -576,23 +776,37 @@ class _Codec:
             return self.port_names.get(number, f"port{number}")
         return number
 
-    def encode(self, e: TableEntry, with_action: bool = True) -> p4r.TableEntry:
-        entry = p4r.TableEntry(table_id=self.info.id)
+    # Entries are encoded straight into the Update that carries them: with protobuf's pure-Python
+    # runtime (3.20 on Python 3.11), copying a message into another cost as much as building it.
+    def insertion(self, e: TableEntry) -> p4r.Update:
+        update = p4r.Update(type=p4r.Update.INSERT)
+        self._fill(update.entity.table_entry, e, with_action=True)
+        return update
+
+    def deletion(self, e: TableEntry) -> p4r.Update:
+        update = p4r.Update(type=p4r.Update.DELETE)
+        self._fill(update.entity.table_entry, e, with_action=False)
+        return update
+
+    def _fill(self, entry: p4r.TableEntry, e: TableEntry, with_action: bool) -> None:
+        entry.table_id = self.info.id
         for f in self.table.match:
             mf = self._p4_field(self.info.match_field(f.name), f, "match field")
             raw = self._bytes(f, e.match[f.name], mf.bitwidth, "match")
             if f.kind == "lpm":
                 plen = ipaddress.ip_network(e.match[f.name]).prefixlen
                 if plen:   # P4Runtime: a /0 is a don't-care, left out
-                    entry.match.add(field_id=mf.id, lpm=p4r.FieldMatch.LPM(value=raw, prefix_len=plen))
+                    m = entry.match.add(field_id=mf.id)
+                    m.lpm.value, m.lpm.prefix_len = raw, plen
             elif f.kind == "ternary":
-                entry.match.add(field_id=mf.id, ternary=p4r.FieldMatch.Ternary(value=raw, mask=b"\xff" * len(raw)))
+                m = entry.match.add(field_id=mf.id)
+                m.ternary.value, m.ternary.mask = raw, b"\xff" * len(raw)
             else:
-                entry.match.add(field_id=mf.id, exact=p4r.FieldMatch.Exact(value=raw))
+                entry.match.add(field_id=mf.id).exact.value = raw
         if any(f.kind == "ternary" for f in self.table.match):
             entry.priority = 1
         if not with_action:
-            return entry
+            return
         action = self.info.actions.get(e.action)
         if action is None:
             raise EntryError(f"{self.where}: action '{e.action}' is not in the P4 program's p4info",
@@ -602,7 +816,6 @@ class _Codec:
         for f in self.table.action(e.action):
             p = self._p4_field(params.get(f.name), f, f"action {e.action} parameter")
             entry.action.action.params.add(param_id=p.id, value=self._bytes(f, e.params[f.name], p.bitwidth, "parameter"))
-        return entry
 
     def decode(self, entry: p4r.TableEntry) -> EntryCounters:
         by_id = {m.field_id: m for m in entry.match}
