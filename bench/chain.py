@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script
 os.environ["INNET_SCOPE"] = f"bench-{os.getpid()}"   # before the controller loads: the bench's own scope
 
 from bench.harness import REPO, run, say, start  # noqa: E402
-from bench.nfrouter import drop_scope, udp_frame  # noqa: E402
+from bench.nfrouter import udp_frame  # noqa: E402
+from controller.scope import current  # noqa: E402
 from controller.bpf import libbpf  # noqa: E402
 from controller.bpf.build import CFLAGS, compile_program  # noqa: E402
 from controller.catalog import get_nf  # noqa: E402
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for o in objs:
                 o.close()
-            drop_scope()
+            current().drop()
 
     return run(body)
 

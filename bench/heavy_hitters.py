@@ -48,7 +48,8 @@ os.environ["INNET_SCOPE"] = f"bench-{os.getpid()}"   # before the controller loa
 import numpy as np  # noqa: E402
 
 from bench.harness import run, say, start  # noqa: E402
-from bench.nfrouter import drop_scope, udp_frame  # noqa: E402
+from bench.nfrouter import udp_frame  # noqa: E402
+from controller.scope import current  # noqa: E402
 from bench.replay import bench_node, replay  # noqa: E402
 from bench.zipf import Trace, build_frames, zipf_trace  # noqa: E402
 from controller import stats  # noqa: E402
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             plot(rows, args.plot, f"innet heavy hitters on XDP: {cfg['flows']:,} flows, {cfg['packets']:,} "
                                   f"packets, seed {args.seed}")
         finally:
-            drop_scope()
+            current().drop()
 
     return run(body)
 

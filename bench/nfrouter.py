@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import shutil
 import statistics
 import struct
 import sys
@@ -279,15 +278,6 @@ def print_forwarding(rows: list[tuple]) -> None:
         " paths. `delivered` counts every frame h2-eth0 receives, a few IPv6 ND/MLD frames among them)")
 
 
-def drop_scope() -> None:
-    """The bench's scope goes with it: its database, run directory and (empty) pin root."""
-    scope = current()
-    shutil.rmtree(scope.state_dir, ignore_errors=True)
-    shutil.rmtree(scope.run_dir, ignore_errors=True)
-    if scope.pin_root.is_dir() and not any(scope.pin_root.iterdir()):
-        scope.pin_root.rmdir()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a shorter run (fewer calls, fewer packets)")
@@ -302,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             print_prog_run(bench_prog_run(calls))
             print_forwarding(bench_forwarding(packets, warmup))
         finally:
-            drop_scope()
+            current().drop()
 
     return run(body)
 

@@ -151,18 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             bench(link, probes)
         finally:
-            drop_scope()
+            current().drop()
 
     return run(body)
 
-
-def drop_scope() -> None:
-    """The bench's scope goes with it: its database, run directory and (empty) pin root."""
-    scope = current()
-    shutil.rmtree(scope.state_dir, ignore_errors=True)
-    shutil.rmtree(scope.run_dir, ignore_errors=True)
-    if scope.pin_root.is_dir() and not any(scope.pin_root.iterdir()):
-        scope.pin_root.rmdir()
 
 
 if __name__ == "__main__":

@@ -246,9 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             print_reads(run_section("reads", bench_reads, columns, 4, reads))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            scope = current()
-            shutil.rmtree(scope.state_dir, ignore_errors=True)
-            shutil.rmtree(scope.run_dir, ignore_errors=True)
+            current().drop()
 
     return run(body)
 

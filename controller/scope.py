@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import re
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +48,17 @@ class Scope:
     @property
     def pin_root(self) -> Path:
         return Path(os.environ.get("INNET_PIN_ROOT", "/sys/fs/bpf/innet")) / self.name
+
+    def drop_empty_pin_root(self) -> None:
+        if self.pin_root.is_dir() and not any(self.pin_root.iterdir()):
+            self.pin_root.rmdir()
+
+    def drop(self) -> None:
+        """Remove the scope's database and run directory, and its pin root once empty (pins
+        are the data plane's: they go with the instances, not here)."""
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.drop_empty_pin_root()
 
     @contextmanager
     def writer_lock(self, timeout: float = 120.0) -> Iterator[None]:

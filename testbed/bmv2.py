@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from mininet.node import Host
 
-from controller.node import Node
 from controller.p4 import switch
+from controller.scope import Scope
 
 
 class Bmv2Router(Host):
@@ -28,19 +28,16 @@ class Bmv2Router(Host):
     def netns(self) -> str:
         return f"/proc/{self.pid}/ns/net"
 
-    def start_switch(self, interfaces: list[str], progress=print) -> switch.SwitchInfo:
-        """Start the node's switch on `interfaces` (ports 1, 2, ... in this order)."""
+    def start_switch(self, scope: Scope, interfaces: list[str], progress=print) -> switch.SwitchInfo:
+        """Start the node's switch in `scope` on `interfaces` (ports 1, 2, ... in this order)."""
         for name in interfaces:
             self.cmd(f"ethtool -K {name} gro off >/dev/null 2>&1")
-        return switch.start(self.name, interfaces, netns=self.netns, progress=progress)
+        self.scope = scope
+        return switch.start(scope, self.name, interfaces, netns=self.netns, progress=progress)
 
     def stop_switch(self) -> None:
-        switch.stop(self.name)
-
-    def kernel_node(self) -> Node:
-        """The node's namespace as the XDP target sees it: where the testbed attaches `rxcount`
-        to interfaces facing an XDP router (a veth takes XDP-redirected frames only then)."""
-        return Node(self.name, self.netns, "router", "xdp")
+        if getattr(self, "scope", None) is not None:
+            switch.stop(self.scope, self.name)
 
     def terminate(self):
         # before the shell goes: the switch holds the namespace and its interfaces otherwise

@@ -93,7 +93,7 @@ class Testbed:
                     host.cmd(f"ip -6 addr add {iface.ipv6} dev {iface.name} nodad")
             else:
                 self.progress(f"[testbed] starting the BMv2 switch of {n.name}")
-                host.start_switch([i.name for i in n.interfaces], progress=self.progress)
+                host.start_switch(self.controller.scope, [i.name for i in n.interfaces], progress=self.progress)
             if n.role == "host":
                 # a new namespace may inherit forwarding from the root one: hosts must not route
                 host.cmd("sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0")
@@ -150,9 +150,7 @@ class Testbed:
                     host.stop_switch()
             self.net.stop()
             self.net = None
-        pins = self.controller.scope.pin_root
-        if pins.exists() and not any(pins.iterdir()):
-            pins.rmdir()
+        self.controller.scope.drop_empty_pin_root()
         if self._scope_fd is not None:
             self.controller.store.clear_testbed()
             os.close(self._scope_fd)
@@ -208,9 +206,7 @@ def clear_stale(controller: Controller) -> list[str]:
         if stale is not None or (node.netns and not os.path.exists(node.netns)):
             report += [f"{name}: {line}" for line in controller.forget_node(name)]
             report.append(f"{name}: dropped from the desired state")
-    pins = controller.scope.pin_root
-    if pins.exists() and not any(pins.iterdir()):
-        pins.rmdir()
+    controller.scope.drop_empty_pin_root()
     if stale is not None:
         controller.store.clear_testbed()
         report.append(f"cleared testbed {stale['topology']} of pid {stale['pid']}, which ended without teardown")

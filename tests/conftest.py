@@ -1,5 +1,4 @@
 import os
-import shutil
 import uuid
 
 import pytest
@@ -24,11 +23,7 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     """The suite's scope goes with it (each test removes what it deployed)."""
-    scope = current()
-    for path in (scope.state_dir, scope.run_dir):
-        shutil.rmtree(path, ignore_errors=True)
-    if scope.pin_root.exists() and not any(scope.pin_root.iterdir()):
-        scope.pin_root.rmdir()
+    current().drop()
 
 
 @pytest.fixture(scope="module")

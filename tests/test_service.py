@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -84,11 +83,9 @@ class Router:
         ctl.recover()
         ctl.forget_node(self.name)
         assert not (self.scope.pin_root / self.name).exists() or not any((self.scope.pin_root / self.name).iterdir())
-        for path in (self.scope.pin_root / self.name, self.scope.pin_root):
-            if path.exists():
-                path.rmdir()
-        shutil.rmtree(self.scope.state_dir)
-        shutil.rmtree(self.scope.run_dir, ignore_errors=True)
+        if (self.scope.pin_root / self.name).exists():
+            (self.scope.pin_root / self.name).rmdir()
+        self.scope.drop()
 
 
 @pytest.fixture

@@ -57,12 +57,6 @@ def new_scope() -> Scope:
     return Scope(f"tb-{uuid.uuid4().hex[:8]}")
 
 
-def drop(scope: Scope) -> None:
-    import shutil
-    shutil.rmtree(scope.state_dir, ignore_errors=True)
-    shutil.rmtree(scope.run_dir, ignore_errors=True)
-
-
 def test_sigterm_tears_down_and_a_closed_stdin_does_not():
     scope = new_scope()
     proc = up(scope.name)
@@ -77,7 +71,7 @@ def test_sigterm_tears_down_and_a_closed_stdin_does_not():
         assert leftovers(TOPO, scope, pids) == []
     finally:
         proc.kill()
-        drop(scope)
+        scope.drop()
 
 
 def test_two_testbeds_at_once_and_a_second_in_one_scope_is_refused():
@@ -105,8 +99,8 @@ def test_two_testbeds_at_once_and_a_second_in_one_scope_is_refused():
     finally:
         first.kill()
         second.kill()
-        drop(a)
-        drop(b)
+        a.drop()
+        b.drop()
 
 
 @pytest.mark.parametrize("seconds", [0.6, 1.2, 1.8, 3.0])
@@ -129,4 +123,4 @@ def test_kill_9_during_up_then_one_command_clears_it(seconds):
         stop(again)
     finally:
         proc.kill()
-        drop(scope)
+        scope.drop()
