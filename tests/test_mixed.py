@@ -97,8 +97,9 @@ def test_ttl_expiring_at_the_switch_goes_no_further(mixed):
 
 
 def test_teardown_leaves_nothing(mixed):
+    pids = dict(mixed.host_pids)
     mixed.stop()
-    assert leftovers(TOPO) == []
+    assert leftovers(TOPO, mixed.controller.scope, pids) == []
 
 
 def test_a_switch_that_cannot_start_leaves_nothing_behind(monkeypatch):
@@ -106,6 +107,7 @@ def test_a_switch_that_cannot_start_leaves_nothing_behind(monkeypatch):
     from testbed.net import Testbed
 
     monkeypatch.setattr(switch, "find_tool", lambda name: None)
+    tb = Testbed(TOPO, progress=lambda msg: None)
     with pytest.raises(TargetError, match="simple_switch_grpc not found"):
-        Testbed(TOPO, progress=lambda msg: None).start()
-    assert leftovers(TOPO) == []
+        tb.start()
+    assert leftovers(TOPO, tb.controller.scope, tb.host_pids) == []
