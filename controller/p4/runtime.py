@@ -19,11 +19,18 @@ from controller.errors import TargetError
 
 ARBITRATION_TIMEOUT = 5.0
 RPC_TIMEOUT = 30.0
-# gRPC clients take 4 MB replies by default; reading a 65,536-route table with its counters
-# takes more. BMv2's server (PI) accepts requests up to 256 MB: the same bound both ways.
+# grpc counts serializing the request against its deadline, and protobuf's pure-Python runtime
+# takes about 60 us per table entry (BMv2 applies one in about 5 us): a write's deadline grows
+# with its size, so one WriteRequest of 262,144 routes (nfrouter's largest table) still fits
+WRITE_TIMEOUT_PER_UPDATE = 0.001
+# grpc's defaults are too small for large batches: replies of 4 MB (a 65,536-route table read
+# with its counters is more) and 8 KB of metadata, where BMv2 puts one status per update of a
+# failed write (about 40 bytes each: a 10,001-update write with one refused update did not fit,
+# so its errors, and with them the rollback, were lost). PI's server takes 256 MB requests.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_metadata_size", MAX_MESSAGE_BYTES)]
 
 
 def grpc_ready(addr: str, timeout: float) -> bool:
@@ -128,7 +135,7 @@ class P4RuntimeClient:
             return
         request = p4r.WriteRequest(device_id=self.device_id, election_id=self.election_id, updates=updates)
         try:
-            self.stub.Write(request, timeout=RPC_TIMEOUT)
+            self.stub.Write(request, timeout=RPC_TIMEOUT + WRITE_TIMEOUT_PER_UPDATE * len(updates))
         except grpc.RpcError as exc:
             errors = _update_errors(exc)
             if errors is None:
