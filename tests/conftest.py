@@ -1,4 +1,5 @@
 import os
+import tempfile
 import uuid
 
 import pytest
@@ -24,6 +25,16 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionfinish(session, exitstatus):
     """The suite's scope goes with it (each test removes what it deployed)."""
     current().drop()
+
+
+@pytest.fixture(scope="module")
+def private_state_dirs():
+    """The module's scopes keep their databases and run directories in a temporary directory of
+    their own (short paths: BMv2's unix sockets live under the run directory)."""
+    with tempfile.TemporaryDirectory(prefix="innet-t") as root, pytest.MonkeyPatch.context() as env:
+        env.setenv("INNET_HOME", f"{root}/home")
+        env.setenv("INNET_RUN", f"{root}/run")
+        yield
 
 
 @pytest.fixture(scope="module")

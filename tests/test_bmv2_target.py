@@ -7,7 +7,6 @@ nothing here meets a testbed's state.
 """
 import os
 import signal
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from controller.store import DataplaneRecords, Store
 from controller.tables import TableEntry
 from testbed.scratch import Veth, namespace
 
-pytestmark = [pytest.mark.needs_root,
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("private_state_dirs"),
               pytest.mark.skipif(switch.unavailable() is not None, reason=str(switch.unavailable()))]
 
 NFROUTER, CMS = get_nf("nfrouter"), get_nf("cms")
@@ -36,16 +35,6 @@ NEXT_HOP_MAC, OWN_MAC = "02:00:00:00:0e:01", "02:00:00:00:0e:02"
 def route(i: int, port: str = "p4c") -> TableEntry:
     return TableEntry("ipv4_routes", {"dst_addr": f"10.{i >> 8 & 255}.{i & 255}.0/24"}, "forward",
                       {"egress_port": port, "dst_mac": NEXT_HOP_MAC, "src_mac": OWN_MAC})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def state_dirs():
-    """The scopes' databases and run directories, apart from any testbed's. Short paths: the
-    switches' unix sockets live under the run directory."""
-    with tempfile.TemporaryDirectory(prefix="p4i-") as root, pytest.MonkeyPatch.context() as env:
-        env.setenv("INNET_HOME", f"{root}/home")
-        env.setenv("INNET_RUN", f"{root}/run")
-        yield
 
 
 @dataclass

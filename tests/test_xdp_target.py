@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -57,12 +56,7 @@ def canonical(entries: list[TableEntry]) -> list[tuple]:
                   for e in (normalize(NFROUTER.table(e.table), e) for e in entries))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def state_dirs():
-    with tempfile.TemporaryDirectory(prefix="xdpt-") as root, pytest.MonkeyPatch.context() as env:
-        env.setenv("INNET_HOME", f"{root}/home")
-        env.setenv("INNET_RUN", f"{root}/run")
-        yield
+pytestmark = pytest.mark.usefixtures("private_state_dirs")
 
 
 @dataclass
