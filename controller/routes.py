@@ -31,6 +31,8 @@ class Route:
     bytes: int = 0
     fast_path: bool = True         # listed: whether the fast path holds it as desired
     kernel: bool | None = None     # listed: whether the kernel FIB does (None: no kernel slow path)
+    fast_path_holds: str | None = None   # listed, where the fast path differs: what it holds
+    kernel_holds: str | None = None      # listed, where the kernel FIB differs: what it holds
 
 
 def _table(prefix: str) -> str:
@@ -242,13 +244,26 @@ class RouteService:
             base = want or held or Route(prefix, kernel[prefix].interface, kernel[prefix].mac, kernel[prefix].via)
             in_fast = held is not None and want is not None and \
                 (held.interface, held.mac, held.local) == (want.interface, want.mac, want.local)
-            in_kernel = None
+            in_kernel = kernel_says = None
             if kernel is not None:
                 k = kernel.get(prefix)
                 in_kernel = (k == fib_route(want)) if want and not want.local else (k is None and want is not None)
+                kernel_says = None if in_kernel else _describe_kernel(k)
             out.append(Route(base.prefix, base.interface, base.mac, base.via, base.local, packets, nbytes,
-                             in_fast, in_kernel))
+                             in_fast, in_kernel, None if in_fast else _describe_fast(held), kernel_says))
         return sorted(out, key=lambda r: (ipaddress.ip_network(r.prefix).version, ipaddress.ip_network(r.prefix)))
+
+
+def _describe_fast(held: Route | None) -> str:
+    if held is None:
+        return "nothing"
+    return "local" if held.local else f"dev {held.interface} lladdr {held.mac}"
+
+
+def _describe_kernel(route: FibRoute | None) -> str:
+    if route is None:
+        return "nothing"
+    return f"{f'via {route.via} ' if route.via else ''}dev {route.interface} lladdr {route.mac or '?'}"
 
 
 def as_dict(route: Route) -> dict:

@@ -42,9 +42,9 @@ def _print_routes(routes, node: str) -> None:
     for r in routes:
         paths = []
         if not r.fast_path:
-            paths.append("fast path differs")
+            paths.append(f"fast path holds {r.fast_path_holds}")
         if r.kernel is False:
-            paths.append("kernel FIB differs")
+            paths.append(f"kernel FIB holds {r.kernel_holds}")
         rows.append([r.prefix, r.via or ("local" if r.local else "direct"), r.interface, r.mac, r.packets, r.bytes,
                      "; ".join(paths) or "ok"])
     _table(f"routes on {node}", ["prefix", "via", "interface", "next-hop MAC", "packets", "bytes", "paths"], rows)

@@ -21,7 +21,7 @@ import pytest
 
 from controller.errors import EntryError, TargetError
 from controller.node import Node
-from controller.routes import Route, RouteService
+from controller.routes import Route, RouteService, route_entry
 from controller.scope import Scope
 from controller.service import Controller
 from testbed.scratch import Veth, namespace
@@ -254,4 +254,21 @@ def test_two_instances_of_one_nf_on_one_node(router):
     router.converged()
     assert router.ctl.remove(router.name, "cms-a")
     assert [i.id for i in router.ctl.instances(router.name)] == ["nfrouter", "cms-b"]
+    router.converged()
+
+
+def test_routes_list_says_what_each_path_holds_when_they_differ(router):
+    router.ctl.deploy(router.name, "nfrouter", ["va", "vc"])
+    router.routes.add_many(router.name, batch(2))
+    first, second = (r.prefix for r in batch(2))
+    subprocess.run(["nsenter", f"--net={router.ns.path}", "ip", "route", "del", first], check=True)
+    router.ctl.plane(router.name).delete("nfrouter", [route_entry(Route(second, local=True), {})])
+    listed = {r.prefix: r for r in router.routes.list(router.name)}
+    assert (listed[first].fast_path, listed[first].kernel, listed[first].kernel_holds) == (True, False, "nothing")
+    assert (listed[second].fast_path, listed[second].fast_path_holds, listed[second].kernel) == (False, "nothing", True)
+    cli = innet(router.scope.name, "routes", "list", router.name)
+    assert "kernel FIB holds nothing" in cli.stdout and "fast path holds nothing" in cli.stdout
+    report = router.ctl.reconcile()
+    assert report == [f"{router.name}: nfrouter: 1 table entries brought to the desired state",
+                      f"{router.name}: kernel FIB: 1 routes brought to the desired state"]
     router.converged()
