@@ -1,6 +1,7 @@
 """innet's P4 programs on a real BMv2 switch, through the controller.
 
-One simple_switch_grpc in a namespace of its own (prefix `p4d`) runs the composed pipeline
+One simple_switch_grpc in a namespace of its own (prefix `p4d`), started in the suite's scope
+and driven through a Controller (one instance per NF, named after it), runs the composed pipeline
 (p4/innet.p4) with every NF on the ingress port p4a: cms, precision and prio measure and
 classify, nfrouter forwards to p4c. Frames are sent from p4b (p4a's peer) and captured on
 p4d (p4c's peer); IPv6 is off in the namespace so the kernel adds no frames of its own.
@@ -15,11 +16,11 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Padding
 
 from controller.catalog import load_catalog
-from controller.core import Controller
 from controller.errors import EntryError
 from controller.node import Node
 from controller.p4 import composed, switch
 from controller.p4.thrift import ThriftClient
+from controller.service import Controller
 from controller.tables import TableEntry, ip_str
 from frames import routed
 from testbed import traffic
@@ -42,9 +43,9 @@ def p4sw():
     with namespace("p4d", [Veth("p4a", "p4b"), Veth("p4c", "p4d")], lo_up=True, ipv6=False) as ns:
         name = ns.name
         ctl = Controller()
-        ctl.add_node(Node(name, ns.path, target="bmv2"))
+        ctl.add_node(Node(name, ns.path, target="bmv2", kernel_slow_path=False))
         try:
-            switch.start(name, ["p4a", "p4c"], netns=ns.path)
+            switch.start(ctl.scope, name, ["p4a", "p4c"], netns=ns.path)
             ctl.deploy(name, "nfrouter", ["p4a", "p4c"])
             for nf in ("cms", "precision", "prio"):
                 ctl.deploy(name, nf, ["p4a"])
@@ -59,9 +60,13 @@ def p4sw():
                                            "proto": proto}, "set_level", {"level": 1})])
             yield ctl, name
         finally:
-            for nf in ("prio", "precision", "cms", "nfrouter"):
-                ctl.remove(name, nf)
-            switch.stop(name)
+            try:
+                for nf in ("prio", "precision", "cms", "nfrouter"):
+                    ctl.remove(name, nf)
+                ctl.forget_node(name)
+            finally:
+                switch.stop(ctl.scope, name)
+    assert not switch.state_dir(ctl.scope, name).exists(), "the switch's sockets, logs and state went with it"
 
 
 def frame(src, dst, sport, dport, proto=17, dscp=0, payload=b"p4d") -> bytes:
@@ -221,7 +226,7 @@ def test_level_zero_rides_the_queue_bmv2_serves_first(p4sw):
     """Level L is BMv2 priority queue levels-1-L: BMv2 1.15 serves its highest queue first.
     Closing that queue of the egress port (depth 0) removes exactly the level-0 packets."""
     ctl, name = p4sw
-    sw = switch.info(name)
+    sw = switch.info(ctl.scope, name)
     first = ctl.deployment(name, "prio").params["levels"] - 1
     level0 = [frame("10.0.7.1", "10.0.2.12", 1, 1, dscp=EF, payload=b"level0")] * 5
     lowest = [frame("10.0.7.2", "10.0.2.13", 1, 1, payload=b"lowest")] * 5
