@@ -1,8 +1,12 @@
 """`innet`: a thin command line over the controller (controller.service) and the testbed.
 
 It lives beside the testbed, not in the library, because `up` and `demo` bring Mininet
-testbeds up; every other command is one call into controller.service. Read commands take
-`--json`; `--scope NAME` picks the state scope (controller.scope).
+testbeds up. The commands that the REST API serves too (nodes, status, operations, nf,
+routes, stats, nfs, hh) call one operation of controller.api.resources each, with the same
+name as the API's operation id (`nf deploy` is nf_deploy), and print its model (`--json`:
+the API's JSON). With `--api URL` they call the same operation of a running API instead
+(controller.api.client). `innet api` serves the API. `--scope NAME` picks the state scope
+(controller.scope).
 """
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
 
 from controller.errors import InnetError
 
@@ -34,7 +37,20 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
 
 
 def _json(value) -> None:
-    print(json.dumps(value, indent=1, default=str))
+    print(json.dumps(_plain(value), indent=1, default=str))
+
+
+def _plain(value):
+    """API models (alone, in lists or dicts) as the JSON the API answers."""
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _print_routes(routes, node: str) -> None:
@@ -107,13 +123,14 @@ def cmd_topology(args) -> int:
     return 0
 
 
-def _params(pairs: list[str]) -> dict:
+def _params(pairs: list[str]) -> dict[str, int]:
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise InnetError(f"parameter {pair!r} is not KEY=VALUE")
-        out[key] = int(value, 0) if value.lstrip("-").isdigit() or value.startswith("0x") else value
+        try:
+            out[key] = int(value, 0) if sep else int("no value")
+        except ValueError:
+            raise InnetError(f"parameter {pair!r} is not KEY=INTEGER", hint="e.g. --param columns=4096") from None
     return out
 
 
@@ -134,10 +151,25 @@ def _controller(need_nodes: bool = True):
     return ctl
 
 
+def _operations(args, need_nodes: bool = True, samplers=None):
+    """What the command calls: the API at --api URL (controller.api.client), or the operations
+    over this machine's controller (controller.api.resources); both answer the same models."""
+    if args.api:
+        from controller.api.auth import read_token, token_path
+        from controller.api.client import ApiClient
+        from controller.scope import current
+
+        token_file = args.api_token_file or token_path(current())
+        return ApiClient(args.api, read_token(token_file))
+    from controller.api.resources import Resources
+
+    return Resources(_controller(need_nodes), samplers)
+
+
 def cmd_nodes(args) -> int:
-    nodes = _controller().nodes.values()
+    nodes = _operations(args).nodes()
     if args.json:
-        _json([asdict(n) for n in nodes])
+        _json(nodes)
     else:
         _table("nodes", ["node", "role", "target", "namespace"], [[n.name, n.role, n.target, n.netns] for n in nodes])
     return 0
@@ -148,55 +180,109 @@ def _deployment_line(d) -> str:
 
 
 def cmd_nf(args) -> int:
-    ctl = _controller()
+    from controller.api.models import InstanceIn
+
+    ops = _operations(args)
     if args.action == "list":
-        return _print_instances(ctl, [args.node] if args.node else list(ctl.nodes), args.json)
+        nodes = [args.node] if args.node else [n.name for n in ops.nodes()]
+        return _print_instances({node: ops.nf_list(node) for node in nodes}, args.json)
     if not args.node or not args.nf:
-        raise InnetError(f"innet nf {args.action} needs NODE and NF", hint=f"e.g. innet nf {args.action} r1 cms")
+        raise InnetError(f"innet nf {args.action} needs NODE and {'NF' if args.action == 'deploy' else 'INSTANCE'}",
+                         hint=f"e.g. innet nf {args.action} r1 cms")
+    if args.action == "remove":
+        removed = ops.nf_remove(args.node, args.id or args.nf)
+        _json(removed) if args.json else print(f"removed {removed.instance} from {removed.node}")
+        return 0
     if args.action == "deploy":
-        d = ctl.deploy(args.node, args.nf, args.iface or None, _params(args.param), args.id, args.target)
-        _json(asdict(d)) if args.json else print(_deployment_line(d))
-    else:   # remove: NF names the instance (its id)
-        removed = ctl.remove(args.node, args.id or args.nf)
-        print("removed" if removed else f"no instance {args.id or args.nf} was deployed on {args.node}")
+        d = ops.nf_deploy(args.node, InstanceIn(nf=args.nf, id=args.id, interfaces=args.iface or None,
+                                                params=_params(args.param), target=args.target))
+    else:   # set: NF names the instance (its id)
+        if not args.param:
+            raise InnetError("innet nf set needs --param KEY=VALUE", hint=f"e.g. innet nf set {args.node} "
+                                                                           f"{args.nf} --param columns=4096")
+        d = ops.nf_set(args.node, args.id or args.nf, _params(args.param))
+    _json(d) if args.json else print(_deployment_line(d))
     return 0
 
 
-def _print_instances(ctl, nodes: list[str], as_json: bool) -> int:
-    status = ctl.status()
-    chosen = [n for n in status["nodes"] if n["name"] in nodes]
+def _print_instances(instances: dict, as_json: bool) -> int:
+    """Instances (InstanceOut) by node."""
     if as_json:
-        _json({n["name"]: n["instances"] for n in chosen})
+        _json(instances)
         return 0
-    rows = [[n["name"], i["id"], i["nf"], i["target"], ", ".join(f"{x} ({i['modes'].get(x, '-')})" for x in i["interfaces"]),
-             " ".join(f"{k}={v}" for k, v in i["params"].items()), i["health"]]
-            for n in chosen for i in n["instances"]]
+    rows = [[node, i.id, i.nf, i.target, ", ".join(f"{x} ({i.modes.get(x, '-')})" for x in i.interfaces),
+             " ".join(f"{k}={v}" for k, v in i.params.items()), i.health]
+            for node, listed in instances.items() for i in listed]
     _table("NF instances", ["node", "instance", "nf", "target", "interfaces", "parameters", "health"], rows)
     return 0
 
 
 def cmd_status(args) -> int:
-    ctl = _controller(need_nodes=False)
-    status = ctl.status()
+    status = _operations(args, need_nodes=False).status()
     if args.json:
         _json(status)
         return 0
-    tb = status["testbed"]
+    tb = status.testbed
     console = _console()
-    console.print(f"scope [bold]{status['scope']}[/bold] ({status['database']})")
+    console.print(f"scope [bold]{status.scope}[/bold] ({status.database})")
     if tb:
         console.print(f"testbed {tb['topology']} (pid {tb['pid']}, "
-                      f"{'running' if status['testbed_running'] else 'NOT running'})")
+                      f"{'running' if status.testbed_running else 'NOT running'})")
     else:
         console.print("no testbed is up in this scope")
     _table("nodes", ["node", "role", "target", "instances", "routes", "health"],
-           [[n["name"], n["role"], n["target"], len(n["instances"]), n["routes"],
-             n["problem"] or ("ok" if all(i["health"] == "ok" for i in n["instances"]) else "see innet nf list")]
-            for n in status["nodes"]])
-    if status["nodes"]:
-        _print_instances(ctl, [n["name"] for n in status["nodes"]], False)
-    for op in status["pending_operations"]:
-        console.print(f"pending operation {op['id']}: {op['kind']} {op['subject']} on {op['node']} (pid {op['pid']})")
+           [[n.name, n.role, n.target, len(n.instances), n.routes,
+             n.problem or ("ok" if all(i.health == "ok" for i in n.instances) else "see innet nf list")]
+            for n in status.nodes])
+    if status.nodes:
+        _print_instances({n.name: n.instances for n in status.nodes}, False)
+    for op in status.pending_operations:
+        console.print(f"pending operation {op.id}: {op.kind} {op.subject} on {op.node} (pid {op.pid})")
+    return 0
+
+
+def cmd_operations(args) -> int:
+    ops = _operations(args, need_nodes=False).operations(args.state, args.limit)
+    if args.json:
+        _json(ops)
+        return 0
+    _table("operations, newest first", ["id", "kind", "node", "subject", "state", "pid", "started", "seconds", "error"],
+           [[o.id, o.kind, o.node, o.subject, o.state, o.pid, time.strftime("%H:%M:%S", time.localtime(o.started)),
+             f"{o.finished - o.started:.3f}" if o.finished else "running", o.error] for o in ops])
+    return 0
+
+
+def cmd_nfs(args) -> int:
+    nfs = _operations(args, need_nodes=False).nfs()
+    if args.json:
+        _json(nfs)
+        return 0
+    _table("NF catalog", ["nf", "targets", "parameters", "tables", "statistics"],
+           [[nf.name, ", ".join(nf.targets), " ".join(f"{p.name}={p.default}" for p in nf.parameters),
+             ", ".join(t.name for t in nf.tables), ", ".join(s.name for s in nf.stats)] for nf in nfs])
+    return 0
+
+
+def cmd_api(args) -> int:
+    import uvicorn
+
+    from controller.api.app import create_app
+    from controller.api.auth import check_bind, server_token
+
+    check_bind(args.host, args.token_file)
+    watch = []
+    for item in args.watch:
+        node, sep, instance = item.partition("/")
+        if not sep or not node or not instance:
+            raise InnetError(f"--watch {item!r} is not NODE/INSTANCE", hint="e.g. --watch r1/cms")
+        watch.append((node, instance))
+    ctl = _controller(need_nodes=False)
+    token, path = server_token(ctl.scope, args.token_file)
+    app = create_app(ctl, token, flow_interval_s=args.flow_interval, watch=watch)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"[innet] API of scope {ctl.scope.name} at http://{host}:{args.port} (docs at /docs); bearer token in "
+          f"{path}. Ctrl-C or kill -TERM {os.getpid()} stops it.", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
     return 0
 
 
@@ -211,10 +297,9 @@ def cmd_reconcile(args) -> int:
 
 
 def cmd_routes(args) -> int:
-    from controller.routes import Route, RouteService, as_dict, parse_routes
+    from controller.routes import Route, parse_routes
 
-    ctl = _controller()
-    routes = RouteService(ctl, args.instance)
+    ops = _operations(args)
     if args.action == "add":
         if args.file:
             text = sys.stdin.read() if args.file == "-" else _read_file(args.file)
@@ -224,7 +309,7 @@ def cmd_routes(args) -> int:
         else:
             raise InnetError("innet routes add needs a PREFIX or --file FILE")
         started = time.perf_counter()
-        routes.add_many(args.node, batch)
+        ops.routes_add(args.node, batch, args.instance)
         if len(batch) > 1:
             print(f"{len(batch)} routes written to {args.node} in {time.perf_counter() - started:.2f} s",
                   file=sys.stderr)
@@ -234,14 +319,12 @@ def cmd_routes(args) -> int:
         prefixes = parse_prefixes(_read_file(args.file)) if args.file else [args.prefix]
         if prefixes == [None]:
             raise InnetError("innet routes del needs a PREFIX or --file FILE")
-        deleted = routes.delete_many(args.node, prefixes)
-        if deleted == 0:
-            raise InnetError(f"{args.node} has no route {', '.join(prefixes[:3])}")
+        deleted = ops.routes_del(args.node, prefixes, args.instance)
         if args.file:
-            print(f"{deleted} routes deleted from {args.node}", file=sys.stderr)
+            print(f"{deleted.routes} routes deleted from {args.node}", file=sys.stderr)
             return 0
-    listed = routes.list(args.node)
-    _json([as_dict(r) for r in listed]) if args.json else _print_routes(listed, args.node)
+    listed = ops.routes_list(args.node, args.instance)
+    _json(listed) if args.json else _print_routes(listed, args.node)
     return 0
 
 
@@ -259,7 +342,7 @@ def _read_file(path: str) -> str:
 
 
 def cmd_stats(args) -> int:
-    values = _controller().read_stat(args.node, args.nf, args.stat)
+    values = _operations(args).stats(args.node, args.nf, args.stat)
     if args.json:
         _json(values)
     else:
@@ -291,20 +374,19 @@ def _queue_rows(ctl, node: str, instance: str, interfaces: list[str], last: dict
     return lines
 
 
-def _show(title: str, interval: float, once: bool, lines, wait_first: bool = False) -> int:
+def _show(title: str, interval: float, once: bool, lines, paced: bool = False) -> int:
     """Print `lines()` once, or redraw it every `interval` seconds until Ctrl-C (only on a
-    terminal: piped, it prints once); `wait_first` when the first lines need an interval to measure."""
+    terminal: piped, it prints once); `paced` when `lines()` itself waits for the next interval."""
     once = once or not sys.stdout.isatty()
     try:
-        if wait_first:
-            time.sleep(interval)
         while True:
             text = "\n".join(lines())
             if once:
                 print(text)
                 return 0
             print("\033[H\033[J" + f"{title}, every {interval:g} s (Ctrl-C stops)\n" + text, flush=True)
-            time.sleep(interval)
+            if not paced:
+                time.sleep(interval)
     except KeyboardInterrupt:
         return 0
 
@@ -334,7 +416,8 @@ def cmd_queues(args) -> int:
     return 0
 
 
-def _hh_table(node: str, nf: str, sample, threshold: float | None) -> list[str]:
+def _hh_table(top, threshold: float | None) -> list[str]:
+    """The lines of one interval's top flows (a TopFlows), elephants flagged at `threshold` bytes/s."""
     def si(value) -> str:
         if value is None:
             return "-"
@@ -344,27 +427,32 @@ def _hh_table(node: str, nf: str, sample, threshold: float | None) -> list[str]:
         return f"{value:.0f}"
 
     total = ""
-    if sample.packets is not None:
-        total = f", {sample.packets} packets, {si(sample.bytes * 8 / sample.duration)}bit/s in all"
-    lines = [f"{nf} on {node}: top {len(sample.flows)} flows of the last {sample.duration:.2f} s{total}",
+    if top.packets is not None:
+        total = f", {top.packets} packets, {si(top.bytes * 8 / top.duration)}bit/s in all"
+    lines = [f"{top.instance} on {top.node}: top {len(top.flows)} flows of the last {top.duration:.2f} s{total}",
              f"  {'#':>3} {'flow':<58} {'packets':>10} {'bytes':>10} {'pkt/s':>8} {'bit/s':>8} {'share':>6}"]
-    for i, r in enumerate(sample.flows, 1):
-        share = f"{100 * r.packets / sample.packets:.1f}%" if sample.packets else "-"
+    for i, r in enumerate(top.flows, 1):
+        share = f"{100 * r.packets / top.packets:.1f}%" if top.packets else "-"
         big = "  ELEPHANT" if threshold is not None and r.bytes_per_s is not None and r.bytes_per_s >= threshold else ""
-        lines.append(f"  {i:>3} {str(r.flow):<58} {r.packets:>10} {si(r.bytes):>10} {si(r.packets_per_s):>8} "
-                     f"{si(r.bits_per_s):>8} {share:>6}{big}")
-    if not sample.flows:
+        bits = None if r.bytes_per_s is None else 8 * r.bytes_per_s
+        lines.append(f"  {i:>3} {r.flow:<58} {r.packets:>10} {si(r.bytes):>10} {si(r.packets_per_s):>8} "
+                     f"{si(bits):>8} {share:>6}{big}")
+    if not top.flows:
         lines.append("  (no flows counted)")
     return lines
 
 
 def _print_flows(node: str, nf: str, sample) -> None:
-    print("\n".join(_hh_table(node, nf, sample, None)))
+    """A FlowMonitor's sample, as innet hh prints an interval."""
+    from controller.api.models import TopFlows
+
+    print("\n".join(_hh_table(TopFlows.of(node, nf, 1, time.time(), sample, sample.flows), None)))
 
 
 def cmd_hh(args) -> int:
+    from controller.api.flows import FlowSamplers
     from controller.queues import parse_rate
-    from controller.stats import FlowMonitor, elephant_threshold
+    from controller.stats import elephant_threshold
 
     threshold = None
     if args.elephant:
@@ -375,13 +463,24 @@ def cmd_hh(args) -> int:
                                            fraction=float(args.elephant[:-1]) / 100)
         else:
             threshold = elephant_threshold(bytes_per_s=parse_rate(args.elephant, "--elephant") / 8)
-    monitor = FlowMonitor(_controller(), args.node, args.nf, args.top, args.by)
-    if threshold is not None and not monitor.counts_bytes:
-        raise InnetError(f"{args.nf} counts packets only, so it cannot flag elephants by rate",
-                         hint="deploy cms for byte rates, or drop --elephant")
-    monitor.start()
-    return _show(f"innet hh {args.node} {args.nf}", args.interval, args.once,
-                 lambda: _hh_table(args.node, args.nf, monitor.sample(), threshold), wait_first=True)
+    # locally, this process owns the instance's intervals while it runs; an API owns its own
+    samplers = None if args.api else FlowSamplers(_controller(), args.interval)
+    ops = _operations(args, samplers=samplers)
+    shown = None
+
+    def next_interval() -> list[str]:
+        nonlocal shown
+        top = ops.hh(args.node, args.nf, args.top, args.by, after=shown)
+        shown = top.interval
+        if threshold is not None and any(f.bytes_per_s is None for f in top.flows):
+            raise InnetError(f"{args.nf} counts packets only, so it cannot flag elephants by rate",
+                             hint="deploy cms for byte rates, or drop --elephant")
+        return [json.dumps(_plain(top))] if args.json else _hh_table(top, threshold)
+    try:
+        return _show(f"innet hh {args.node} {args.nf}", args.interval, args.once, next_interval, paced=True)
+    finally:
+        if samplers:
+            samplers.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,21 +489,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the controller does")
     parser.add_argument("--scope", help="state scope: its own database, pins and switches "
                                         "(default $INNET_SCOPE, else 'default')")
+    parser.add_argument("--api", metavar="URL", help="act through the innet API at URL (e.g. http://127.0.0.1:8181) "
+                                                     "instead of on this machine")
+    parser.add_argument("--token-file", dest="api_token_file", metavar="FILE",
+                        help="with --api: the API's bearer token (default: the scope's, as innet api made it)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, func, help: str, json_output: bool = False):
+    def command(name: str, func, help: str, json_output: bool = False, local_only: bool = False):
         p = sub.add_parser(name, help=help)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, local_only=local_only)
         if json_output:
             p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
-    p = command("demo", cmd_demo, "bring up a topology, route across its routers, ping, iperf3, tear down")
+    p = command("demo", cmd_demo, "bring up a topology, route across its routers, ping, iperf3, tear down",
+                local_only=True)
     p.add_argument("--topology", default="line3", help="e.g. line3, or mixed (a BMv2 switch and an XDP router)")
     p.add_argument("--target", choices=["xdp", "bmv2"], help="run every router on this target "
                    "(default: as the topology says)")
     p.add_argument("--iperf-seconds", type=int, default=3)
-    p = command("up", cmd_up, "bring a topology up with NFRouter on its routers until Ctrl-C, SIGTERM or SIGHUP")
+    p = command("up", cmd_up, "bring a topology up with NFRouter on its routers until Ctrl-C, SIGTERM or SIGHUP",
+                local_only=True)
     p.add_argument("topology")
     p.add_argument("--target", choices=["xdp", "bmv2"], help="run every router on this target")
     p.add_argument("--cli", action="store_true", help="open Mininet's CLI")
@@ -413,18 +518,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("topology")
     command("nodes", cmd_nodes, "the nodes of the running topology", json_output=True)
     command("status", cmd_status, "testbed, nodes, NF instances: desired beside actual", json_output=True)
-    p = command("reconcile", cmd_reconcile, "bring the data plane to the desired state; says what it changed",
+    p = command("operations", cmd_operations, "the scope's latest operations (changes), newest first",
                 json_output=True)
+    p.add_argument("--state", choices=["pending", "done", "failed", "recovered"])
+    p.add_argument("--limit", type=int, default=20)
+    command("nfs", cmd_nfs, "the NF catalog: parameters, tables, statistics", json_output=True)
+    p = command("api", cmd_api, "serve the REST API (and /metrics) of the scope until Ctrl-C or SIGTERM",
+                local_only=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other than "
+                                                      "loopback needs --token-file)")
+    p.add_argument("--port", type=int, default=8181)
+    p.add_argument("--token-file", help="the bearer token clients must send (default: the scope's, made on the "
+                                        "first start, readable by root only)")
+    p.add_argument("--flow-interval", type=float, default=1.0, help="seconds per interval of /flows/top (a cms "
+                                                                    "epoch)")
+    p.add_argument("--watch", action="append", default=[], metavar="NODE/INSTANCE",
+                   help="sample this heavy-hitter instance from the start, for /metrics (repeat)")
+    p = command("reconcile", cmd_reconcile, "bring the data plane to the desired state; says what it changed",
+                json_output=True, local_only=True)
     p.add_argument("node", nargs="*", help="only these nodes (default: all)")
-    p = command("nf", cmd_nf, "list, deploy or remove NF instances", json_output=True)
-    p.add_argument("action", choices=["list", "deploy", "remove"])
+    p = command("nf", cmd_nf, "list, deploy, set (change parameters of) or remove NF instances", json_output=True)
+    p.add_argument("action", choices=["list", "deploy", "set", "remove"])
     p.add_argument("node", nargs="?")
-    p.add_argument("nf", nargs="?", help="deploy: the NF type; remove: the instance id")
+    p.add_argument("nf", nargs="?", help="deploy: the NF type; set, remove: the instance id")
     p.add_argument("--id", help="the instance id (default: the NF's name)")
     p.add_argument("--target", choices=["xdp", "bmv2"], help="the target (default: the node's)")
     p.add_argument("--iface", action="append", default=[], help="interface (repeat; default: all)")
     p.add_argument("--param", action="append", default=[], help="KEY=VALUE catalog parameter; a changed "
-                   "value redeploys the instance and refills its entries")
+                   "value redeploys the instance and refills its entries (deploy: the others take defaults; "
+                   "set: they keep their values)")
     p = command("routes", cmd_routes, "list, add or delete a node's routes (fast and slow path)", json_output=True)
     p.add_argument("action", choices=["list", "add", "del"])
     p.add_argument("node")
@@ -441,25 +563,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("node")
     p.add_argument("nf", help="the instance id")
     p.add_argument("stat")
-    p = command("prio", cmd_prio, "per-level queue statistics of a prio instance, refreshing on a terminal")
+    p = command("prio", cmd_prio, "per-level queue statistics of a prio instance, refreshing on a terminal",
+                local_only=True)
     p.add_argument("node")
     p.add_argument("--id", default="prio", help="the prio instance (default prio)")
     p.add_argument("--interface", help="one interface (default: every interface prio runs on)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     p.add_argument("--once", action="store_true", help="print once and exit")
     p = command("queues", cmd_queues, "set up a queueing NF's priority queues on an interface, e.g. "
-                "innet queues r1 r1-eth1 --link-rate 20mbit --level 2mbit --level 4mbit:20mbit --level 10mbit")
+                "innet queues r1 r1-eth1 --link-rate 20mbit --level 2mbit --level 4mbit:20mbit --level 10mbit",
+                local_only=True)
     p.add_argument("node")
     p.add_argument("interface")
     p.add_argument("--nf", default="prio", help="the instance id (default prio)")
     p.add_argument("--link-rate", required=True, help="the link's rate, e.g. 20mbit")
     p.add_argument("--level", action="append", required=True,
                    help="RATE[:CEIL] of level 0, then 1, ... (repeat once per level; CEIL defaults to the link rate)")
-    p = command("hh", cmd_hh, "top-k heavy hitters of a cms or precision instance, per interval, refreshing")
+    p = command("hh", cmd_hh, "top-k heavy hitters of a cms or precision instance, per interval, refreshing",
+                json_output=True)
     p.add_argument("node")
     p.add_argument("nf", help="the instance id (cms or precision by default)")
     p.add_argument("--top", type=int, default=10, help="how many flows (default 10)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds per interval (a cms epoch)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds per interval (a cms epoch; with --api, "
+                                                               "the API's --flow-interval rules)")
     p.add_argument("--once", action="store_true", help="one interval, then exit")
     p.add_argument("--by", choices=["packets", "bytes"], default="packets", help="rank flows by")
     p.add_argument("--elephant", help="flag flows at or above RATE bit/s (e.g. 10mbit), or P%% of --link")
@@ -471,6 +597,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.scope:
             from controller.scope import check_name
             os.environ["INNET_SCOPE"] = check_name(args.scope)   # child processes (probes) inherit it
+        if args.api and args.local_only:
+            raise InnetError(f"innet {args.command} acts on this machine only: the API has no such operation",
+                             hint="run it without --api, on the machine the testbed runs on")
         return args.func(args)
     except InnetError as exc:
         print(f"innet: error: {exc}", file=sys.stderr)

@@ -1,0 +1,164 @@
+"""The REST API: a FastAPI application over one Controller (`innet api` serves it with uvicorn).
+
+Each route is one call into controller.api.resources, which the CLI calls too. Handlers
+are plain functions: FastAPI runs them in its thread pool, and the Controller serialises
+writers (its lock in this process, the scope's writer lock across processes) while reads
+go on beside them. A deploy that compiles completes within its request (seconds; built
+programs are cached); meanwhile GET /operations shows it pending, like every change any
+innet process is making in the scope.
+"""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, FastAPI, Path, Query
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+
+from controller.api import errors
+from controller.api.auth import MAX_BODY, Guard
+from controller.api.flows import FlowSamplers
+from controller.api.metrics import Metrics, Timing
+from controller.api.models import (ID_PATTERN, MAX_TOP_K, DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut,
+                                   OperationOut, ParamsIn, PrefixesIn, Problem, Removed, RoutesChanged, RoutesIn,
+                                   RouteOut, StatusOut, TopFlows)
+from controller.api.resources import Resources
+from controller.routes import ROUTER
+from controller.service import Controller
+
+NodeName = Annotated[str, Path(pattern=ID_PATTERN, description="a node of the testbed (GET /nodes)")]
+InstanceName = Annotated[str, Path(pattern=ID_PATTERN, description="an NF instance id on the node")]
+RouterInstance = Annotated[str, Query(pattern=ID_PATTERN, description="the router instance")]
+ERRORS = {code: {"model": Problem, "description": what} for code, what in (
+    (401, "no or a wrong bearer token"), (404, "an unknown node, instance or route"),
+    (409, "the data plane or another writer stands in the way"), (413, "the body is too large"),
+    (422, "the request cannot be carried out as written"), (503, "not ready; try again"))}
+
+
+def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, flow_interval_s: float = 1.0,
+               watch: list[tuple[str, str]] = ()) -> FastAPI:
+    """The API over `controller`, accepting `token`; `watch` names (node, instance) pairs
+    whose flows are sampled from the start and for good (for /metrics)."""
+    samplers = FlowSamplers(controller, flow_interval_s)
+    res = Resources(controller, samplers)
+    metrics = Metrics(controller, samplers)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for node, instance in watch:
+            res.watch(node, instance)
+        yield
+        samplers.close()
+
+    app = FastAPI(title="innet", version="0.1.0", lifespan=lifespan,
+                  description="The control plane of innet: nodes, NF instances, routes, flows and metrics. "
+                              "Every request but GET /healthz carries `Authorization: Bearer TOKEN`.")
+    errors.install(app)
+    app.add_middleware(Guard, token=token, max_body=max_body)
+    app.add_middleware(Timing, histogram=metrics.operations)   # the outermost: it times refusals too
+    app.openapi = lambda: _openapi(app)
+
+    @app.get("/healthz", operation_id="healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        """Whether the API answers (no token needed)."""
+        return {"status": "ok"}
+
+    api = APIRouter(responses=ERRORS)
+
+    @api.get("/metrics", operation_id="metrics", tags=["service"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}})
+    def prometheus_metrics() -> Response:
+        """The data plane's counters and the API's operation latencies, for Prometheus."""
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @api.get("/status", operation_id="status", tags=["service"])
+    def status() -> StatusOut:
+        """The testbed, its nodes and their NF instances, desired beside actual."""
+        return res.status()
+
+    @api.get("/operations", operation_id="operations", tags=["service"])
+    def operations(state: Literal["pending", "done", "failed", "recovered"] | None = None,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[OperationOut]:
+        """The scope's latest operations, newest first: what every innet process changed or is changing."""
+        return res.operations(state, limit)
+
+    @api.get("/nodes", operation_id="nodes", tags=["nodes"])
+    def nodes() -> list[NodeOut]:
+        return res.nodes()
+
+    @api.get("/nodes/{node}/nfs", operation_id="nf_list", tags=["NF instances"])
+    def nf_list(node: NodeName) -> list[InstanceOut]:
+        """The node's NF instances, desired beside actual."""
+        return res.nf_list(node)
+
+    @api.post("/nodes/{node}/nfs", operation_id="nf_deploy", tags=["NF instances"])
+    def nf_deploy(node: NodeName, spec: InstanceIn) -> DeploymentOut:
+        """Deploy an NF instance; an existing id is redeployed with what changed (its entries
+        and routes are written again). Completes within the request."""
+        return res.nf_deploy(node, spec)
+
+    @api.patch("/nodes/{node}/nfs/{instance}", operation_id="nf_set", tags=["NF instances"])
+    def nf_set(node: NodeName, instance: InstanceName, change: ParamsIn) -> DeploymentOut:
+        """Change some of an instance's parameters (a redeploy); the others keep their values."""
+        return res.nf_set(node, instance, change.params)
+
+    @api.delete("/nodes/{node}/nfs/{instance}", operation_id="nf_remove", tags=["NF instances"])
+    def nf_remove(node: NodeName, instance: InstanceName) -> Removed:
+        """Remove the instance with its entries, and its routes from the kernel too."""
+        return res.nf_remove(node, instance)
+
+    @api.get("/nodes/{node}/nfs/{instance}/stats/{stat}", operation_id="stats", tags=["NF instances"])
+    def stats(node: NodeName, instance: InstanceName,
+              stat: Annotated[str, Path(pattern=ID_PATTERN, examples=["verdicts"])]) -> dict[str, int]:
+        """A `counters` statistic of the instance, e.g. nfrouter's verdicts."""
+        return res.stats(node, instance, stat)
+
+    @api.get("/nodes/{node}/routes", operation_id="routes_list", tags=["routes"])
+    def routes_list(node: NodeName, instance: RouterInstance = ROUTER) -> list[RouteOut]:
+        """Every route, desired or held by a path, with packet and byte counters and whether
+        the fast path and the kernel FIB each hold it as desired."""
+        return res.routes_list(node, instance)
+
+    @api.post("/nodes/{node}/routes", operation_id="routes_add", tags=["routes"])
+    def routes_add(node: NodeName, batch: RoutesIn, instance: RouterInstance = ROUTER) -> RoutesChanged:
+        """Add or replace routes in the fast path and the kernel FIB, all or none."""
+        return res.routes_add(node, [r.route() for r in batch.routes], instance)
+
+    @api.delete("/nodes/{node}/routes", operation_id="routes_del", tags=["routes"])
+    def routes_del(node: NodeName, batch: Annotated[PrefixesIn, Body()],
+                   instance: RouterInstance = ROUTER) -> RoutesChanged:
+        """Delete routes from both paths (404 when none of them exists)."""
+        return res.routes_del(node, batch.prefixes, instance)
+
+    @api.get("/nfs", operation_id="nfs", tags=["catalog"])
+    def nfs() -> list[NFOut]:
+        """The NF catalog: each NF's parameters, tables and statistics."""
+        return res.nfs()
+
+    @api.get("/flows/top", operation_id="hh", tags=["flows"])
+    def flows_top(node: Annotated[str, Query(pattern=ID_PATTERN)],
+                  nf: Annotated[str, Query(pattern=ID_PATTERN, description="the heavy-hitter instance (cms, "
+                                                                           "precision)")],
+                  k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 10,
+                  by: Literal["packets", "bytes"] = "packets",
+                  after: Annotated[int | None, Query(ge=0, description="the number of the interval you have: "
+                                                                       "wait for the next")] = None) -> TopFlows:
+        """The heavy hitters of the instance's latest interval, with rates. Every reader gets
+        the interval of one sampler per instance (readers never close epochs themselves);
+        the first reader of an instance waits for its first interval."""
+        return res.hh(node, nf, k, by, after)
+
+    app.include_router(api)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The generated schema, saying that every operation but healthz needs the bearer token."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schema["security"] = [{"bearer": []}]
+        schema["paths"]["/healthz"]["get"]["security"] = []
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,288 @@
+"""What the REST API takes and gives: pydantic models, and their making from library objects.
+
+The CLI prints the same models (its --json output is their JSON), so a script reads one
+shape whether it runs `innet ...` locally or against `innet --api URL ...`. Input models
+check what they can with the library's own checks (a route's prefix with
+controller.routes.check_route), so a mistake answers 422 with the place in the body.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
+
+from controller.catalog import NFSpec
+from controller.errors import EntryError
+from controller.routes import Route, check_route
+from controller.stats import FlowRate, Sample
+
+# Ids name pin directories and records (controller.targets.xdp.check_instance says the same).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# A Linux interface name: at most 15 bytes, no '/' (it names files in /sys), no spaces or ':'.
+IFNAME_PATTERN = r"^[^/\s:]{1,15}$"
+MAX_BATCH = 262144   # routes per request: nfrouter's largest table (max_routes)
+MAX_TOP_K = 100
+
+InstanceId = Annotated[str, Field(pattern=ID_PATTERN, examples=["cms"])]
+IfName = Annotated[str, Field(pattern=IFNAME_PATTERN, examples=["r1-eth1"])]
+
+
+def _library_check(check, value):
+    """Run a library check inside a validator: its EntryError becomes a validation error
+    that keeps the message and the hint."""
+    try:
+        return check(value)
+    except EntryError as exc:
+        raise PydanticCustomError("innet", "{message}", {"message": exc.message, "hint": exc.hint}) from None
+
+
+def _valid_prefix(text: str) -> str:
+    _library_check(lambda p: check_route(Route(p, local=True)), text)   # a local route checks the prefix alone
+    return text
+
+
+Prefix = Annotated[str, Field(max_length=64, examples=["203.0.113.0/24"]), AfterValidator(_valid_prefix)]
+
+
+# ---- errors ---------------------------------------------------------------------------------
+class FieldError(BaseModel):
+    location: str = Field(description="where in the request, e.g. body.routes[3].prefix")
+    message: str
+    hint: str | None = None
+
+
+class Problem(BaseModel):
+    """Every error answer: what was wrong, what to do next, and for a bad request each place."""
+    error: str
+    hint: str | None = None
+    errors: list[FieldError] = []
+
+
+# ---- nodes, status, operations ------------------------------------------------------------
+class NodeOut(BaseModel):
+    name: str
+    netns: str | None
+    role: str
+    target: str
+    kernel_slow_path: bool
+
+
+class InstanceOut(BaseModel):
+    """An NF instance, desired beside actual."""
+    id: str
+    nf: str
+    target: str
+    interfaces: list[str]
+    params: dict[str, int]
+    modes: dict[str, str] = Field(description="interface -> how the instance runs there (native, generic, ...)")
+    health: str = Field(description="'ok', or why the data plane differs from the desired instance")
+
+
+class NodeStatus(BaseModel):
+    name: str
+    role: str
+    target: str
+    problem: str | None
+    routes: int
+    instances: list[InstanceOut]
+
+
+class OperationOut(BaseModel):
+    """An entry of the scope's operation log: every change, by this API or any innet process."""
+    id: int
+    kind: str
+    node: str | None
+    subject: str | None
+    detail: dict
+    state: Literal["pending", "done", "failed", "recovered"]
+    pid: int
+    started: float
+    finished: float | None
+    error: str | None
+
+
+class StatusOut(BaseModel):
+    scope: str
+    database: str
+    testbed: dict | None
+    testbed_running: bool
+    nodes: list[NodeStatus]
+    pending_operations: list[OperationOut]
+
+
+# ---- NF instances ---------------------------------------------------------------------------
+class InstanceIn(BaseModel):
+    """An NF instance to deploy, or to redeploy when its id exists."""
+    nf: str = Field(pattern=ID_PATTERN, description="the NF type, from the catalog (GET /nfs)", examples=["cms"])
+    id: InstanceId | None = Field(None, description="the instance id (default: the NF's name)")
+    interfaces: list[IfName] | None = Field(None, max_length=256, description="default: every interface but lo")
+    params: dict[str, StrictInt] = Field({}, max_length=64, description="catalog parameters; the rest take defaults")
+    target: Literal["xdp", "bmv2"] | None = Field(None, description="default: the node's target")
+
+
+class ParamsIn(BaseModel):
+    """Parameters to change; those not named keep their current values."""
+    params: dict[str, StrictInt] = Field(max_length=64, examples=[{"max_routes": 4096}])
+
+
+class DeploymentOut(BaseModel):
+    node: str
+    instance: str
+    nf: str
+    target: str
+    interfaces: list[str]
+    params: dict[str, int]
+    modes: dict[str, str]
+    problem: str | None
+    cleared: list[str] = Field(description="instances whose tables this deploy emptied and refilled")
+
+
+class Removed(BaseModel):
+    node: str
+    instance: str
+    removed: bool
+
+
+# ---- routes ---------------------------------------------------------------------------------
+class RouteIn(BaseModel):
+    prefix: Prefix
+    interface: IfName | None = Field(None, description="egress interface (not for a local route)")
+    mac: str | None = Field(None, max_length=17, description="the next hop's MAC", examples=["02:00:00:03:02:02"])
+    via: str | None = Field(None, max_length=45, description="gateway, needed unless the prefix is one host")
+    local: bool = Field(False, description="the prefix is the node's own: deliver to its stack")
+
+    @model_validator(mode="after")
+    def _whole_route(self) -> "RouteIn":
+        _library_check(check_route, self.route())
+        return self
+
+    def route(self) -> Route:
+        return Route(self.prefix, self.interface, self.mac, self.via, self.local)
+
+
+class RoutesIn(BaseModel):
+    """Routes to add or replace in one batch, all or none, in both paths."""
+    routes: list[RouteIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class PrefixesIn(BaseModel):
+    """Routes to delete in one batch, from both paths."""
+    prefixes: list[Prefix] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RouteOut(BaseModel):
+    """A route, desired or held by a path, with its fast-path counters and whether each path agrees."""
+    prefix: str
+    interface: str | None
+    mac: str | None
+    via: str | None
+    local: bool
+    packets: int
+    bytes: int
+    fast_path: bool = Field(description="the fast path (the router's tables) holds the route as desired")
+    kernel: bool | None = Field(description="the kernel FIB holds it as desired (null: the node has no kernel path)")
+    fast_path_holds: str | None = Field(description="where the fast path differs: what it holds")
+    kernel_holds: str | None = Field(description="where the kernel FIB differs: what it holds")
+
+
+class RoutesChanged(BaseModel):
+    node: str
+    instance: str
+    routes: int = Field(description="how many routes were written, or deleted")
+
+
+# ---- the catalog ----------------------------------------------------------------------------
+class FieldOut(BaseModel):
+    name: str
+    type: str
+    kind: str
+    below: int | str | None = None
+
+
+class ParameterOut(BaseModel):
+    name: str
+    doc: str
+    default: int
+    min: int
+    max: int
+    power_of_two: bool
+
+
+class TableOut(BaseModel):
+    name: str
+    doc: str
+    match: list[FieldOut]
+    actions: dict[str, list[FieldOut]]
+    size: int | str = Field(description="entries, or the parameter that sets them")
+
+
+class StatOut(BaseModel):
+    name: str
+    doc: str
+    kind: str
+    index: list[str]
+    cells: list[int | str]
+    fields: list[FieldOut]
+
+
+class NFOut(BaseModel):
+    name: str
+    description: str
+    targets: list[str]
+    capabilities: list[str]
+    parameters: list[ParameterOut]
+    tables: list[TableOut]
+    stats: list[StatOut]
+
+    @classmethod
+    def of(cls, nf: NFSpec) -> "NFOut":
+        def fields(items) -> list[FieldOut]:
+            return [FieldOut(name=f.name, type=f.type, kind=f.kind, below=f.below) for f in items]
+        return cls(name=nf.name, description=nf.description, targets=sorted(nf.programs),
+                   capabilities=sorted(nf.capabilities),
+                   parameters=[ParameterOut(name=p.name, doc=p.doc, default=p.default, min=p.min, max=p.max,
+                                            power_of_two=p.power_of_two) for p in nf.parameters.values()],
+                   tables=[TableOut(name=t.name, doc=t.doc, match=fields(t.match),
+                                    actions={a: fields(fs) for a, fs in t.actions.items()}, size=t.size_param)
+                           for t in nf.tables.values()],
+                   stats=[StatOut(name=s.name, doc=s.doc, kind=s.kind, index=list(s.index), cells=list(s.cells),
+                                  fields=fields(s.fields)) for s in nf.stats.values()])
+
+
+# ---- flows ----------------------------------------------------------------------------------
+class FlowOut(BaseModel):
+    flow: str = Field(examples=["10.0.1.1:5001 -> 10.0.3.2:80 tcp"])
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    proto: int
+    packets: int
+    bytes: int | None
+    packets_per_s: float
+    bytes_per_s: float | None
+
+    @classmethod
+    def of(cls, r: FlowRate) -> "FlowOut":
+        return cls(flow=str(r.flow), src=str(r.flow.src), dst=str(r.flow.dst), sport=r.flow.sport,
+                   dport=r.flow.dport, proto=r.flow.proto, packets=r.packets, bytes=r.bytes,
+                   packets_per_s=r.packets_per_s, bytes_per_s=r.bytes_per_s)
+
+
+class TopFlows(BaseModel):
+    """The top flows of one closed interval (a cms epoch; for precision, the counters' growth)."""
+    node: str
+    instance: str
+    interval: int = Field(description="the interval's number, counted by its one owner since it started")
+    ended: float = Field(description="when the interval closed (Unix time)")
+    duration: float = Field(description="seconds the interval lasted")
+    packets: int | None = Field(description="every packet of the interval (null: the NF cannot tell)")
+    bytes: int | None
+    flows: list[FlowOut]
+
+    @classmethod
+    def of(cls, node: str, instance: str, interval: int, ended: float, sample: Sample,
+           flows: list[FlowRate]) -> "TopFlows":
+        return cls(node=node, instance=instance, interval=interval, ended=ended, duration=sample.duration,
+                   packets=sample.packets, bytes=sample.bytes, flows=[FlowOut.of(r) for r in flows])
