@@ -17,6 +17,7 @@ def delay_ms(value: object) -> float:
     """The budget in milliseconds; ValueError says what is wrong with it."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"a delay budget is a duration like '5ms', got {value!r}")
+    ms = value
     if isinstance(value, str):
         match = _BUDGET.fullmatch(value)
         if not match:
@@ -24,8 +25,7 @@ def delay_ms(value: object) -> float:
         number, unit = match.groups()
         if unit.lower() not in MS_PER_UNIT:
             raise ValueError(f"'{value}': unknown unit '{unit}' (units: {', '.join(MS_PER_UNIT)})")
-        value = float(number) * MS_PER_UNIT[unit.lower()]
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"a delay budget must be a positive duration, got {value!r}"
-                         " (leave the budget out for none)")
-    return float(value)
+        ms = float(number) * MS_PER_UNIT[unit.lower()]
+    if not math.isfinite(ms) or ms <= 0:
+        raise ValueError(f"a delay budget must be a positive duration, got {value!r} (leave it out for none)")
+    return float(ms)

@@ -33,7 +33,7 @@ def read_document(document: str | bytes | Mapping) -> At:
     if value is None:
         root.fail("the document is empty")
     if not isinstance(value, dict):
-        root.fail(f"a descriptor is a mapping at its top level, got {type(value).__name__} {str(value)[:40]!r}")
+        root.fail(f"a descriptor is a mapping at its top level, got a {type(value).__name__}")
     return root
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from controller.nsd.errors import ModelError, NSDError, format_path
-from controller.nsd.model import Service
+from controller.nsd.model import NAMED_SECTIONS, Service, name_taken
 from controller.nsd.paths import Point
 from controller.nsd.reader import At
 
@@ -27,11 +27,16 @@ class Draft:
     def add(self, section: str, at: At, fields: dict, keys: dict[str, At | None]) -> int:
         """Appends one endpoint, NF instance or graph read at `at`; `keys` says where each field was."""
         index = len(self.data[section])
-        self.data[section].append(fields)
         self.origins[(section, index)] = at.parts
         for field, found in keys.items():
             if found is not None:
                 self.origins[(section, index, field)] = found.parts
+        # a name taken twice is told now, before the parser resolves references by name
+        if section in NAMED_SECTIONS:
+            holder = next((s for s in NAMED_SECTIONS if fields["name"] in self.names(s)), None)
+            if holder is not None:
+                raise self._translated(name_taken((section, index, "name"), fields["name"], holder))
+        self.data[section].append(fields)
         return index
 
     def add_graph(self, at: At, name: At, path: tuple[Point, list[Point], Point], fields: dict[str, At | None],
@@ -66,7 +71,10 @@ class Draft:
                 problem += f" (got {first['input']!r})"
             raise NSDError(self._path(first["loc"]), problem) from None
         except ModelError as exc:
-            raise NSDError(self._path(exc.loc), exc.problem, exc.hint) from None
+            raise self._translated(exc) from None
+
+    def _translated(self, error: ModelError) -> NSDError:
+        return NSDError(self._path(error.loc), error.problem, error.hint)
 
     def _path(self, loc: tuple) -> str:
         # the longest part of `loc` the parser noted, then the rest as the model names it

@@ -38,6 +38,15 @@ Port = Annotated[StrictInt, Field(ge=0, le=65535)]
 DelayMs = Annotated[float, BeforeValidator(delay_ms)]
 
 
+# endpoints and NF instances share one namespace: links refer to either by name
+NAMED_SECTIONS = {"endpoints": "an endpoint", "nf_instances": "an NF instance"}
+
+
+def name_taken(loc: tuple, name: str, holder_section: str) -> ModelError:
+    return ModelError(loc, f"duplicate name '{name}': {NAMED_SECTIONS[holder_section]} already has it",
+                      hint="endpoints and NF instances share one namespace; rename one")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -105,14 +114,12 @@ class Service(_Frozen):
         return self
 
     def _names_unique(self) -> None:
-        seen: dict[str, str] = {}
-        members = [("endpoints", i, e.name, "an endpoint") for i, e in enumerate(self.endpoints)]
-        members += [("nf_instances", i, n.name, "an NF instance") for i, n in enumerate(self.nf_instances)]
-        for section, i, name, kind in members:
-            if name in seen:
-                raise ModelError((section, i, "name"), f"duplicate name '{name}': {seen[name]} already has it",
-                                 hint="endpoints and NF instances share one namespace; rename one")
-            seen[name] = kind
+        holders: dict[str, str] = {}
+        for section in NAMED_SECTIONS:
+            for i, member in enumerate(getattr(self, section)):
+                if member.name in holders:
+                    raise name_taken((section, i, "name"), member.name, holders[member.name])
+                holders[member.name] = section
 
     def _addresses_unique(self) -> None:
         owner: dict = {}
@@ -120,7 +127,7 @@ class Service(_Frozen):
             for j, address in enumerate(e.addresses):
                 if owner.get(address, e.name) != e.name:
                     raise ModelError(("endpoints", i, "addresses", j),
-                                     f"address {address} is also endpoint '{owner[address]}''s",
+                                     f"address {address} also belongs to endpoint '{owner[address]}'",
                                      hint="two endpoints with one address cannot be told apart by a classifier")
                 owner[address] = e.name
 

@@ -54,7 +54,7 @@ def _microservices(doc: At, draft: Draft) -> dict[str, str]:
         for ms in application.items("microservices", required=True):
             ref = ms.field("ns_ref")
             if ref.name() in by_ref:
-                ref.fail(f"ns_ref '{ref.name()}' is also microservice '{by_ref[ref.name()]}''s",
+                ref.fail(f"ns_ref '{ref.name()}' also belongs to microservice '{by_ref[ref.name()]}'",
                          hint="each microservice needs its own ns_ref: links refer to it")
             name = ms.field("microservice_name")
             by_ref[ref.name()] = name.name()

@@ -68,6 +68,10 @@ def parse(doc: At, nf_map: Mapping[str, str]) -> Draft:
     owners = {address: name for name, profile in profiles.items() for address in profile.addresses}
     for path in paths:
         source, destination = _ends(path.match, profiles, owners)
+        for end in (source, destination):
+            if end.name in on_path:
+                end.at.fail(f"vnf-profile '{end.name}' is an NF on a forwarding path, not an endpoint",
+                            hint="the match names the path's two endpoints: profiles on no forwarding path")
         ends = ordered_path([source, *path.hops, destination], path.at, endpoints)
         classifier = {MATCH_FIELDS[key]: path.match.child(key) for key in MATCH_FIELDS if _given(path.match, key)}
         draft.add_graph(path.at, path.at.field("id"), ends, {}, classifier)
@@ -154,7 +158,7 @@ def _in_order(cp_profile: At) -> list[At]:
         if not isinstance(order.value, int) or isinstance(order.value, bool):
             order.fail(f"order is a number, got {order.value!r}")
         if order.value in by_order:
-            order.fail(f"order {order.value} is also {by_order[order.value].path}'s",
+            order.fail(f"order {order.value} again (first at {by_order[order.value].path})",
                        hint="the elements of one cp-profile are ordered by distinct numbers")
         by_order[order.value] = element
     return [by_order[k] for k in sorted(by_order)]
@@ -188,8 +192,8 @@ def _ends(match: At, profiles: dict[str, Profile], owners: dict[str, str]) -> tu
     if named is not None and named.name() not in profiles:
         named.fail(f"unknown vnf-profile '{named.name()}' (vnf-profiles: {', '.join(profiles)})")
     if named and source_ip and owners[source_ip.name()] != named.name():
-        named.fail(f"'{named.name()}' is not the source: source-ip-address {source_ip.name()} is "
-                   f"vnf-profile '{owners[source_ip.name()]}''s")
+        named.fail(f"'{named.name()}' is not the source: source-ip-address {source_ip.name()} belongs to "
+                   f"vnf-profile '{owners[source_ip.name()]}'")
     if destination_ip is None:
         match.fail("missing 'destination-ip-address': innet reads the path's destination from it",
                    hint="give the destination endpoint's ip-address")
