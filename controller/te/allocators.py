@@ -15,11 +15,13 @@ closed loop takes: candidates, allocator, Allocation with each flow's path as a 
   (Hedera leaves it on its ECMP path).
 - brute-force: every combination, the best kept (the first of equals); refuses instances with
   more combinations than its limit.
-- local-search (innet's best): subset-sum's allocation, then first-improvement descent (flow
-  by flow, largest demand first, each moved to its best candidate while that raises J), then
-  iterated: a few random flows are kicked to random candidates, descent runs again, and the
-  result is kept when it beats the best so far. The kicks come from the seeded rng, so a seed
-  reproduces the allocation.
+- local-search (innet's best): subset-sum's allocation, then steepest descent over a whole
+  neighbourhood scored as one batch (every flow moved to each other candidate, and pairs of
+  flows whose candidates share an arc moved together), iterated: at a local optimum the best
+  allocation so far is kicked (a few flows to random candidates), and every fourth time the
+  search restarts from a random allocation. It stops when the twin has computed its budget of
+  flow rates, so its time grows with the instance but stays bounded. The kicks and restarts
+  come from the seeded rng: a seed reproduces the allocation.
 """
 from __future__ import annotations
 
@@ -119,20 +121,40 @@ class BruteForce:
 
 @dataclass(frozen=True)
 class LocalSearch:
-    kicks: int = 8           # perturbation rounds after the first descent
-    kicked: int = 3          # flows moved at random by each kick
+    budget: int = 80_000     # flow rates the twin may compute after the seed (allocations × flows)
+    pairs: int = 256         # two-flow moves scored per step at most (sampled beyond that)
+    kicked: int = 3          # flows moved at random by a kick
+    restart: int = 4         # every restart-th local optimum, start again from a random allocation
     name: str = "local-search"
 
     def choose(self, twin: Twin, objective: Objective, rng: np.random.Generator) -> np.ndarray:
-        best = SubsetSum().choose(twin, objective, rng)
-        best, best_score = _descend(twin, best, objective)
-        for _ in range(self.kicks):
-            trial = best.copy()
-            moved = rng.choice(twin.flows, size=min(self.kicked, twin.flows), replace=False)
-            trial[moved] = rng.integers(0, twin.options[moved])
-            trial, score = _descend(twin, trial, objective)
-            if score > best_score + _GAIN:
-                best, best_score = trial, score
+        moves = _Moves(twin)
+        current = SubsetSum().choose(twin, objective, rng)
+        score = float(twin.scores(current, objective)[0])
+        best, best_score, spent, optima = current, score, 0, 0
+        while spent < self.budget:
+            batch = moves.around(current, self.pairs, rng)
+            if not len(batch):
+                break
+            scores = twin.scores(batch, objective)
+            spent += batch.size
+            top = int(np.argmax(scores))
+            if scores[top] > score + _GAIN:
+                current, score = batch[top], float(scores[top])
+                if score > best_score:
+                    best, best_score = current, score
+                continue
+            # a local optimum: kick the best allocation so far, or now and then leave its basin
+            # altogether (on small instances the optimum often differs from it in most flows)
+            optima += 1
+            if optima % self.restart == 0:
+                current = rng.integers(0, twin.options)
+            else:
+                current = best.copy()
+                kicked = rng.choice(twin.flows, size=min(self.kicked, twin.flows), replace=False)
+                current[kicked] = rng.integers(0, twin.options[kicked])
+            score = float(twin.scores(current, objective)[0])
+            spent += twin.flows
         return best
 
 
@@ -184,20 +206,48 @@ def _best_option(twin: Twin, choice: np.ndarray, flow: int, objective: Objective
     return top, float(scores[top])
 
 
-def _descend(twin: Twin, choice: np.ndarray, objective: Objective) -> tuple[np.ndarray, float]:
-    """First-improvement descent to a local optimum: no single flow's move raises J."""
-    choice = choice.copy()
-    score = float(twin.scores(choice, objective)[0])
-    improved = True
-    while improved:
-        improved = False
-        for flow in _largest_first(twin):
-            if twin.options[flow] < 2:
-                continue
-            option, option_score = _best_option(twin, choice, flow, objective)
-            if option_score > score + _GAIN:
-                choice[flow], score, improved = option, option_score, True
-    return choice, score
+class _Moves:
+    """An allocation's neighbourhood as one batch: every single flow moved to each other
+    candidate, and two flows moved together where their candidates share an arc (the moves a
+    single flow's cannot make: two flows trading places on a bottleneck)."""
+
+    def __init__(self, twin: Twin):
+        self.twin = twin
+        touches = np.zeros((twin.flows, twin.capacity.size), dtype=bool)
+        for flow in range(twin.flows):
+            for option in range(twin.options[flow]):
+                touches[flow, twin.arcs_of(flow, option)] = True
+        shared = (touches.astype(np.int32) @ touches.T.astype(np.int32)) > 0
+        movable = twin.options > 1
+        first, second = np.nonzero(np.triu(shared & movable[:, None] & movable[None, :], 1))
+        self.pair_first, self.pair_second = first, second
+        # two-flow moves of each pair: (options - 1)² of them
+        self.pair_moves = (twin.options[first] - 1) * (twin.options[second] - 1)
+        flows = np.repeat(np.arange(twin.flows), twin.options - 1)
+        self.single_flow = flows
+        self.single_step = np.arange(flows.size) - np.repeat(np.cumsum(twin.options - 1) - (twin.options - 1),
+                                                           twin.options - 1) + 1
+
+    def around(self, choice: np.ndarray, pairs: int, rng: np.random.Generator) -> np.ndarray:
+        twin = self.twin
+        singles = np.repeat(choice[None, :], self.single_flow.size, axis=0)
+        rows = np.arange(self.single_flow.size)
+        singles[rows, self.single_flow] = (choice[self.single_flow] + self.single_step) % twin.options[self.single_flow]
+        if self.pair_moves.sum() <= pairs:   # all of them
+            index = np.repeat(np.arange(self.pair_first.size), self.pair_moves)
+            within = np.arange(index.size) - np.repeat(np.cumsum(self.pair_moves) - self.pair_moves, self.pair_moves)
+            span = twin.options[self.pair_second[index]] - 1
+            step_first, step_second = within // span + 1, within % span + 1
+        else:
+            index = rng.integers(0, self.pair_first.size, pairs)
+            step_first = rng.integers(1, twin.options[self.pair_first[index]])
+            step_second = rng.integers(1, twin.options[self.pair_second[index]])
+        first, second = self.pair_first[index], self.pair_second[index]
+        doubles = np.repeat(choice[None, :], index.size, axis=0)
+        rows = np.arange(index.size)
+        doubles[rows, first] = (choice[first] + step_first) % twin.options[first]
+        doubles[rows, second] = (choice[second] + step_second) % twin.options[second]
+        return np.concatenate([singles, doubles])
 
 
 def _decode(indices: np.ndarray, radix: np.ndarray) -> np.ndarray:
