@@ -1,5 +1,6 @@
 """Network service descriptors (controller.nsd): the shipped examples parse to the expected
 service, and every malformed descriptor of tests/nsd_corpus/ gets its own one-line error."""
+from collections import Counter
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -71,11 +72,8 @@ def test_the_same_document_as_text_or_mapping():
 def test_the_corpus_is_large_and_indexed():
     files = {p.name for p in CORPUS.iterdir() if p.name != "expected.yaml"}
     assert files == set(EXPECTED), "every corpus file has an expected error, and every expectation a file"
-    prefixes = {"so": 0, "lnsd": 0, "sol006": 0}
-    for name in files:
-        prefix = name.split("-")[0]
-        prefixes[prefix] = prefixes.get(prefix, 0) + 1
-    assert len(files) >= 40 and min(prefixes[f] for f in ("so", "lnsd", "sol006")) >= 10, prefixes
+    per_format = Counter(name.split("-")[0] for name in files)
+    assert len(files) >= 40 and all(per_format[f] >= 10 for f in ("so", "lnsd", "sol006")), per_format
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -120,6 +118,14 @@ def test_resolving_binds_hosts_by_name_and_fills_their_addresses():
 def test_resolving_refuses_what_the_topology_cannot_carry(descriptor, topology, bind, message):
     with pytest.raises(NSDError, match=message):
         resolve_endpoints(load_descriptor(NSDS / descriptor), load_topology(topology), bind)
+
+
+@pytest.mark.parametrize("descriptor", ["ping-demo.json", "heavy-hitters-lnsd.yaml", "heavy-hitters-sol006.yaml"])
+def test_a_resolved_service_survives_json(descriptor):
+    # the desired-state store keeps services as JSON
+    service = resolve_endpoints(load_descriptor(NSDS / descriptor), load_topology("line3"),
+                                {"src": "h1", "dst": "h2"} if descriptor == "ping-demo.json" else None)
+    assert Service.model_validate_json(service.model_dump_json()) == service
 
 
 def test_nf_map_names_the_catalog_nf_of_a_foreign_vnfd():

@@ -95,9 +95,6 @@ class Service(_Frozen):
     nf_instances: tuple[NFInstance, ...] = ()
     forwarding_graphs: tuple[ForwardingGraph, ...] = Field(min_length=1)
 
-    def endpoint(self, name: str) -> Endpoint:
-        return next(e for e in self.endpoints if e.name == name)
-
     @property
     def delay_budget_ms(self) -> float | None:
         """The tightest budget of any graph, None where no graph has one."""
