@@ -115,7 +115,7 @@ class Network:
 
     def arc_capacities(self) -> np.ndarray:
         """Capacity of every arc, Mbit/s; inf where the link has none."""
-        per_link = np.array([np.inf if link.capacity is None else link.capacity for link in self.links])
+        per_link = np.array([np.inf if link.capacity is None else link.capacity for link in self.links], dtype=float)
         return np.repeat(per_link, 2)
 
     @classmethod
