@@ -128,26 +128,35 @@ class Controller:
             self.progress(f"[innet] recovering: {what}")
             nodes = [op.node] if op.node and op.node in self.nodes else None
             try:
-                if op.kind == "forget-node" and nodes:   # finish it: the node was on its way out
-                    report += self._prune(op.node, set())
-                    self.store.delete_node(op.node)
-                else:
-                    report += self._reconcile(nodes)
-            except InnetError as exc:
-                before = op.detail.get("before")
-                if op.kind != "deploy" or op.node not in self.nodes:
-                    raise
-                report.append(f"{what}: cannot finish ({exc.message}); rolling it back")
-                if before:
-                    self.store.put_instance(_instance_row(before))
-                else:
-                    self.store.delete_instance(op.node, op.subject)
-                report += self._reconcile([op.node])
+                report += self._recover_one(op, nodes, what)
+            except InnetError as exc:   # left failed, not pending: the next command must not trip over it
+                self.store.finish(op.id, FAILED, f"recovery: {exc.message}")
+                report.append(f"{what}: could not be recovered: {exc.message} (fix that, then run innet reconcile)")
+                continue
             self.store.finish(op.id, RECOVERED)
             report.append(f"{what}: recovered")
         for line in report:
             self.progress(f"[innet] {line}")
         return report
+
+    def _recover_one(self, op, nodes: list[str] | None, what: str) -> list[str]:
+        """Roll an interrupted operation forward (the desired state already holds its intent); a
+        deploy that cannot be finished is rolled back to the instance it replaced, or none."""
+        if op.kind == "forget-node" and nodes:   # the node was on its way out: finish that
+            report = self._prune(op.node, set())
+            self.store.delete_node(op.node)
+            return report
+        try:
+            return self._reconcile(nodes)
+        except InnetError as exc:
+            if op.kind != "deploy" or op.node not in self.nodes:
+                raise
+            before = op.detail.get("before")
+            if before:
+                self.store.put_instance(_instance_row(before))
+            else:
+                self.store.delete_instance(op.node, op.subject)
+            return [f"{what}: cannot finish ({exc.message}); rolled back"] + self._reconcile([op.node])
 
     def reconcile(self, nodes: list[str] | None = None) -> list[str]:
         """Bring the data plane of `nodes` (default: all) to the desired state; says what it changed."""
