@@ -282,7 +282,11 @@ def cmd_api(args) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"[innet] API of scope {ctl.scope.name} at http://{host}:{args.port} (docs at /docs); bearer token in "
           f"{path}. Ctrl-C or kill -TERM {os.getpid()} stops it.", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    _stop_on_signals()   # uvicorn shuts down gracefully, then raises the signal again: it ends here
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    except (KeyboardInterrupt, _Stop) as why:
+        print(f"[innet] {why or 'interrupted'}: the API stopped", flush=True)
     return 0
 
 

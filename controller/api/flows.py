@@ -3,16 +3,19 @@
 Closing a cms epoch is destructive (the bank is flipped, read and zeroed): two readers
 each closing epochs would each get part of the traffic. So the API never closes one for a
 reader: a FlowSampler thread per watched (node, instance) closes an interval every
-`interval_s` with controller.stats.FlowMonitor and keeps the latest; every reader gets that
-one. The first reader of an instance starts its sampler (and waits for its first
-interval); a sampler nobody read for `idle_s` stops, so a local `innet hh` can take the
-instance over again. Samplers started with keep=True (innet api --watch) never stop.
+`interval_s` with controller.stats.FlowMonitor and keeps the latest few; every reader gets
+the latest, or, saying which one it has, the one after it (so a reader that polls loses no
+interval to a slow answer). The first reader of an instance starts its sampler (and waits
+for its first interval); a sampler nobody read for `idle_s` stops, so a local `innet hh`
+can take the instance over again. Samplers started with keep=True (innet api --watch)
+never stop.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from controller.api.errors import TooBusy
@@ -22,6 +25,7 @@ from controller.stats import FlowMonitor, Sample, top_k
 
 log = logging.getLogger("innet.api")
 EVERY_FLOW = 1 << 30   # a sampler keeps every flow of its interval; each reader ranks its own top k
+HISTORY = 4            # intervals kept for readers that come back late
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,12 @@ class Interval:
 
 class FlowSampler:
     """The one owner of an instance's epochs while it runs: closes an interval every
-    `interval_s` and keeps the latest."""
+    `interval_s` and keeps the last HISTORY."""
 
     def __init__(self, samplers: "FlowSamplers", node: str, instance: str, keep: bool):
         self.samplers, self.node, self.instance, self.keep = samplers, node, instance, keep
         self.monitor = FlowMonitor(samplers.controller, node, instance, k=EVERY_FLOW)   # refuses a non-hh NF
-        self.latest: Interval | None = None
+        self.intervals: deque[Interval] = deque(maxlen=HISTORY)
         self.error: InnetError | None = None
         self.read_at = time.monotonic()
         self._changed = threading.Condition()
@@ -53,7 +57,7 @@ class FlowSampler:
                 sample = self.monitor.sample()
                 with self._changed:
                     number = self.latest.number + 1 if self.latest else 1
-                    self.latest = Interval(number, time.time(), sample)
+                    self.intervals.append(Interval(number, time.time(), sample))
                     self._changed.notify_all()
                 if self.samplers.retire_if_idle(self):
                     return
@@ -64,9 +68,14 @@ class FlowSampler:
                 self._changed.notify_all()
             self.samplers.retire(self)
 
+    @property
+    def latest(self) -> Interval | None:
+        return self.intervals[-1] if self.intervals else None
+
     def wait(self, timeout: float, after: int | None = None) -> Interval:
-        """The latest interval, once there is one other than number `after` (a restarted
-        sampler counts from 1 again, so a lower number is another interval too)."""
+        """The latest interval; with `after`, the one after interval number `after`, waited
+        for if need be (when it is no longer kept, or the sampler restarted and counts from 1
+        again, the latest: the gap in the numbers says so)."""
         def ready() -> bool:
             return self.error is not None or (self.latest is not None and self.latest.number != after)
         with self._changed:
@@ -75,7 +84,7 @@ class FlowSampler:
                               hint="try again; the instance's reads may be slow (see the API's log)")
             if self.error:
                 raise self.error
-            return self.latest
+            return next((i for i in self.intervals if after is not None and i.number == after + 1), self.latest)
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,404 @@
+"""The REST API (controller.api) against a real router node: a throwaway namespace (va, vc)
+with its peers (vb, vd) in a second one, in a scope of its own, NFs deployed through the
+API. FastAPI's TestClient drives the app in-process; one test runs `innet api` as a real
+process and the CLI against it with `innet --api URL`.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from controller import stats
+from controller.api.app import create_app
+from controller.api.auth import check_bind, read_token, token_path
+from controller.api.client import ApiClient
+from controller.api.resources import Resources
+from controller.errors import InnetError
+from controller.node import Node
+from controller.scope import Scope
+from controller.service import Controller
+from testbed import cli, traffic
+from testbed.scratch import Veth, namespace
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-" + uuid.uuid4().hex
+MAX_BODY = 1 << 20
+PEER_MAC = "02:00:00:aa:00:02"
+
+
+@dataclass
+class Router:
+    name: str
+    netns: str
+    peer: Node   # the namespace holding vb and vd
+    scope: Scope
+    ctl: Controller
+
+
+@pytest.fixture
+def router():
+    with namespace("api", [Veth("va", "vb", "192.0.2.1/24", "192.0.2.2/24"),
+                           Veth("vc", "vd", "198.51.100.1/24", "198.51.100.2/24")], peers_apart=True) as ns:
+        scope = Scope(f"t-{uuid.uuid4().hex[:8]}")
+        ctl = Controller(scope)
+        ctl.add_node(Node(ns.name, ns.path))
+        yield Router(ns.name, ns.path, Node(ns.peer, f"/var/run/netns/{ns.peer}"), scope, ctl)
+        Controller(scope).forget_node(ns.name)
+        scope.drop()
+
+
+def client_of(router: Router, token: str | None = TOKEN, **options) -> TestClient:
+    app = create_app(router.ctl, TOKEN, max_body=MAX_BODY, flow_interval_s=0.3, **options)
+    return TestClient(app, headers={"Authorization": f"Bearer {token}"} if token else {})
+
+
+@pytest.fixture
+def api(router):
+    with client_of(router) as client:
+        yield client
+
+
+def ok(response: httpx.Response, status: int = 200):
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def deploy_router(api, router: Router) -> None:
+    ok(api.post(f"/nodes/{router.name}/nfs", json={"nf": "nfrouter", "interfaces": ["va", "vc"]}))
+
+
+def routes(count: int, first: int = 0) -> list[dict]:
+    return [{"prefix": f"10.{(i >> 8) & 255}.{i & 255}.0/24", "interface": "vc", "mac": PEER_MAC,
+             "via": "198.51.100.2"} for i in range(first, first + count)]
+
+
+def kernel_prefixes(netns: str) -> set[str]:
+    out = subprocess.run(["nsenter", f"--net={netns}", "ip", "-j", "route", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {r["dst"] for r in json.loads(out) if r.get("gateway") == "198.51.100.2"}
+
+
+# ---- security -------------------------------------------------------------------------------
+@pytest.mark.needs_root
+def test_every_request_but_healthz_needs_the_token(router):
+    with client_of(router, token=None) as anonymous, client_of(router, token="wrong-" + TOKEN) as wrong, \
+            client_of(router) as right:
+        assert ok(anonymous.get("/healthz")) == {"status": "ok"}
+        for path in ("/nodes", "/metrics", "/openapi.json", "/docs", "/flows/top", "/no/such/path"):
+            for client in (anonymous, wrong):
+                answer = client.get(path)
+                assert answer.status_code == 401, (path, answer.text)
+                assert answer.json()["error"] == "missing or wrong bearer token"
+                assert answer.headers["www-authenticate"] == "Bearer"
+        assert anonymous.post(f"/nodes/{router.name}/nfs", json={"nf": "cms"}).status_code == 401
+        assert router.ctl.instances(router.name) == [], "a refused request changes nothing"
+        assert [n["name"] for n in ok(right.get("/nodes"))] == [router.name]
+        schema = ok(right.get("/openapi.json"))
+        assert schema["paths"]["/healthz"]["get"]["security"] == [] and schema["security"] == [{"bearer": []}]
+
+
+def test_a_non_loopback_address_needs_a_token_file(tmp_path):
+    for host in ("127.0.0.1", "::1", "localhost"):
+        check_bind(host, None)
+    for host in ("0.0.0.0", "::", "192.0.2.1", "example.org"):
+        with pytest.raises(InnetError, match=f"refusing to listen on {host} without --token-file"):
+            check_bind(host, None)
+        check_bind(host, str(tmp_path / "token"))
+    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "--scope", f"t-{uuid.uuid4().hex[:8]}", "api",
+                           "--host", "0.0.0.0", "--port", str(free_port())], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and "refusing to listen on 0.0.0.0 without --token-file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_token_file_others_may_read_is_refused(tmp_path):
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    path.chmod(0o644)
+    with pytest.raises(InnetError, match="may be read by others"):
+        read_token(path)
+    path.chmod(0o600)
+    assert read_token(path) == TOKEN
+
+
+# ---- NF instances ---------------------------------------------------------------------------
+@pytest.mark.needs_root
+def test_deploy_list_change_and_remove_instances(api, router):
+    base = f"/nodes/{router.name}/nfs"
+    deployed = ok(api.post(base, json={"nf": "nfrouter", "interfaces": ["va", "vc"]}))
+    assert (deployed["instance"], deployed["nf"], deployed["interfaces"]) == ("nfrouter", "nfrouter", ["va", "vc"])
+    ok(api.post(base, json={"nf": "cms", "id": "cms-a", "interfaces": ["va"], "params": {"rows": 2}}))
+    listed = ok(api.get(base))
+    assert [(i["id"], i["nf"], i["health"]) for i in listed] == [("nfrouter", "nfrouter", "ok"), ("cms-a", "cms", "ok")]
+
+    changed = ok(api.patch(f"{base}/cms-a", json={"params": {"columns": 1024}}))
+    assert (changed["params"]["rows"], changed["params"]["columns"]) == (2, 1024), "unnamed parameters are kept"
+    assert router.ctl.instance(router.name, "cms-a").params == changed["params"]
+
+    assert ok(api.delete(f"{base}/cms-a")) == {"node": router.name, "instance": "cms-a", "removed": True}
+    assert [i["id"] for i in ok(api.get(base))] == ["nfrouter"]
+    gone = api.delete(f"{base}/cms-a")
+    assert gone.status_code == 404 and gone.json()["error"] == f"no NF instance 'cms-a' on {router.name}"
+    assert [i.id for i in router.ctl.instances(router.name)] == ["nfrouter"]
+
+
+# ---- routes ---------------------------------------------------------------------------------
+@pytest.mark.needs_root
+def test_bulk_routes_in_both_paths(api, router):
+    deploy_router(api, router)
+    base = f"/nodes/{router.name}/routes"
+    assert ok(api.post(base, json={"routes": routes(600)}))["routes"] == 600
+    listed = ok(api.get(base))
+    assert sorted(r["prefix"] for r in listed) == sorted(r["prefix"] for r in routes(600))
+    assert all(r["fast_path"] and r["kernel"] and r["packets"] == 0 for r in listed)
+    assert kernel_prefixes(router.netns) == {r["prefix"] for r in routes(600)}
+
+    assert ok(api.request("DELETE", base, json={"prefixes": [r["prefix"] for r in routes(400)]}))["routes"] == 400
+    listed = ok(api.get(base))
+    assert sorted(r["prefix"] for r in listed) == sorted(r["prefix"] for r in routes(200, first=400))
+    assert all(r["fast_path"] and r["kernel"] for r in listed)
+    assert kernel_prefixes(router.netns) == {r["prefix"] for r in routes(200, first=400)}
+    none_left = api.request("DELETE", base, json={"prefixes": [routes(1)[0]["prefix"]]})
+    assert none_left.status_code == 404 and none_left.json()["error"] == f"{router.name} has no route 10.0.0.0/24"
+
+
+# ---- bad requests ---------------------------------------------------------------------------
+@pytest.mark.needs_root
+def test_bad_requests_say_what_is_wrong_and_change_nothing(api, router):
+    deploy_router(api, router)
+    base = f"/nodes/{router.name}/routes"
+    ok(api.post(base, json={"routes": routes(3)}))
+    before = (ok(api.get(base)), router.ctl.instances(router.name), kernel_prefixes(router.netns))
+
+    def refused(response: httpx.Response, status: int) -> dict:
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert set(body) == {"error", "hint", "errors"} and "Traceback" not in response.text
+        return body
+
+    unknown = refused(api.get("/nodes/nope/routes"), 404)
+    assert unknown["error"] == "unknown node 'nope'" and router.name in unknown["hint"]
+    assert "nope" in refused(api.post("/nodes/nope/nfs", json={"nf": "cms"}), 404)["error"]
+    assert refused(api.get(f"/nodes/{router.name}/nfs/cms/stats/x"), 404)["error"] == \
+        f"no NF instance 'cms' on {router.name}"
+
+    bad = routes(3, first=10)
+    bad[2]["prefix"] = "10.0.0.300/24"
+    malformed = refused(api.post(base, json={"routes": bad}), 422)
+    assert malformed["errors"][0]["location"] == "body.routes[2].prefix"
+    assert malformed["error"] == "body.routes[2].prefix: route '10.0.0.300/24': not a valid prefix"
+    no_gateway = refused(api.post(base, json={"routes": [{"prefix": "10.9.0.0/16", "interface": "vc",
+                                                          "mac": PEER_MAC}]}), 422)
+    assert no_gateway["errors"][0]["location"] == "body.routes[0]" and "needs a gateway" in no_gateway["error"]
+    own = refused(api.post(base, json={"routes": [{**routes(1)[0], "via": "198.51.100.1"}]}), 422)
+    assert "own address" in own["error"]
+    no_iface = refused(api.post(base, json={"routes": [{**routes(1)[0], "interface": "eth9"}]}), 422)
+    assert f"{router.name} has no interface 'eth9'" in no_iface["error"]
+    assert refused(api.request("DELETE", base, json={"prefixes": ["10.1.2.3/33"]}), 422)["errors"][0]["location"] \
+        == "body.prefixes[0]"
+
+    unknown_nf = refused(api.post(f"/nodes/{router.name}/nfs", json={"nf": "nosuchnf"}), 422)
+    assert unknown_nf["error"] == "unknown NF 'nosuchnf'" and "catalog" in unknown_nf["hint"]
+    assert "cms.rows=99 is out of range" in refused(
+        api.post(f"/nodes/{router.name}/nfs", json={"nf": "cms", "params": {"rows": 99}}), 422)["error"]
+    assert refused(api.post(f"/nodes/{router.name}/nfs", json={"nf": "cms", "params": {"rows": "4"}}), 422)[
+        "errors"][0]["location"] == "body.params.rows"
+    assert refused(api.post(f"/nodes/{router.name}/nfs", json={"nf": "cms", "id": "../../etc"}), 422)[
+        "errors"][0]["location"] == "body.id"
+    assert refused(api.post(f"/nodes/{router.name}/nfs", content=b"{not json", headers={
+        "Content-Type": "application/json"}), 422)["errors"][0]["location"].startswith("body")
+
+    too_big = b'{"routes": [' + b" " * MAX_BODY + b"]}"
+    assert "over 1048576 bytes" in refused(api.post(base, content=too_big,
+                                                    headers={"Content-Type": "application/json"}), 413)["error"]
+    streamed = iter([b'{"routes": [', b" " * MAX_BODY, b"]}"])   # chunked: no Content-Length to go by
+    refused(api.post(base, content=streamed, headers={"Content-Type": "application/json"}), 413)
+
+    assert (ok(api.get(base)), router.ctl.instances(router.name), kernel_prefixes(router.netns)) == before
+    failed = [o for o in ok(api.get("/operations")) if o["state"] != "done"]
+    assert failed == [], "every refusal came before an operation began"
+
+
+# ---- metrics --------------------------------------------------------------------------------
+def udp_to(router: Router, dst: str, count: int) -> list[bytes]:
+    va = next(i for i in router.ctl.plane(router.name).interfaces() if i.name == "va")
+    return [bytes(Ether(src="02:00:00:bb:00:01", dst=va.mac) / IP(src="192.0.2.2", dst=dst, ttl=64) /
+                  UDP(sport=40000 + i % 3, dport=5001) / (b"x" * 64)) for i in range(count)]
+
+
+def scrape(api) -> dict[tuple[str, tuple], float]:
+    response = api.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+@pytest.mark.needs_root
+def test_metrics_match_the_data_plane(api, router):
+    deploy_router(api, router)
+    ok(api.post(f"/nodes/{router.name}/routes", json={"routes": routes(3)}))
+    traffic.send(router.peer, "vb", udp_to(router, "10.0.1.9", 7) + udp_to(router, "10.0.2.9", 4))
+    listed = {r["prefix"]: r for r in ok(api.get(f"/nodes/{router.name}/routes"))}
+    verdicts = ok(api.get(f"/nodes/{router.name}/nfs/nfrouter/stats/verdicts"))
+    assert (listed["10.0.1.0/24"]["packets"], listed["10.0.2.0/24"]["packets"]) == (7, 4)
+
+    metrics = scrape(api)
+    where = (("instance", "nfrouter"), ("node", router.name))
+    for prefix, route in listed.items():
+        labels = tuple(sorted((*where, ("prefix", prefix))))
+        assert metrics["innet_route_packets_total", labels] == route["packets"]
+        assert metrics["innet_route_bytes_total", labels] == route["bytes"]
+        assert metrics["innet_route_in_sync", tuple(sorted((*labels, ("path", "kernel"))))] == 1
+    assert metrics["innet_routes", where] == 3 and metrics["innet_routes_out_of_sync", where] == 0
+    for verdict, count in verdicts.items():
+        labels = tuple(sorted((*where, ("nf", "nfrouter"), ("stat", "verdicts"), ("counter", verdict))))
+        assert metrics["innet_nf_counter_total", labels] == count
+    assert sum(verdicts.values()) >= 11
+    assert metrics["innet_instance_read_ok", where] == 1
+    for operation in ("nf_deploy", "routes_add", "routes_list", "stats"):
+        assert metrics["innet_operation_seconds_count", (("code", "200"), ("operation", operation))] >= 1
+    assert metrics["innet_operation_seconds_bucket", (("code", "200"), ("le", "+Inf"),
+                                                      ("operation", "nf_deploy"))] == 1
+
+
+# ---- flows ----------------------------------------------------------------------------------
+@pytest.mark.needs_root
+def test_concurrent_readers_of_top_flows_share_one_epoch_owner(api, router, monkeypatch):
+    closers = []
+    close = stats.SketchEpochs.close
+
+    def counted_close(self):
+        closers.append(threading.current_thread().name)
+        return close(self)
+    monkeypatch.setattr(stats.SketchEpochs, "close", counted_close)
+    ok(api.post(f"/nodes/{router.name}/nfs", json={"nf": "cms", "interfaces": ["va"],
+                                                   "params": {"columns": 256, "candidates": 256}}))
+    query = {"node": router.name, "nf": "cms", "k": 5}
+    first = ok(api.get("/flows/top", params=query))   # starts the instance's sampler
+    traffic.send(router.peer, "vb", udp_to(router, "10.0.1.9", 30))
+
+    shown, counted, answers = first["interval"], 0, []
+    deadline = time.monotonic() + 20
+    while counted < 30 and time.monotonic() < deadline:
+        pair = [None, None]
+
+        def read(i: int) -> None:
+            pair[i] = ok(api.get("/flows/top", params={**query, "after": shown}))
+        readers = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join()
+        assert pair[0] == pair[1], "both readers get the same interval"
+        shown = pair[0]["interval"]
+        answers.append(pair[0])
+        counted += sum(f["packets"] for f in pair[0]["flows"] if f["dst"] == "10.0.1.9")
+    assert counted == 30, "the intervals together hold every packet sent, once"
+    assert [a["interval"] for a in answers] == list(range(first["interval"] + 1, shown + 1)), "none skipped"
+    assert {(f["src"], f["dport"], f["proto"]) for a in answers for f in a["flows"] if f["dst"] == "10.0.1.9"} == \
+        {("192.0.2.2", 5001, 17)}
+    assert set(closers) == {f"flows {router.name}/cms"}, "one owner flipped the banks"
+    assert len(closers) >= shown + 1   # its restart, then one per interval
+
+    ok(api.post(f"/nodes/{router.name}/nfs", json={"nf": "nfrouter", "interfaces": ["vc"]}))
+    not_hh = api.get("/flows/top", params={**query, "nf": "nfrouter"})
+    assert not_hh.status_code == 422 and "nfrouter has no flow table" in not_hh.json()["error"]
+    assert api.get("/flows/top", params={**query, "k": 0}).status_code == 422
+
+
+# ---- CLI parity -----------------------------------------------------------------------------
+def test_every_api_operation_is_a_cli_command_and_the_client_mirrors_the_operations(capsys):
+    app = create_app(Controller(Scope(f"t-{uuid.uuid4().hex[:8]}")), TOKEN)
+    operations = {op["operationId"] for path in app.openapi()["paths"].values() for op in path.values()}
+    assert operations - {"healthz", "metrics"} == {name for name, _ in inspect.getmembers(Resources) if
+                                                   not name.startswith("_") and name != "watch"}
+    for name in operations - {"healthz", "metrics"}:
+        assert inspect.signature(getattr(ApiClient, name)) == inspect.signature(getattr(Resources, name)), name
+        command, *action = name.split("_")   # routes_add: innet routes add
+        with pytest.raises(SystemExit) as help_exit:
+            cli.main([command, "--help"])
+        assert help_exit.value.code == 0
+        assert all(a in capsys.readouterr().out for a in action), name
+
+
+# ---- innet api as a process, the CLI as its client ------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def innet(scope: Scope, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "--scope", scope.name, *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert not check or proc.returncode == 0, f"innet {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+@pytest.mark.needs_root
+def test_innet_api_serves_the_cli(router):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "testbed.cli", "--scope", router.scope.name, "api", "--port",
+                               str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.1)
+        assert os.stat(token_path(router.scope)).st_mode & 0o777 == 0o600
+
+        def remote(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+            return innet(router.scope, "--api", url, *args, check=check)
+        assert json.loads(remote("nodes", "--json").stdout) == json.loads(innet(router.scope, "nodes", "--json").stdout)
+        remote("nf", "deploy", router.name, "nfrouter", "--iface", "va", "--iface", "vc")
+        remote("routes", "add", router.name, "10.7.0.0/16", "--via", "198.51.100.2", "--dev", "vc", "--mac", PEER_MAC)
+        listed = json.loads(remote("routes", "list", router.name, "--json").stdout)
+        assert [(r["prefix"], r["fast_path"], r["kernel"]) for r in listed] == [("10.7.0.0/16", True, True)]
+        assert json.loads(innet(router.scope, "routes", "list", router.name, "--json").stdout) == listed
+        assert "10.7.0.0/16" in remote("routes", "list", router.name).stdout
+        status = json.loads(remote("status", "--json").stdout)
+        assert [(i["id"], i["health"]) for n in status["nodes"] for i in n["instances"]] == [("nfrouter", "ok")]
+        assert "forwarded" in json.loads(remote("stats", router.name, "nfrouter", "verdicts", "--json").stdout)
+        remote("nf", "deploy", router.name, "cms", "--iface", "va")
+        assert json.loads(remote("nf", "list", router.name, "--json").stdout)[router.name][1]["id"] == "cms"
+        top = json.loads(remote("hh", router.name, "cms", "--once", "--json").stdout)
+        assert (top["instance"], top["interval"]) == ("cms", 1)
+        remote("nf", "remove", router.name, "cms")
+        remote("routes", "del", router.name, "10.7.0.0/16")
+        assert json.loads(remote("routes", "list", router.name, "--json").stdout) == []
+
+        missing = remote("routes", "del", router.name, "10.7.0.0/16", check=False)
+        assert missing.returncode == 1 and f"{router.name} has no route 10.7.0.0/16" in missing.stderr
+        local_only = remote("reconcile", check=False)
+        assert local_only.returncode == 1 and "acts on this machine only" in local_only.stderr
+        wrong = Path(router.scope.state_dir / "wrong.token")
+        wrong.write_text("not-the-token-at-all")
+        wrong.chmod(0o600)
+        refused = innet(router.scope, "--api", url, "--token-file", str(wrong), "nodes", check=False)
+        assert refused.returncode == 1 and "missing or wrong bearer token" in refused.stderr
+        client = ApiClient(url, read_token(token_path(router.scope)))
+        assert {"deploy", "routes-add", "remove", "routes-delete"} <= {o.kind for o in client.operations(state="done")}
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0, server.stderr.read()
