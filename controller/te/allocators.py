@@ -121,7 +121,7 @@ class BruteForce:
 
 @dataclass(frozen=True)
 class LocalSearch:
-    budget: int = 80_000     # flow rates the twin may compute after the seed (allocations × flows)
+    budget: int = 60_000     # flow rates the twin may compute after the seed (allocations × flows)
     pairs: int = 256         # two-flow moves scored per step at most (sampled beyond that)
     kicked: int = 3          # flows moved at random by a kick
     restart: int = 4         # every restart-th local optimum, start again from a random allocation
