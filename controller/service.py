@@ -142,6 +142,9 @@ class Controller:
     def _recover_one(self, op, nodes: list[str] | None, what: str) -> list[str]:
         """Roll an interrupted operation forward (the desired state already holds its intent); a
         deploy that cannot be finished is rolled back to the instance it replaced, or none."""
+        if op.kind in ("service-deploy", "service-delete"):
+            from controller.sfc import ChainService   # chains sit above this layer
+            return ChainService(self).recover(op.kind, op.subject, op.detail)
         if op.kind == "forget-node" and nodes:   # the node was on its way out: finish that
             report = self._prune(op.node, set())
             self.store.delete_node(op.node)

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     kernel_slow_path INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS instances (
     node TEXT NOT NULL, id TEXT NOT NULL, nf TEXT NOT NULL, target TEXT NOT NULL,
-    interfaces TEXT NOT NULL, params TEXT NOT NULL, source TEXT, created REAL NOT NULL,
+    interfaces TEXT NOT NULL, params TEXT NOT NULL, source TEXT, behind TEXT, created REAL NOT NULL,
     PRIMARY KEY (node, id));
 CREATE TABLE IF NOT EXISTS entries (
     node TEXT NOT NULL, instance TEXT NOT NULL, tbl TEXT NOT NULL, match TEXT NOT NULL,
@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS routes (
     node TEXT NOT NULL, prefix TEXT NOT NULL, instance TEXT NOT NULL, interface TEXT,
     mac TEXT, via TEXT, local INTEGER NOT NULL,
     PRIMARY KEY (node, prefix));
+CREATE TABLE IF NOT EXISTS services (
+    name TEXT PRIMARY KEY, model TEXT NOT NULL, plan TEXT NOT NULL, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS operations (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, node TEXT, subject TEXT,
     detail TEXT, state TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
@@ -79,6 +81,7 @@ class InstanceRow:
     interfaces: tuple[str, ...]
     params: dict
     source: str | None   # the catalog file, when the NF is not from innet's own catalog
+    behind: tuple[str, int] | None = None   # runs behind this forwarder instance, in this slot (a chain NF)
 
 
 @dataclass(frozen=True)
@@ -200,10 +203,11 @@ class Store:
 
     # ---- NF instances ---------------------------------------------------------------------
     def instances(self, node: str | None = None) -> list[InstanceRow]:
-        sql = "SELECT node, id, nf, target, interfaces, params, source FROM instances"
+        sql = "SELECT node, id, nf, target, interfaces, params, source, behind FROM instances"
         rows = self.db.execute(sql + (" WHERE node = ?" if node else "") + " ORDER BY node, created, id",
                                (node,) if node else ())
-        return [InstanceRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), json.loads(r[5]), r[6]) for r in rows]
+        return [InstanceRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), json.loads(r[5]), r[6],
+                            tuple(json.loads(r[7])) if r[7] else None) for r in rows]
 
     def instance(self, node: str, instance: str) -> InstanceRow | None:
         return next((i for i in self.instances(node) if i.id == instance), None)
@@ -212,9 +216,10 @@ class Store:
         with self.write() as db:
             created = db.execute("SELECT created FROM instances WHERE node = ? AND id = ?",
                                  (inst.node, inst.id)).fetchone()
-            db.execute("INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (inst.node, inst.id, inst.nf, inst.target, json.dumps(list(inst.interfaces)),
                         json.dumps(inst.params, sort_keys=True), inst.source,
+                        json.dumps(list(inst.behind)) if inst.behind else None,
                         created[0] if created else time.time()))
 
     def delete_instance(self, node: str, instance: str) -> None:
@@ -276,6 +281,21 @@ class Store:
     def delete_routes(self, node: str, prefixes: Iterable[str]) -> None:
         with self.write() as db:
             db.executemany("DELETE FROM routes WHERE node = ? AND prefix = ?", ((node, p) for p in prefixes))
+
+    # ---- service chains ------------------------------------------------------------------------
+    def services(self) -> dict[str, tuple[dict, dict]]:
+        """name -> (the service's model, its plan), as controller.chains wrote them."""
+        rows = self.db.execute("SELECT name, model, plan FROM services ORDER BY name")
+        return {r[0]: (json.loads(r[1]), json.loads(r[2])) for r in rows}
+
+    def put_service(self, name: str, model: dict, plan: dict) -> None:
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO services VALUES (?, ?, ?, ?)",
+                       (name, json.dumps(model, sort_keys=True), json.dumps(plan, sort_keys=True), time.time()))
+
+    def delete_service(self, name: str) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM services WHERE name = ?", (name,))
 
     # ---- the operation log ------------------------------------------------------------------
     def begin(self, kind: str, node: str | None, subject: str | None, detail: dict | None = None) -> int:

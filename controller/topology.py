@@ -87,6 +87,14 @@ class Topology:
             n.target = target
         return copy
 
+    def to_doc(self) -> dict:
+        """The topology as a document parse_topology reads back into this same topology (the
+        addressing plan is derived from it): what a running testbed records in the store."""
+        nodes = {n.name: {"role": n.role, **({"target": n.target} if n.role == "router" else {})}
+                 for n in self.nodes.values()}
+        links = [{"a": link.a.node, "b": link.b.node, **({"bw": link.bw} if link.bw else {})} for link in self.links]
+        return {"name": self.name, "nodes": nodes, "links": links}
+
     def node(self, name: str) -> TopoNode:
         if name not in self.nodes:
             raise TopologyError(f"topology {self.name} has no node '{name}'",

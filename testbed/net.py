@@ -62,7 +62,7 @@ class Testbed:
         self.progress(f"[testbed] building {self.topo.name}: {len(self.topo.nodes)} nodes, {len(self.topo.links)} links "
                       f"(scope {self.controller.scope.name})")
         try:
-            self.controller.store.set_testbed(self.topo.name, os.getpid(), None)
+            self.controller.store.set_testbed(self.topo.name, os.getpid(), self.topo.to_doc())
             self._build()
             if deploy:
                 self.deploy_routers()

@@ -1,0 +1,217 @@
+"""Service chains: where a service's NF instances run and which NSH rules steer its traffic.
+
+`plan(service, topology, spis)` is a pure function: from a resolved service (controller.nsd,
+endpoints bound to hosts) and the testbed's topology it places every NF instance on a router
+and turns every forwarding graph into a path of routers and NSH rules (RFC 8300):
+
+- the ingress router (the source host's gateway) classifies the graph's traffic and
+  encapsulates it with the graph's SPI and SI 255 (`sfc_classify` -> `encap`);
+- each router on the path dispatches on (SPI, SI) (`sfc_hops`): to a local NF instance
+  (`to_nf`, which decrements SI), to the next router (`forward`), or, at the egress router
+  (the destination host's gateway), back to plain IP (`decap`), which the router then routes.
+
+Placement (the descriptor's constraints first): an instance with a node runs there; the
+others are spread in order over the routers of the shortest path between the graph's two
+gateways, so a chain of three NFs on a path of two routers uses both. A graph's path runs
+from its ingress through the routers of its instances, in hop order, to its egress. An
+instance used by two graphs (the two directions) runs once, where its first graph put it.
+Only XDP routers run chains today (the BMv2 forwarder is not built yet): an instance or a
+path that needs a BMv2 router is refused with that reason.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import networkx as nx
+
+from controller.errors import InnetError
+from controller.nsd.model import ForwardingGraph, Service
+from controller.topology import Topology
+
+FORWARDER = "sff"       # the forwarder's NF type and its instance id on every chain router
+FIRST_SI = 255          # RFC 8300: the classifier starts a path at SI 255
+MAX_SPI = (1 << 24) - 1
+
+
+class ChainError(InnetError):
+    """A service cannot be placed on the testbed as described."""
+
+
+@dataclass(frozen=True)
+class PlacedInstance:
+    node: str
+    id: str             # the instance id on its node: <service>.<descriptor instance name>
+    nf: str
+    params: dict
+    slot: int           # its slot in the node's forwarder (sfc_hops to_nf)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One table entry of a node's forwarder, as controller.tables.TableEntry takes it."""
+    node: str
+    table: str
+    match: dict
+    action: str
+    params: dict
+
+
+@dataclass
+class PathPlan:
+    graph: str
+    spi: int
+    routers: list[str]                 # the routers the graph's packets cross, in order
+    hops: list[tuple[str, str]]        # (instance id, node) in the order the packets meet them
+    positions: list[int]               # for each hop, the index in routers where it runs (a path may
+                                       # cross a router twice)
+
+
+@dataclass
+class Plan:
+    service: str
+    paths: list[PathPlan] = field(default_factory=list)
+    instances: list[PlacedInstance] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> list[str]:
+        """Every router that takes part, each once, in path order."""
+        return list(dict.fromkeys(r for p in self.paths for r in p.routers))
+
+    def to_doc(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> "Plan":
+        return cls(doc["service"], [PathPlan(**p) for p in doc["paths"]],
+                   [PlacedInstance(**i) for i in doc["instances"]], [Rule(**r) for r in doc["rules"]])
+
+
+def instance_id(service: str, name: str) -> str:
+    return f"{service}.{name}"
+
+
+def plan(service: Service, topology: Topology, spis: dict[str, int], used_slots: dict[str, set[int]],
+         kept_slots: dict[tuple[str, str], int] | None = None) -> Plan:
+    """Place `service` (endpoints resolved to hosts) on `topology`. `spis`: graph name -> its SPI;
+    `used_slots`: node -> forwarder slots held there by other instances; `kept_slots`: (node,
+    instance id) -> the slot an instance of this service's previous plan holds, which it keeps."""
+    routers = topology.graph.subgraph(n.name for n in topology.routers)
+    placer = _Placer(service, topology, routers, {n: set(s) for n, s in used_slots.items()}, kept_slots or {})
+    result = Plan(service.name)
+    for graph in service.forwarding_graphs:
+        result.paths.append(placer.path(graph, spis[graph.name]))
+    result.instances = list(placer.placed.values())
+    for path, graph in zip(result.paths, service.forwarding_graphs):
+        result.rules += _classify_rules(service, graph, topology, path)
+        result.rules += _hop_rules(path, placer.placed, topology)
+    return result
+
+
+class _Placer:
+    def __init__(self, service: Service, topology: Topology, routers: nx.Graph, used_slots: dict[str, set[int]],
+                 kept_slots: dict[tuple[str, str], int]):
+        self.service, self.topology, self.routers = service, topology, routers
+        self.used_slots, self.kept_slots = used_slots, kept_slots
+        self.instances = {i.name: i for i in service.nf_instances}
+        self.placed: dict[str, PlacedInstance] = {}
+
+    def _gateway(self, endpoint: str) -> str:
+        host = next(e.host for e in self.service.endpoints if e.name == endpoint)
+        return self.topology.gateway(host).node
+
+    def _shortest(self, a: str, b: str, graph: str) -> list[str]:
+        try:
+            return nx.shortest_path(self.routers, a, b)
+        except nx.NetworkXNoPath:
+            raise ChainError(f"service {self.service.name}, graph {graph}: no path of routers from {a} to {b}") from None
+
+    def path(self, graph: ForwardingGraph, spi: int) -> PathPlan:
+        ingress, egress = self._gateway(graph.source), self._gateway(graph.destination)
+        base = self._shortest(ingress, egress, graph.name)
+        nf_hops = [h for h in graph.hops if not self.instances[h].implicit]   # an implicit NFRouter: the routers
+        for k, name in enumerate(nf_hops):
+            if name not in self.placed:
+                self._place(name, base[k * len(base) // len(nf_hops)], graph.name)
+        path = PathPlan(graph.name, spi, [ingress], [], [])
+        for k, point in enumerate([self.placed[h].node for h in nf_hops] + [egress]):
+            path.routers += self._shortest(path.routers[-1], point, graph.name)[1:]
+            if k < len(nf_hops):
+                path.hops.append((self.placed[nf_hops[k]].id, point))
+                path.positions.append(len(path.routers) - 1)
+        for r in path.routers:
+            self._check_target(r, f"graph {graph.name}")
+        return path
+
+    def _place(self, name: str, default_node: str, graph: str) -> None:
+        inst = self.instances[name]
+        node = inst.node or default_node
+        where = f"service {self.service.name}, NF instance {name}"
+        topo_node = self.topology.nodes.get(node)
+        if topo_node is None or topo_node.role != "router":
+            routers = ", ".join(n.name for n in self.topology.routers)
+            raise ChainError(f"{where}: '{node}' is not a router of topology {self.topology.name} (routers: {routers})")
+        if inst.target and inst.target != topo_node.target:
+            raise ChainError(f"{where}: wants target {inst.target}, but {node} runs {topo_node.target}",
+                             hint="name a router of that target with `node`, or drop the target")
+        self._check_target(node, where)
+        ident = instance_id(self.service.name, name)
+        used = self.used_slots.setdefault(node, set())
+        slot = self.kept_slots.get((node, ident))
+        if slot is None:
+            slot = next(s for s in range(len(used) + 1) if s not in used)
+        used.add(slot)
+        self.placed[name] = PlacedInstance(node, ident, inst.nf, dict(inst.parameters), slot)
+
+    def _check_target(self, node: str, where: str) -> None:
+        if self.topology.nodes[node].target != "xdp":
+            raise ChainError(f"service {self.service.name}, {where}: router {node} runs "
+                             f"{self.topology.nodes[node].target}; service chains run on XDP routers only so far",
+                             hint="deploy the service on a topology whose chain routers run XDP")
+
+
+def _classify_rules(service: Service, graph: ForwardingGraph, topology: Topology, path: PathPlan) -> list[Rule]:
+    """Exact entries for every (source address, destination address) pair of one family."""
+    endpoints = {e.name: e for e in service.endpoints}
+    match = graph.classifier
+    sources = [a for a in endpoints[graph.source].addresses
+               if match.source_address is None or a in match.source_address]
+    destinations = [a for a in endpoints[graph.destination].addresses
+                    if match.destination_address is None or a in match.destination_address]
+    rules = []
+    for src in sources:
+        for dst in destinations:
+            if src.version != dst.version or src.is_link_local or dst.is_link_local:
+                continue
+            rules.append(Rule(path.routers[0], "sfc_classify",
+                              {"src_addr": str(src), "dst_addr": str(dst), "proto": match.ip_proto or 0,
+                               "src_port": match.source_port or 0, "dst_port": match.destination_port or 0},
+                              "encap", {"spi": path.spi, "si": FIRST_SI}))
+    if not rules:
+        raise ChainError(f"service {service.name}, graph {graph.name}: the classifier matches no address pair of one "
+                         f"family between '{graph.source}' and '{graph.destination}'")
+    return rules
+
+
+def _hop_rules(path: PathPlan, placed: dict[str, PlacedInstance], topology: Topology) -> list[Rule]:
+    """Walk the path: at each router, its NF hops (each takes SI down by one), then on to the
+    next router, or out of NSH at the last."""
+    slots = {p.id: p.slot for p in placed.values()}
+    si, rules, k = FIRST_SI, [], 0
+    for j, router in enumerate(path.routers):
+        while k < len(path.hops) and path.positions[k] == j:
+            rules.append(Rule(router, "sfc_hops", {"spi": path.spi, "si": si}, "to_nf",
+                              {"slot": slots[path.hops[k][0]]}))
+            si, k = si - 1, k + 1
+        if j + 1 < len(path.routers):
+            out = _interface_towards(topology, router, path.routers[j + 1])
+            rules.append(Rule(router, "sfc_hops", {"spi": path.spi, "si": si}, "forward",
+                              {"egress_port": out.name, "dst_mac": out.peer.mac, "src_mac": out.mac}))
+        else:
+            rules.append(Rule(router, "sfc_hops", {"spi": path.spi, "si": si}, "decap", {}))
+    return rules
+
+
+def _interface_towards(topology: Topology, node: str, neighbour: str):
+    link = topology.graph.edges[node, neighbour]["link"]
+    return link.a if link.a.node == node else link.b

@@ -1,0 +1,190 @@
+"""The life cycle of service chains: deploy, list, show, delete, on the service layer.
+
+A deploy parses the descriptor (controller.nsd), binds its endpoints to the running
+testbed's hosts, plans it (controller.chains) and applies the plan make-before-break:
+forwarders and NF instances first, then the new path's hop rules from the egress back to the
+ingress, then the classifier (one write that moves the traffic onto the new path), and only
+then what the old plan had and the new one has not. Each path of a changed service gets a
+fresh SPI, so old and new rules never share a key and packets in flight finish on the path
+they started on. The service (its model and plan) is desired state; an interrupted deploy
+or delete is finished by the next command (controller.service recovery: `service-deploy`
+and `service-delete` operations are re-run from what the store holds).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from controller.chains import FORWARDER, MAX_SPI, ChainError, Plan, Rule, plan
+from controller.nsd.binding import resolve_endpoints
+from controller.nsd.model import Service
+from controller.nsd.parse import parse_descriptor
+from controller.tables import TableEntry
+from controller.topology import Topology, parse_topology
+
+
+def service_key(name: str) -> str:
+    """A service's name as instance ids and commands carry it: 'Ping demo' -> 'ping-demo'."""
+    return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-.") or "service"
+
+
+class ChainService:
+    def __init__(self, controller):
+        self.ctl = controller
+
+    # ---- reading ---------------------------------------------------------------------------
+    def topology(self) -> Topology:
+        testbed = self.ctl.store.testbed()
+        if testbed is None or not testbed.get("doc"):
+            raise ChainError(f"no testbed runs in scope '{self.ctl.scope.name}', so there is nowhere to place a service",
+                             hint="bring one up first: innet up line3")
+        return parse_topology(testbed["doc"], testbed["topology"])
+
+    def plans(self) -> dict[str, Plan]:
+        return {name: Plan.from_doc(p) for name, (_, p) in self.ctl.store.services().items()}
+
+    def get(self, name: str) -> tuple[Service, Plan]:
+        services = self.ctl.store.services()
+        key = service_key(name)
+        if key not in services:
+            raise ChainError(f"no service '{name}'", hint=f"services: {', '.join(services) or 'none'}")
+        model, p = services[key]
+        return Service.model_validate(model), Plan.from_doc(p)
+
+    def show(self, name: str) -> dict:
+        """The service's placement, its rules and their packet counters, its NF instances."""
+        service, p = self.get(name)
+        counters = {}
+        for node in p.nodes:
+            for c in self.ctl.read_counters(node, FORWARDER, "sfc_hops"):
+                counters[(node, c.entry.match["spi"], c.entry.match["si"])] = (c.packets, c.bytes)
+        hops = [{"node": r.node, "spi": r.match["spi"], "si": r.match["si"], "action": r.action, "params": r.params,
+                 "packets": counters.get((r.node, r.match["spi"], r.match["si"]), (0, 0))[0],
+                 "bytes": counters.get((r.node, r.match["spi"], r.match["si"]), (0, 0))[1]}
+                for r in p.rules if r.table == "sfc_hops"]
+        return {"name": service.name, "key": p.service, "format": service.format,
+                "paths": [{"graph": x.graph, "spi": x.spi, "routers": x.routers, "hops": x.hops} for x in p.paths],
+                "instances": [{"node": i.node, "id": i.id, "nf": i.nf, "slot": i.slot} for i in p.instances],
+                "classifier": [{"node": r.node, **r.match, **r.params} for r in p.rules if r.table == "sfc_classify"],
+                "hops": hops}
+
+    # ---- deploying ---------------------------------------------------------------------------
+    def deploy(self, document, bind: Mapping[str, str] | None = None, nf_map: Mapping[str, str] | None = None) -> Plan:
+        """Deploy a descriptor (text or mapping); a repeat is a no-op, a change updates in place."""
+        topology = self.topology()
+        service = resolve_endpoints(parse_descriptor(document, bind=bind, nf_map=nf_map), topology)
+        key = service_key(service.name)
+        with self.ctl._writer():
+            old_model, old_doc = self.ctl.store.services().get(key, (None, None))
+            old = Plan.from_doc(old_doc) if old_doc else None
+            model = service.model_dump(mode="json")
+            if old is not None and old_model == model and self._in_place(old):
+                return old
+            new = plan(service.model_copy(update={"name": key}), topology, self._fresh_spis(service, old),
+                       self._used_slots(), {(i.node, i.id): i.slot for i in (old.instances if old else [])})
+            # the old plan rides in the operation: a recovery re-installs the new one, then takes the old out
+            with self.ctl._operation("service-deploy", None, key, {"old": old_doc}):
+                self.ctl.store.put_service(key, model, new.to_doc())
+                self._switch(old, new)
+            return new
+
+    def _switch(self, old: Plan | None, new: Plan) -> None:
+        self._install(new)
+        if old is not None:
+            self._uninstall(old, keep=new)
+
+    def _fresh_spis(self, service: Service, old: Plan | None) -> dict[str, int]:
+        """A new SPI per graph, none in use by any service (the old version of this one included)."""
+        used = {p.spi for plan_ in self.plans().values() for p in plan_.paths} | \
+            ({p.spi for p in old.paths} if old else set())
+        free = (spi for spi in range(1, MAX_SPI + 1) if spi not in used)
+        return {g.name: next(free) for g in service.forwarding_graphs}
+
+    def _used_slots(self) -> dict[str, set[int]]:
+        """node -> forwarder slots the instances of every service hold there (the one being
+        changed included: its old instances run until the new plan is in)."""
+        used: dict[str, set[int]] = {}
+        for p in self.plans().values():
+            for inst in p.instances:
+                used.setdefault(inst.node, set()).add(inst.slot)
+        return used
+
+    def _in_place(self, p: Plan) -> bool:
+        """Whether every instance and rule of the plan is desired state (a repeat deploy is a no-op)."""
+        desired = {(i.node, i.id) for i in self.ctl.instances()}
+        if any((i.node, i.id) not in desired for i in p.instances):
+            return False
+        held = {(r.node, r.table, tuple(sorted(r.match.items()))) for r in _entries_of(self.ctl, p.nodes)}
+        return all((r.node, r.table, tuple(sorted(r.match.items()))) in held for r in p.rules)
+
+    def _install(self, p: Plan) -> None:
+        for node in p.nodes:
+            if self.ctl.store.instance(node, FORWARDER) is None:
+                self.ctl.deploy(node, FORWARDER, instance=FORWARDER)
+        for inst in p.instances:
+            self.ctl.deploy(inst.node, inst.nf, [], inst.params, instance=inst.id, behind=(FORWARDER, inst.slot))
+        hops = [r for r in p.rules if r.table == "sfc_hops"]
+        for node in reversed(p.nodes):   # downstream first: the ingress is the last to learn the new path
+            self._write(node, [r for r in hops if r.node == node])
+        for node in p.nodes:
+            self._write(node, [r for r in p.rules if r.table == "sfc_classify" and r.node == node])
+
+    def _write(self, node: str, rules: list[Rule]) -> None:
+        if rules:
+            self.ctl.write(node, FORWARDER, [TableEntry(r.table, r.match, r.action, r.params) for r in rules])
+
+    def _uninstall(self, p: Plan, keep: Plan | None = None) -> None:
+        """Take out what plan `p` installed and plan `keep` does not: classifier first (traffic
+        leaves the path), then hops, then instances, then forwarders no service uses."""
+        kept_rules = {(r.node, r.table, tuple(sorted(r.match.items()))) for r in (keep.rules if keep else [])}
+        for table in ("sfc_classify", "sfc_hops"):
+            for node in p.nodes:
+                gone = [TableEntry(r.table, r.match, r.action, r.params) for r in p.rules
+                        if r.node == node and r.table == table
+                        and (r.node, r.table, tuple(sorted(r.match.items()))) not in kept_rules]
+                if gone:
+                    self.ctl.delete(node, FORWARDER, gone)
+        kept = {(i.node, i.id) for i in (keep.instances if keep else [])}
+        for inst in p.instances:
+            if (inst.node, inst.id) not in kept:
+                self.ctl.remove(inst.node, inst.id)
+        in_use = {n for name, other in self.plans().items() for n in other.nodes} | set(keep.nodes if keep else [])
+        for node in p.nodes:
+            if node not in in_use and self.ctl.store.instance(node, FORWARDER) is not None:
+                self.ctl.remove(node, FORWARDER)
+
+    def delete(self, name: str) -> bool:
+        key = service_key(name)
+        with self.ctl._writer():
+            services = self.ctl.store.services()
+            if key not in services:
+                return False
+            _, doc = services[key]
+            with self.ctl._operation("service-delete", None, key, {"old": doc}):
+                self.ctl.store.delete_service(key)   # intent first: a recovery finishes the delete
+                self._uninstall(Plan.from_doc(doc))
+        return True
+
+    def recover(self, kind: str, key: str, detail: dict) -> list[str]:
+        """Finish an interrupted service-deploy (install the stored plan, take out the old one)
+        or service-delete (take out the plan it was deleting)."""
+        old = Plan.from_doc(detail["old"]) if detail.get("old") else None
+        stored = self.plans().get(key)
+        if kind == "service-deploy" and stored is not None:
+            self._switch(old, stored)
+            return [f"service {key}: deployed"]
+        if old is not None:
+            self._uninstall(old)
+        return [f"service {key}: deleted"]
+
+
+def _entries_of(ctl, nodes: list[str]) -> list[Rule]:
+    rules = []
+    for node in nodes:
+        if ctl.store.instance(node, FORWARDER) is None:
+            continue
+        for table, match, action, params in ctl.store.entries(node, FORWARDER):
+            rules.append(Rule(node, table, match, action, params))
+    return rules
+
+
