@@ -231,11 +231,11 @@ def plot(results: list[Result], times, prefix: Path) -> None:
         for row, objective in enumerate(OBJECTIVES):
             for col, (k, demand) in enumerate((k, d) for k in KS for d in DEMAND_RANGES):
                 ax = axes[row][col]
-                for allocator in SHOWN:
+                for colour, allocator in enumerate(SHOWN):
                     for activity, style in zip(ACTIVITIES, ("-", "--")):
                         ys = [_mean(_pick(results, model, allocator, objective, Config(n, k, demand, activity)), objective)
                               for n in NODES]
-                        ax.plot(NODES, ys, style, marker="o", label=f"{allocator} rho={activity}")
+                        ax.plot(NODES, ys, style, color=f"C{colour}", marker="o", label=f"{allocator} rho={activity}")
                 ax.set_title(f"K={k}, {demand[0]:.0f}-{demand[1]:.0f} Mbit/s", fontsize=9)
                 ax.set_ylabel(objective if col == 0 else "")
                 ax.grid(alpha=0.3)
