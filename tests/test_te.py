@@ -235,6 +235,15 @@ def test_allocate_moves_one_of_two_flows_off_a_shared_path_on_diamond():
     assert together.figures.efficiency == pytest.approx(100 / 160)
 
 
+def test_three_flows_take_the_three_spines_of_leafspine():
+    network, hosts = topology_network(load_topology("leafspine"))
+    assert hosts == ("h1", "h2", "h3")
+    flows = [Flow(f"f{i}", "h1", ("h3",), 60.0) for i in range(3)]
+    allocation = allocate(network, flows, k=3, method=SHORTEST)
+    assert sorted(route[2] for route in allocation.routes().values()) == ["s1", "s2", "s3"]
+    assert allocation.figures.efficiency == 1.0
+
+
 # ---- generators and the JSON format ------------------------------------------------------------
 
 def test_iab_generator_follows_the_model_and_its_seed():
