@@ -402,3 +402,26 @@ def test_innet_api_serves_the_cli(router):
     finally:
         server.terminate()
         assert server.wait(timeout=30) == 0, server.stderr.read()
+
+
+@pytest.mark.needs_root
+def test_a_deploy_in_progress_is_listed_as_a_pending_operation(api, router, monkeypatch):
+    xdp = router.ctl.target("xdp")
+    deploy = xdp.deploy
+
+    def slow_deploy(*args, **kwargs):   # as long as a compile would take
+        time.sleep(1.0)
+        return deploy(*args, **kwargs)
+    monkeypatch.setattr(xdp, "deploy", slow_deploy)
+    answer = {}
+    running = threading.Thread(target=lambda: answer.update(ok(api.post(f"/nodes/{router.name}/nfs",
+                                                                        json={"nf": "cms", "interfaces": ["va"]}))))
+    running.start()
+    deadline, pending = time.monotonic() + 5, []
+    while not pending and time.monotonic() < deadline:
+        pending = ok(api.get("/operations", params={"state": "pending"}))
+    running.join()
+    assert [(o["kind"], o["node"], o["subject"], o["pid"]) for o in pending] == \
+        [("deploy", router.name, "cms", os.getpid())]
+    assert answer["instance"] == "cms"
+    assert ok(api.get("/operations", params={"state": "pending"})) == []
