@@ -99,7 +99,7 @@ class GlobalFirstFit:
 
 @dataclass(frozen=True)
 class BruteForce:
-    limit: int = 1 << 18     # combinations: about 20 s of twin at 60 µs each
+    limit: int = 1 << 18     # combinations: a few seconds at 20 nodes, scored in batches
     chunk: int = 2048
     name: str = "brute-force"
 
@@ -208,8 +208,8 @@ def _best_option(twin: Twin, choice: np.ndarray, flow: int, objective: Objective
 
 class _Moves:
     """An allocation's neighbourhood as one batch: every single flow moved to each other
-    candidate, and two flows moved together where their candidates share an arc (the moves a
-    single flow's cannot make: two flows trading places on a bottleneck)."""
+    candidate, and two flows moved together where their candidates share an arc (what no single
+    move can do, such as two flows trading places on a bottleneck)."""
 
     def __init__(self, twin: Twin):
         self.twin = twin
