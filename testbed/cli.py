@@ -166,13 +166,15 @@ def _operations(args, need_nodes: bool = True, samplers=None):
     return Resources(_controller(need_nodes), samplers)
 
 
-def cmd_nodes(args) -> int:
-    nodes = _operations(args).nodes()
-    if args.json:
-        _json(nodes)
-    else:
-        _table("nodes", ["node", "role", "target", "namespace"], [[n.name, n.role, n.target, n.netns] for n in nodes])
+def _answer(args, value, show) -> int:
+    """Print `value` (API models) as JSON with --json, else as `show(value)` prints it."""
+    _json(value) if args.json else show(value)
     return 0
+
+
+def cmd_nodes(args) -> int:
+    return _answer(args, _operations(args).nodes(), lambda nodes: _table(
+        "nodes", ["node", "role", "target", "namespace"], [[n.name, n.role, n.target, n.netns] for n in nodes]))
 
 
 def _deployment_line(d) -> str:
@@ -185,7 +187,7 @@ def cmd_nf(args) -> int:
     ops = _operations(args)
     if args.action == "list":
         nodes = [args.node] if args.node else [n.name for n in ops.nodes()]
-        return _print_instances({node: ops.nf_list(node) for node in nodes}, args.json)
+        return _answer(args, {node: ops.nf_list(node) for node in nodes}, _print_instances)
     if not args.node or not args.nf:
         raise InnetError(f"innet nf {args.action} needs NODE and {'NF' if args.action == 'deploy' else 'INSTANCE'}",
                          hint=f"e.g. innet nf {args.action} r1 cms")
@@ -205,23 +207,19 @@ def cmd_nf(args) -> int:
     return 0
 
 
-def _print_instances(instances: dict, as_json: bool) -> int:
+def _print_instances(instances: dict) -> None:
     """Instances (InstanceOut) by node."""
-    if as_json:
-        _json(instances)
-        return 0
     rows = [[node, i.id, i.nf, i.target, ", ".join(f"{x} ({i.modes.get(x, '-')})" for x in i.interfaces),
              " ".join(f"{k}={v}" for k, v in i.params.items()), i.health]
             for node, listed in instances.items() for i in listed]
     _table("NF instances", ["node", "instance", "nf", "target", "interfaces", "parameters", "health"], rows)
-    return 0
 
 
 def cmd_status(args) -> int:
-    status = _operations(args, need_nodes=False).status()
-    if args.json:
-        _json(status)
-        return 0
+    return _answer(args, _operations(args, need_nodes=False).status(), _print_status)
+
+
+def _print_status(status) -> None:
     tb = status.testbed
     console = _console()
     console.print(f"scope [bold]{status.scope}[/bold] ({status.database})")
@@ -235,32 +233,23 @@ def cmd_status(args) -> int:
              n.problem or ("ok" if all(i.health == "ok" for i in n.instances) else "see innet nf list")]
             for n in status.nodes])
     if status.nodes:
-        _print_instances({n.name: n.instances for n in status.nodes}, False)
+        _print_instances({n.name: n.instances for n in status.nodes})
     for op in status.pending_operations:
         console.print(f"pending operation {op.id}: {op.kind} {op.subject} on {op.node} (pid {op.pid})")
-    return 0
 
 
 def cmd_operations(args) -> int:
-    ops = _operations(args, need_nodes=False).operations(args.state, args.limit)
-    if args.json:
-        _json(ops)
-        return 0
-    _table("operations, newest first", ["id", "kind", "node", "subject", "state", "pid", "started", "seconds", "error"],
-           [[o.id, o.kind, o.node, o.subject, o.state, o.pid, time.strftime("%H:%M:%S", time.localtime(o.started)),
-             f"{o.finished - o.started:.3f}" if o.finished else "running", o.error] for o in ops])
-    return 0
+    return _answer(args, _operations(args, need_nodes=False).operations(args.state, args.limit), lambda ops: _table(
+        "operations, newest first", ["id", "kind", "node", "subject", "state", "pid", "started", "seconds", "error"],
+        [[o.id, o.kind, o.node, o.subject, o.state, o.pid, time.strftime("%H:%M:%S", time.localtime(o.started)),
+          f"{o.finished - o.started:.3f}" if o.finished else "running", o.error] for o in ops]))
 
 
 def cmd_nfs(args) -> int:
-    nfs = _operations(args, need_nodes=False).nfs()
-    if args.json:
-        _json(nfs)
-        return 0
-    _table("NF catalog", ["nf", "targets", "parameters", "tables", "statistics"],
-           [[nf.name, ", ".join(nf.targets), " ".join(f"{p.name}={p.default}" for p in nf.parameters),
-             ", ".join(t.name for t in nf.tables), ", ".join(s.name for s in nf.stats)] for nf in nfs])
-    return 0
+    return _answer(args, _operations(args, need_nodes=False).nfs(), lambda nfs: _table(
+        "NF catalog", ["nf", "targets", "parameters", "tables", "statistics"],
+        [[nf.name, ", ".join(nf.targets), " ".join(f"{p.name}={p.default}" for p in nf.parameters),
+          ", ".join(t.name for t in nf.tables), ", ".join(s.name for s in nf.stats)] for nf in nfs]))
 
 
 def cmd_api(args) -> int:
@@ -327,9 +316,7 @@ def cmd_routes(args) -> int:
         if args.file:
             print(f"{deleted.routes} routes deleted from {args.node}", file=sys.stderr)
             return 0
-    listed = ops.routes_list(args.node, args.instance)
-    _json(listed) if args.json else _print_routes(listed, args.node)
-    return 0
+    return _answer(args, ops.routes_list(args.node, args.instance), lambda listed: _print_routes(listed, args.node))
 
 
 def parse_prefixes(text: str) -> list[str]:
@@ -346,12 +333,8 @@ def _read_file(path: str) -> str:
 
 
 def cmd_stats(args) -> int:
-    values = _operations(args).stats(args.node, args.nf, args.stat)
-    if args.json:
-        _json(values)
-    else:
-        _table(f"{args.nf}.{args.stat} on {args.node}", ["name", "value"], [[k, v] for k, v in values.items()])
-    return 0
+    return _answer(args, _operations(args).stats(args.node, args.nf, args.stat), lambda values: _table(
+        f"{args.nf}.{args.stat} on {args.node}", ["name", "value"], [[k, v] for k, v in values.items()]))
 
 
 def _queue_rows(ctl, node: str, instance: str, interfaces: list[str], last: dict, interval: float) -> list[str]:
