@@ -151,9 +151,10 @@ def _controller(need_nodes: bool = True):
     return ctl
 
 
-def _operations(args, need_nodes: bool = True, samplers=None):
+def _operations(args, need_nodes: bool = True, flow_interval_s: float = 1.0):
     """What the command calls: the API at --api URL (controller.api.client), or the operations
-    over this machine's controller (controller.api.resources); both answer the same models."""
+    over this machine's controller (controller.api.resources, its flow intervals
+    `flow_interval_s` long); both answer the same models."""
     if args.api:
         from controller.api.auth import read_token, token_path
         from controller.api.client import ApiClient
@@ -161,9 +162,11 @@ def _operations(args, need_nodes: bool = True, samplers=None):
 
         token_file = args.api_token_file or token_path(current())
         return ApiClient(args.api, read_token(token_file))
+    from controller.api.flows import FlowSamplers
     from controller.api.resources import Resources
 
-    return Resources(_controller(need_nodes), samplers)
+    ctl = _controller(need_nodes)
+    return Resources(ctl, FlowSamplers(ctl, flow_interval_s))
 
 
 def _answer(args, value, show) -> int:
@@ -437,7 +440,6 @@ def _print_flows(node: str, nf: str, sample) -> None:
 
 
 def cmd_hh(args) -> int:
-    from controller.api.flows import FlowSamplers
     from controller.queues import parse_rate
     from controller.stats import elephant_threshold
 
@@ -450,9 +452,7 @@ def cmd_hh(args) -> int:
                                            fraction=float(args.elephant[:-1]) / 100)
         else:
             threshold = elephant_threshold(bytes_per_s=parse_rate(args.elephant, "--elephant") / 8)
-    # locally, this process owns the instance's intervals while it runs; an API owns its own
-    samplers = None if args.api else FlowSamplers(_controller(), args.interval)
-    ops = _operations(args, samplers=samplers)
+    ops = _operations(args, flow_interval_s=args.interval)
     shown = None
 
     def next_interval() -> list[str]:
@@ -466,8 +466,8 @@ def cmd_hh(args) -> int:
     try:
         return _show(f"innet hh {args.node} {args.nf}", args.interval, args.once, next_interval, paced=True)
     finally:
-        if samplers:
-            samplers.close()
+        if not args.api:   # this process owned the instance's intervals while it ran
+            ops.samplers.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from controller.store import InstanceRow
 class Resources:
     def __init__(self, controller: Controller, samplers: FlowSamplers | None = None):
         self.controller = controller
-        self.samplers = samplers or FlowSamplers(controller)
+        self.samplers = samplers or FlowSamplers(controller)   # no thread until an instance is watched
 
     # ---- lookups that answer 404 ------------------------------------------------------
     def _node(self, node: str) -> None:
