@@ -25,12 +25,14 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from controller import stats
+from controller.api import flows
 from controller.api.app import create_app
 from controller.api.auth import check_bind, read_token, token_path
 from controller.api.client import ApiClient
 from controller.api.resources import Resources
-from controller.errors import InnetError
+from controller.errors import InnetError, StatsError
 from controller.node import Node
+from controller.queues import QueueLevel
 from controller.scope import Scope
 from controller.service import Controller
 from testbed import cli, traffic
@@ -277,6 +279,21 @@ def test_metrics_match_the_data_plane(api, router):
                                                       ("operation", "nf_deploy"))] == 1
 
 
+@pytest.mark.needs_root
+def test_metrics_have_the_queues_where_they_are_configured(api, router):
+    ok(api.post(f"/nodes/{router.name}/nfs", json={"nf": "prio", "interfaces": ["va", "vc"]}))
+    router.ctl.configure_queues(router.name, "prio", "vc", 20_000_000,
+                                [QueueLevel(0, 5_000_000), QueueLevel(1, 5_000_000), QueueLevel(2, 10_000_000)])
+    queues = {q.level: q for q in router.ctl.queue_stats(router.name, "prio", "vc")}
+    metrics = scrape(api)
+    for level, q in queues.items():
+        labels = (("instance", "prio"), ("interface", "vc"), ("level", str(level)), ("node", router.name))
+        assert metrics["innet_queue_packets_total", labels] == q.packets
+        assert metrics["innet_queue_drops_total", labels] == q.drops
+        assert metrics["innet_queue_backlog_bytes", labels] == q.backlog_bytes
+    assert {dict(labels)["interface"] for name, labels in metrics if name == "innet_queue_bytes_total"} == {"vc"}
+
+
 # ---- flows ----------------------------------------------------------------------------------
 @pytest.mark.needs_root
 def test_concurrent_readers_of_top_flows_share_one_epoch_owner(api, router, monkeypatch):
@@ -320,6 +337,53 @@ def test_concurrent_readers_of_top_flows_share_one_epoch_owner(api, router, monk
     not_hh = api.get("/flows/top", params={**query, "nf": "nfrouter"})
     assert not_hh.status_code == 422 and "nfrouter has no flow table" in not_hh.json()["error"]
     assert api.get("/flows/top", params={**query, "k": 0}).status_code == 422
+
+
+class FakeMonitor:
+    """A FlowMonitor without a data plane: each interval counts one flow's 5 packets."""
+    failure: Exception | None = None
+
+    def __init__(self, controller, node: str, instance: str, k: int):
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def sample(self) -> stats.Sample:
+        if FakeMonitor.failure:
+            raise FakeMonitor.failure
+        flow = stats.FlowRate(stats.Flow.of("10.0.0.1", "10.0.0.2", 1, 2, 17), 5, 500, 100.0, 10_000.0)
+        return stats.Sample(0.05, [flow], 5, 500)
+
+
+def test_flow_samplers_share_retire_and_recover(monkeypatch):
+    monkeypatch.setattr(flows, "FlowMonitor", FakeMonitor)
+    samplers = flows.FlowSamplers(None, interval_s=0.05, idle_s=0.5, limit=2)
+    try:
+        first = samplers.watch("n", "x")
+        assert samplers.watch("n", "x") is first, "one sampler per instance"
+        top = samplers.top("n", "x", k=1)
+        time.sleep(0.2)   # intervals close meanwhile: the one after `top` is still kept
+        assert samplers.top("n", "x", k=1, after=top.interval).interval == top.interval + 1
+        assert samplers.top("n", "x", k=1).flows[0].flow == "10.0.0.1:1 -> 10.0.0.2:2 udp"
+
+        kept = samplers.watch("n", "kept", keep=True)
+        with pytest.raises(flows.TooBusy, match="2 instances are watched already"):
+            samplers.watch("n", "third")
+        time.sleep(0.8)   # nobody reads x: it retires, and frees its place
+        assert samplers.watch("n", "x") is not first and samplers.watch("n", "kept") is kept
+        again = samplers.top("n", "x", k=1, after=999)
+        assert again.interval < 999, "a restarted sampler's intervals count from 1 again"
+
+        FakeMonitor.failure = StatsError("the instance went away")
+        with pytest.raises(StatsError, match="went away"):
+            samplers.top("n", "x", k=1, after=again.interval)
+        FakeMonitor.failure = None
+        assert samplers.top("n", "x", k=1).interval == 1, "a failed sampler is replaced by the next reader"
+    finally:
+        FakeMonitor.failure = None
+        samplers.close()
+    assert samplers.latest() == []
 
 
 # ---- CLI parity -----------------------------------------------------------------------------
