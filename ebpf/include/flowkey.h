@@ -6,6 +6,9 @@
  * for every packet in key mode 1 (address pair). The key is zeroed before it is
  * filled, so it can be hashed and compared as raw bytes.
  *
+ * In an NSH frame (RFC 8300: Ethernet / NSH / IPv4 or IPv6) the key is the inner
+ * packet's: NFs in a service chain see the flow the chain carries.
+ *
  * The parser takes (data, data_end), so it serves XDP (ctx->data) and tc
  * (__sk_buff->data) alike. It reads only the headers the key needs and checks
  * each against data_end first; on tc only the linear part of the skb is visible,
@@ -136,14 +139,17 @@ static __always_inline int parse_ipv6_key(struct cursor *c, struct flow_key *key
 	return parse_ports(pos, c->end, key);
 }
 
-/* Fills `key` (and the packet's DSCP, 0..63) from the Ethernet frame at data.
- * Returns 0, or -1 when the frame is not IPv4/IPv6 or the headers the key needs
- * are truncated. */
+/* Fills `key` (and the packet's DSCP, 0..63) from the Ethernet frame at data; for an
+ * NSH frame (a service chain's), from the IPv4/IPv6 packet inside it, so an NF behind a
+ * service function forwarder measures and classifies the flow it carries.
+ * Returns 0, or -1 when the frame is not IPv4/IPv6 (or NSH around one) or the headers
+ * the key needs are truncated. */
 static __always_inline int parse_flow_key_dscp(void *data, void *data_end, struct flow_key *key,
 					       int key_mode, __u8 *dscp)
 {
 	struct cursor c = { .pos = data, .end = data_end };
 	struct ethhdr *eth = parse_ethhdr(&c);
+	struct nshhdr *nsh;
 
 	__builtin_memset(key, 0, sizeof(*key));
 	*dscp = 0;
@@ -152,6 +158,15 @@ static __always_inline int parse_flow_key_dscp(void *data, void *data_end, struc
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return parse_ipv4_key(&c, key, key_mode, dscp);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6_key(&c, key, key_mode, dscp);
+	if (eth->h_proto != bpf_htons(ETH_P_NSH))
+		return -1;
+	nsh = parse_nshhdr(&c);
+	if (!nsh)
+		return -1;
+	if (nsh->next_proto == NSH_NP_IPV4)
+		return parse_ipv4_key(&c, key, key_mode, dscp);
+	if (nsh->next_proto == NSH_NP_IPV6)
 		return parse_ipv6_key(&c, key, key_mode, dscp);
 	return -1;
 }
