@@ -43,6 +43,9 @@ class InstanceSpec:
     interfaces: tuple[str, ...]
     params: dict = field(hash=False)
     source: str | None = None   # the catalog file when the NF is not from innet's own catalog
+    # (forwarder instance, slot): run behind a service function forwarder on the same node, in
+    # that slot of its NF program array, with no interfaces of its own (XDP only)
+    behind: tuple[str, int] | None = None
 
     def spec(self) -> NFSpec:
         return nf_spec(self.nf, self.source)
@@ -188,7 +191,11 @@ class LocalNode(NodeDataPlane):
         for kind, target in self.targets.items():   # an instance moving between targets leaves the old one
             if kind != spec.target and target.records.get(self.name, f"{kind}/{spec.id}") is not None:
                 target.remove(self.node, spec.id)
-        return self._target(spec.target).deploy(self.node, spec.id, spec.spec(), list(spec.interfaces), spec.params)
+        target = self._target(spec.target)
+        if spec.behind is None:   # a target that knows no forwarders runs every other instance
+            return target.deploy(self.node, spec.id, spec.spec(), list(spec.interfaces), spec.params)
+        return target.deploy(self.node, spec.id, spec.spec(), list(spec.interfaces), spec.params,
+                             behind=tuple(spec.behind))
 
     def remove(self, instance: str) -> bool:
         return any([t.remove(self.node, instance) for t in self.targets.values()])

@@ -32,6 +32,7 @@ class Deployment:
     modes: dict = field(default_factory=dict, hash=False)   # interface -> how it runs there
     problem: str | None = None   # None: runs as recorded; else what is wrong (not attached, switch gone...)
     cleared: tuple[str, ...] = ()   # instances whose table/register state this deploy emptied
+    behind: tuple[str, int] | None = None   # (forwarder instance, slot) of an instance behind a forwarder
 
     @property
     def healthy(self) -> bool:
@@ -46,11 +47,16 @@ class Target(ABC):
 
     @abstractmethod
     def deploy(self, node: Node, instance: str, nf: NFSpec, interfaces: list[str],
-               params: dict | None = None) -> Deployment:
+               params: dict | None = None, behind: tuple[str, int] | None = None) -> Deployment:
         """Run instance `instance` of `nf` on `interfaces`; a repeat with the same arguments on a
         healthy instance is a no-op. A redeploy with other parameters or interfaces replaces the
         program and recreates state whose definition changed (the caller refills entries); on
-        failure everything is as before."""
+        failure everything is as before.
+
+        `behind` = (forwarder, slot): run the instance behind the service function forwarder
+        instance `forwarder` on the same node, in slot `slot` of its NF program array, with no
+        interfaces of its own (`interfaces` empty); the forwarder must be deployed first. A target
+        that cannot do this raises TargetError."""
 
     @abstractmethod
     def remove(self, node: Node, instance: str) -> bool:

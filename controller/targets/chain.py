@@ -15,6 +15,15 @@ Bookkeeping: each instance's deployment record (XdpTarget's, DataplaneRecords ke
 Which program each interface's hook runs is read from the kernel, so an interface's chain is
 the walk from that program along `next`. One rule keeps every chain within the interfaces its
 instances were deployed on: when A's next is B, B runs on every interface of A.
+
+Behind a forwarder: a service function forwarder (sff; catalog `programs.xdp.nf_slots_map`)
+runs NF instances of its own, in the slots of a program array (`sfc_nfs`), choosing one per
+packet by the packet's (SPI, SI). Such an instance has no interfaces and no place on any hook:
+its record's `behind` is [forwarder, slot], its program sits in that slot, and its `next` is
+the forwarder, whose program its chain_next calls, so the forwarder dispatches the packet again
+after the NF. It is no predecessor of the forwarder in the hook's chain: taking the forwarder
+out of a chain does not relink it, and a new forwarder program takes it back
+(XdpTarget._link_behind).
 """
 from __future__ import annotations
 
@@ -31,7 +40,6 @@ NEXT_MAP = "chain_next"
 PASS = "pass"           # programs.xdp.chain of an NF that can be followed
 PROG_PIN = "prog"       # the program's pin, beside its maps
 RECORDS = "xdp/"        # the key prefix of XdpTarget's deployment records
-_SLOT = struct.pack("=I", 0)
 
 
 def record_key(instance: str) -> str:
@@ -47,34 +55,66 @@ def passes(program: dict, nf: str) -> bool:
     return kind == PASS
 
 
-def read_next(pin: Path) -> int | None:
-    """The program id in the chain_next slot pinned in `pin` (None: empty, or no such map)."""
-    path = pin / NEXT_MAP
+def read_slot(pin: Path, map_name: str, index: int) -> int | None:
+    """The program id in slot `index` of the program array `map_name` pinned in `pin` (None:
+    empty, or no such map)."""
+    path = pin / map_name
     if not path.exists():
         return None
     m = libbpf.BpfMap.from_pin(str(path))
     try:
-        raw = m.lookup(_SLOT)
+        raw = m.lookup(struct.pack("=I", index))
     finally:
         m.close()
     return struct.unpack("=I", raw[:4])[0] if raw else None
 
 
+def write_slot(pin: Path, map_name: str, index: int, prog_fd: int | None,
+               opened: libbpf.BpfMap | None = None) -> None:
+    """Put a program in slot `index` of the program array `map_name` pinned in `pin` (or
+    `opened`, the same map opened by its loader); None empties the slot."""
+    if opened is None and not (pin / map_name).exists():
+        raise BpfError(f"{pin.name} has no {map_name} map pinned at {pin / map_name}",
+                       hint="its program must end in chain_pass (ebpf/include/chain.h) to be followed"
+                       if map_name == NEXT_MAP else f"is {pin.name} a service function forwarder?")
+    m = opened or libbpf.BpfMap.from_pin(str(pin / map_name))
+    key = struct.pack("=I", index)
+    try:
+        if prog_fd is None:
+            m.delete(key)
+        else:
+            m.update(key, struct.pack("=I", prog_fd))
+    finally:
+        if opened is None:
+            m.close()
+
+
+def program_slots(pin: Path, map_name: str) -> dict[int, int]:
+    """The filled slots of the program array `map_name` pinned in `pin`: index -> program id."""
+    path = pin / map_name
+    if not path.exists():
+        return {}
+    m = libbpf.BpfMap.from_pin(str(path))
+    try:
+        found = {}
+        for index in range(m.max_entries):
+            raw = m.lookup(struct.pack("=I", index))
+            if raw:
+                found[index] = struct.unpack("=I", raw[:4])[0]
+        return found
+    finally:
+        m.close()
+
+
+def read_next(pin: Path) -> int | None:
+    """The program id in the chain_next slot pinned in `pin` (None: empty, or no such map)."""
+    return read_slot(pin, NEXT_MAP, 0)
+
+
 def write_next(pin: Path, prog_fd: int | None, next_map: libbpf.BpfMap | None = None) -> None:
     """Point the chain_next slot pinned in `pin` (or `next_map`, the same map opened by its
     loader) at a program; None empties it, ending the chain there."""
-    if next_map is None and not (pin / NEXT_MAP).exists():
-        raise BpfError(f"{pin.name} has no {NEXT_MAP} map pinned at {pin / NEXT_MAP}",
-                       hint="its program must end in chain_pass (ebpf/include/chain.h) to be followed")
-    m = next_map or libbpf.BpfMap.from_pin(str(pin / NEXT_MAP))
-    try:
-        if prog_fd is None:
-            m.delete(_SLOT)
-        else:
-            m.update(_SLOT, struct.pack("=I", prog_fd))
-    finally:
-        if next_map is None:
-            m.close()
+    write_slot(pin, NEXT_MAP, 0, prog_fd, next_map)
 
 
 @dataclass
@@ -111,7 +151,13 @@ class NodeChains:
         return " -> ".join(self.walk(prog_id)) or ("nothing" if not prog_id else f"program id {prog_id}")
 
     def predecessors(self, name: str) -> list[str]:
-        return [n for n, m in self.metas.items() if m.get("next") == name]
+        """The instances whose chain_next calls `name` on a hook (not those behind it, if a forwarder)."""
+        return [n for n, m in self.metas.items() if m.get("next") == name and not m.get("behind")]
+
+    def behind(self, forwarder: str) -> dict[str, int]:
+        """The instances that run behind `forwarder`, with their slots."""
+        return {n: m["behind"][1] for n, m in self.metas.items()
+                if m.get("behind") and m["behind"][0] == forwarder}
 
     # ---- placing a new instance --------------------------------------------------------------
     def place(self, name: str, pass_through: bool, attached: dict[str, int | None]) -> Placement:

@@ -13,6 +13,8 @@ instance under key `xdp/<instance>`,
     hook, chain        "xdp" or "tc_egress"; the catalog's chain kind ("pass" or None)
     pin, prog_id       its pin directory's name (<instance>@<generation>) and its program's id
     interfaces, ifindexes, modes, queues, next      where and how it runs (next: chain.py)
+    behind, nf_slots   [forwarder, slot] of an instance run behind a service function forwarder
+                       (it has no interfaces then); a forwarder's program array of NF slots
 
 and the counter slots its entries hold (DataplaneRecords.claim_slots, by instance id).
 
@@ -189,13 +191,14 @@ class _Link:
 
 
 class _Changes:
-    """The hooks and chain_next slots a deploy changed, to put back if it fails. The programs
-    that ran there are held open meanwhile, so they come back even if nothing else keeps them."""
+    """The hooks and program-array slots (chain_next, forwarders' NF slots) a deploy changed, to
+    put back if it fails. The programs that ran there are held open meanwhile, so they come back
+    even if nothing else keeps them."""
 
     def __init__(self, node: Node):
         self.node = node
         self.hooks: list[tuple[str, int, XdpHook | TcEgressHook, int | None]] = []
-        self.slots: list[tuple[Path, int | None]] = []
+        self.slots: list[tuple[Path, str, int, int | None]] = []
         self.fds: dict[int, int] = {}
 
     def _hold(self, prog_id: int | None) -> None:
@@ -208,17 +211,17 @@ class _Changes:
         self._hold(before)
         self.hooks.append((ifname, ifindex, hook, before))
 
-    def slot(self, pin: Path, before: int | None) -> None:
+    def slot(self, pin: Path, before: int | None, map_name: str = chain.NEXT_MAP, index: int = 0) -> None:
         self._hold(before)
-        self.slots.append((pin, before))
+        self.slots.append((pin, map_name, index, before))
 
     def revert(self) -> None:
         """Newest first, best effort: a step that fails is logged and the others still run."""
-        for pin, before in reversed(self.slots):
+        for pin, map_name, index, before in reversed(self.slots):
             try:
-                chain.write_next(pin, self.fds.get(before))
+                chain.write_slot(pin, map_name, index, self.fds.get(before))
             except Exception as exc:   # noqa: BLE001 - put back the rest anyway
-                log.warning("cannot put back %s's %s: %s", pin.name, chain.NEXT_MAP, exc)
+                log.warning("cannot put back %s's %s[%d]: %s", pin.name, map_name, index, exc)
         if not self.hooks:
             return
         try:
@@ -311,14 +314,18 @@ class XdpTarget(Target, QueueingTarget):
 
     # ---- deployment -------------------------------------------------------------------
     def deploy(self, node: Node, instance: str, nf: NFSpec, interfaces: list[str],
-               params: dict | None = None) -> Deployment:
+               params: dict | None = None, behind: tuple[str, int] | None = None) -> Deployment:
         check_instance(instance)
         program = nf.programs.get("xdp")
         if not program:
             raise TargetError(f"NF {nf.name} has no XDP program", hint="deploy it on a bmv2 node instead")
         values = nf.resolve_parameters(params)
         interfaces = list(interfaces)
-        if not interfaces:
+        if behind is not None and interfaces:
+            raise TopologyError(f"{instance} runs behind forwarder {behind[0]}, so it takes no interfaces "
+                                f"(given: {', '.join(interfaces)})",
+                                hint="the forwarder hands it the packets of its service index")
+        if behind is None and not interfaces:
             raise TopologyError(f"deploying {instance} on {node.name}: no interfaces given")
         links = node.interfaces()
         for ifname in interfaces:
@@ -334,10 +341,19 @@ class XdpTarget(Target, QueueingTarget):
                               f"{nf.name} ({kind}) in place",
                               hint=f"remove it first (innet nf remove {node.name} {instance}), or pick another id")
         ensure_bpffs()
+        if behind is not None:
+            behind = self._check_behind(node, instance, nf, behind)
+        if meta and meta.get("behind") != behind:
+            now = f"behind {meta['behind'][0]} in slot {meta['behind'][1]}" if meta.get("behind") \
+                else f"on {', '.join(meta['interfaces'])}"
+            raise TargetError(f"{instance} on {node.name} runs {now}; it cannot move in place",
+                              hint=f"remove it first (innet nf remove {node.name} {instance}), or deploy another "
+                                   f"instance where it should go")
         self._clean_leftovers(node, instance, meta)
         new = {"nf": nf.name, "source": str(nf.source), "object": str(obj_path), "hook": kind,
                "chain": program.get("chain"), "params": values, "interfaces": interfaces,
-               "ifindexes": {i: links[i]["ifindex"] for i in interfaces}}
+               "ifindexes": {i: links[i]["ifindex"] for i in interfaces},
+               "behind": behind, "nf_slots": program.get("nf_slots_map")}
         if meta is None:
             return self._first_deploy(node, instance, nf, new)
         same_program = (meta["object"], meta["params"]) == (new["object"], values) \
@@ -348,11 +364,41 @@ class XdpTarget(Target, QueueingTarget):
             return self._deployment(node, instance, meta)
         return self._redeploy(node, instance, nf, meta, new, same_program)
 
+    def _check_behind(self, node: Node, instance: str, nf: NFSpec, behind: tuple[str, int]) -> list:
+        """`behind` as recorded ([forwarder, slot]), once the forwarder is deployed on the node, the
+        slot is one of its own and free, and the NF can hand packets back (chain: pass, XDP)."""
+        forwarder, slot = behind
+        if not chain.passes(nf.programs["xdp"], nf.name) or _hook_kind(nf) != XDP:
+            raise TargetError(f"{nf.name} cannot run behind a forwarder: only XDP NFs with `chain: {chain.PASS}` "
+                              f"hand packets back to it", hint=f"see {nf.source}")
+        if forwarder == instance:
+            raise TargetError(f"{instance} cannot run behind itself")
+        fmeta = self._record(node, forwarder)
+        if fmeta is None or not fmeta.get("nf_slots"):
+            what = "is not deployed" if fmeta is None else \
+                f"runs {fmeta['nf']}, which has no NF slots (catalog programs.xdp.nf_slots_map)"
+            raise TargetError(f"{instance} cannot run behind {forwarder} on {node.name}: {forwarder} {what}",
+                              hint=f"deploy a service function forwarder (sff) as {forwarder} first")
+        slots = libbpf.BpfMap.from_pin(str(self.node_pins(node.name) / fmeta["pin"] / fmeta["nf_slots"]))
+        size = slots.max_entries
+        slots.close()
+        if type(slot) is not int or not 0 <= slot < size:
+            raise TargetError(f"slot {slot!r} of {forwarder} on {node.name} does not exist: it has {size} NF slots",
+                              hint=f"use 0..{size - 1}, or redeploy {forwarder} with more (sff: max_nfs)")
+        holder = next((n for n, s in self._chains(node).behind(forwarder).items() if s == slot and n != instance), None)
+        if holder:
+            raise TargetError(f"slot {slot} of {forwarder} on {node.name} holds {holder}",
+                              hint=f"use a free slot, or remove {holder} first")
+        return [forwarder, slot]
+
     def _first_deploy(self, node: Node, instance: str, nf: NFSpec, new: dict) -> Deployment:
         hook = _hook(new["hook"], instance)
         chains = self._chains(node)
         attached, shared = self._survey(node, hook, new["ifindexes"])
-        placement = self._place(node, instance, nf, hook, chains, None, attached, shared)
+        if new["behind"]:   # on no hook: it hands packets back to its forwarder
+            placement = Placement(next=new["behind"][0])
+        else:
+            placement = self._place(node, instance, nf, hook, chains, None, attached, shared)
         pin = self._fresh_pin(node, instance, None)
         obj, prog_fd = self._load(node, nf, new, pin, chains, placement.next)
         changes = _Changes(node)
@@ -367,6 +413,8 @@ class XdpTarget(Target, QueueingTarget):
                 chains.set_next(before, prog_fd)
                 for ifname in chains.metas[before]["interfaces"]:
                     modes.setdefault(ifname, chains.metas[before]["modes"].get(ifname))
+            self._take_nf_slot(chains, new["behind"], prog_fd, changes)
+            self._link_behind(node, chains, instance, prog_fd, changes)
             meta = {**new, "pin": pin.name, "prog_id": libbpf.prog_id(prog_fd), "modes": modes, "queues": {},
                     "next": placement.next}
             with self.records.store.write():
@@ -384,7 +432,9 @@ class XdpTarget(Target, QueueingTarget):
             changes.close()
             obj.close()
         where = ", ".join(f"{i} ({m})" for i, m in modes.items())
-        if placement.next:
+        if new["behind"]:
+            where = f"behind {new['behind'][0]} in slot {new['behind'][1]}"
+        elif placement.next:
             where += f"; in front of {placement.next}"
         if placement.after:
             where += f"; behind {', '.join(placement.after)}"
@@ -410,9 +460,11 @@ class XdpTarget(Target, QueueingTarget):
             obj, prog_fd = self._load(node, nf, new, pin, chains, follows)
         changes = _Changes(node)
         try:
-            if same_program:   # its port map and chain_next may have lost what they held
+            if same_program:   # its port map, chain_next and NF slots may have lost what they held
                 self._fill_pinned_ports(node, pin, new["ifindexes"])
                 chains.link(pin, follows)
+                if new["nf_slots"]:
+                    self._fill_nf_slots(node, chains, instance, pin, new["nf_slots"])
             elif queues:   # the HTB trees stay; the new classifier needs their classes
                 self._write_classes(obj.maps[nf.programs["xdp"]["classes_map"]], _classes(queues))
             modes = {i: m for i, m in meta["modes"].items() if i in new["interfaces"]}
@@ -426,8 +478,10 @@ class XdpTarget(Target, QueueingTarget):
             for before in placement.after:
                 changes.slot(chains.pins(before), chains.next_id(before))
                 chains.set_next(before, prog_fd)
-            if not same_program:
-                self._sweep(node, {old_id}, prog_fd, changes)   # wherever else the old program still ran
+            self._take_nf_slot(chains, new["behind"], prog_fd, changes)
+            self._link_behind(node, chains, instance, prog_fd, changes)
+            if not same_program:   # wherever else the old program still ran
+                self._sweep(node, {old_id}, prog_fd, changes, generation=True)
             updated = {**meta, **new, "pin": pin.name, "prog_id": libbpf.prog_id(prog_fd), "modes": modes,
                        "queues": queues, "next": follows}
             with self.records.store.write():
@@ -475,6 +529,11 @@ class XdpTarget(Target, QueueingTarget):
                 chains.link(pin, follows, obj.maps[chain.NEXT_MAP])
             if PORT_MAP in obj.maps:
                 self._fill_ports(node, obj.maps[PORT_MAP], new["ifindexes"])
+            if new["nf_slots"]:
+                if new["nf_slots"] not in obj.maps:
+                    raise TargetError(f"{nf.name}'s catalog entry names NF slots {new['nf_slots']}, but "
+                                      f"{program['source']} has no such map", hint=f"fix {nf.source}")
+                self._fill_nf_slots(node, chains, _instance_of(pin), pin, new["nf_slots"], obj.maps[new["nf_slots"]])
             return obj, prog_fd
         except BaseException:
             if obj is not None:
@@ -496,6 +555,43 @@ class XdpTarget(Target, QueueingTarget):
                 self._fill_ports(node, port_map, ifindexes)
             finally:
                 port_map.close()
+
+    # ---- instances behind a forwarder -----------------------------------------------------
+    @staticmethod
+    def _take_nf_slot(chains: NodeChains, behind: list | None, prog_fd: int, changes: _Changes) -> None:
+        """Put the program of an instance behind a forwarder (`behind`: [forwarder, slot]) in its slot."""
+        if not behind:
+            return
+        forwarder, slot = behind
+        pin, slots_map = chains.pins(forwarder), chains.metas[forwarder]["nf_slots"]
+        changes.slot(pin, chain.read_slot(pin, slots_map, slot), slots_map, slot)
+        chain.write_slot(pin, slots_map, slot, prog_fd)
+
+    def _intact_behind(self, node: Node, chains: NodeChains, forwarder: str) -> list[str]:
+        """The instances behind `forwarder` whose programs are there to link; a broken one says so
+        in deployments(), and its own redeploy links it again."""
+        return [n for n in chains.behind(forwarder) if self._pins_problem(node, chains.metas[n]) is None]
+
+    def _link_behind(self, node: Node, chains: NodeChains, forwarder: str, prog_fd: int, changes: _Changes) -> None:
+        """Point the chain_next of the instances behind `forwarder` at its program `prog_fd`: they
+        hand packets back to it (also those left behind by an earlier forwarder of that id)."""
+        prog_id = libbpf.prog_id(prog_fd)
+        for name in self._intact_behind(node, chains, forwarder):
+            before = chains.next_id(name)
+            if before != prog_id:
+                changes.slot(chains.pins(name), before)
+                chains.set_next(name, prog_fd)
+
+    def _fill_nf_slots(self, node: Node, chains: NodeChains, forwarder: str, pin: Path, slots_map: str,
+                       opened: libbpf.BpfMap | None = None) -> None:
+        """Put the programs of the instances behind `forwarder` in its NF slots (the map pinned in
+        `pin`, or `opened`, that map of a generation being loaded)."""
+        for name in self._intact_behind(node, chains, forwarder):
+            fd = chains.program_fd(name)
+            try:
+                chain.write_slot(pin, slots_map, chains.metas[name]["behind"][1], fd, opened)
+            finally:
+                os.close(fd)
 
     @staticmethod
     def _survey(node: Node, hook, ifindexes: dict[str, int]) -> tuple[dict[str, int | None], dict[str, list[str]]]:
@@ -571,7 +667,8 @@ class XdpTarget(Target, QueueingTarget):
         """Remove a pin directory no record holds; its program, wherever it runs, is replaced by
         `instead`'s (a record of the same instance) when that is intact, else by its own successor."""
         intact = instead is not None and self._pins_problem(node, instead) is None
-        self._replace(node, {_pinned_id(pin)} - {None}, instead["prog_id"] if intact else chain.read_next(pin))
+        self._replace(node, {_pinned_id(pin)} - {None}, instead["prog_id"] if intact else chain.read_next(pin),
+                      generation=intact)
         shutil.rmtree(pin, ignore_errors=True)
 
     # ---- reading back --------------------------------------------------------------------
@@ -585,8 +682,9 @@ class XdpTarget(Target, QueueingTarget):
 
     def _deployment(self, node: Node, instance: str, meta: dict, problem: str | None = None,
                     cleared: tuple[str, ...] = ()) -> Deployment:
+        behind = meta.get("behind")
         return Deployment(node.name, instance, meta["nf"], self.kind, tuple(meta["interfaces"]), meta["params"],
-                          dict(meta["modes"]), problem, cleared)
+                          dict(meta["modes"]), problem, cleared, tuple(behind) if behind else None)
 
     def _links(self, node: Node) -> dict[str, _Link] | None:
         """What every interface of the node runs (None: the node's namespace is gone)."""
@@ -602,7 +700,7 @@ class XdpTarget(Target, QueueingTarget):
                  links: dict[str, _Link] | None = None) -> str | None:
         """What is wrong with a recorded instance; None when it runs as recorded."""
         chains = chains or self._chains(node)
-        problem = self._pins_problem(node, meta)
+        problem = self._pins_problem(node, meta) or self._slot_problem(node, meta, chains)
         if problem:
             return problem
         successor = meta["next"]
@@ -623,6 +721,20 @@ class XdpTarget(Target, QueueingTarget):
                     return f"not attached to {ifname}'s tc egress"
             elif instance not in chains.walk(link.xdp):
                 return f"not on {ifname}'s XDP hook, which runs {chains.describe(link.xdp)}"
+        return None
+
+    def _slot_problem(self, node: Node, meta: dict, chains: NodeChains) -> str | None:
+        """For an instance behind a forwarder: what keeps the forwarder from running it (None: nothing)."""
+        if not meta.get("behind"):
+            return None
+        forwarder, slot = meta["behind"]
+        fmeta = chains.metas.get(forwarder)
+        if fmeta is None:
+            return f"its forwarder {forwarder} is not deployed"
+        held = chain.read_slot(self.node_pins(node.name) / fmeta["pin"], fmeta["nf_slots"], slot)
+        if held != meta["prog_id"]:
+            return f"slot {slot} of {forwarder}'s {fmeta['nf_slots']} " + \
+                ("is empty" if held is None else f"holds program id {held}, not its program (id {meta['prog_id']})")
         return None
 
     def _pins_problem(self, node: Node, meta: dict) -> str | None:
@@ -653,8 +765,8 @@ class XdpTarget(Target, QueueingTarget):
         programs = {_pinned_id(p) for p in pins} | ({meta["prog_id"]} if meta else set())
         successor = self._successor(chains, meta, pins)
         # the chain closes over the instance before its program and maps go: whatever ran it
-        # (hooks, predecessors' chain_next) runs its successor
-        self._replace(node, programs - {None}, successor)
+        # (hooks, predecessors' chain_next) runs its successor; a forwarder's slot holding it is emptied
+        self._replace(node, programs - {None}, successor, generation=False)
         if meta:
             self._remove_queues(node, meta, list(meta["queues"]))
         after = meta["next"] if meta else chains.owner(successor)
@@ -726,19 +838,22 @@ class XdpTarget(Target, QueueingTarget):
             pass   # the namespace is gone, and its hooks with it
         return done
 
-    def _replace(self, node: Node, old: set[int], prog_id: int | None) -> None:
+    def _replace(self, node: Node, old: set[int], prog_id: int | None, generation: bool) -> None:
         """_sweep to the program with id `prog_id` (None, or unloaded: to nothing)."""
         fd = _fd_by_id(prog_id)
         try:
-            self._sweep(node, old, fd)
+            self._sweep(node, old, fd, generation=generation)
         finally:
             if fd is not None:
                 os.close(fd)
 
-    def _sweep(self, node: Node, old: set[int], new_fd: int | None, changes: _Changes | None = None) -> None:
+    def _sweep(self, node: Node, old: set[int], new_fd: int | None, changes: _Changes | None = None,
+               generation: bool = False) -> None:
         """Run `new_fd`'s program (None: nothing) wherever one of the `old` programs runs on the
         node: in the chain_next slots pinned for it, on its interfaces' XDP hooks and in innet's
-        tc egress filters. All are found by program id, so no record of where is needed."""
+        tc egress filters. All are found by program id, so no record of where is needed.
+        Forwarders' NF slots holding an old program take `new_fd` only if it is a `generation` of
+        the same instance; else they are emptied (an NF's successor is its forwarder: no stand-in)."""
         if not old:
             return
         for pin in self._pin_dirs(node):
@@ -747,6 +862,14 @@ class XdpTarget(Target, QueueingTarget):
                 if changes:
                     changes.slot(pin, before)
                 chain.write_next(pin, new_fd)
+        for meta in self._chains(node).metas.values():
+            slots_map = meta.get("nf_slots")
+            pin = self.node_pins(node.name) / meta["pin"]
+            for index, before in (chain.program_slots(pin, slots_map) if slots_map else {}).items():
+                if before in old:
+                    if changes:
+                        changes.slot(pin, before, slots_map, index)
+                    chain.write_slot(pin, slots_map, index, new_fd if generation else None)
         try:
             with netns(node.netns), IPRoute() as ipr:
                 for link in ipr.get_links():
