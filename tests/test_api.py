@@ -388,8 +388,12 @@ def test_flow_samplers_share_retire_and_recover(monkeypatch):
 
 # ---- CLI parity -----------------------------------------------------------------------------
 def test_every_api_operation_is_a_cli_command_and_the_client_mirrors_the_operations(capsys):
-    app = create_app(Controller(Scope(f"t-{uuid.uuid4().hex[:8]}")), TOKEN)
-    operations = {op["operationId"] for path in app.openapi()["paths"].values() for op in path.values()}
+    scope = Scope(f"t-{uuid.uuid4().hex[:8]}")
+    try:
+        schema = create_app(Controller(scope), TOKEN).openapi()
+    finally:
+        scope.drop()
+    operations = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
     assert operations - {"healthz", "metrics"} == {name for name, _ in inspect.getmembers(Resources) if
                                                    not name.startswith("_") and name != "watch"}
     for name in operations - {"healthz", "metrics"}:
