@@ -8,7 +8,9 @@ the hosts' links keep 1500. IPv6 is off in every namespace, so every frame is on
 Real frames built with scapy go through the real programs; scapy.contrib.nsh decodes NSH.
 """
 import ipaddress
+import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import uuid
@@ -29,11 +31,14 @@ from controller.errors import TargetError, TopologyError
 from controller.netns import netns
 from controller.node import Node
 from controller.routes import RouteService
+from controller.scope import Scope
 from controller.service import Controller
 from controller.stats import Flow, flow_counts, flow_table
+from controller.store import DataplaneRecords, Store
 from controller.tables import TableEntry
 from controller.targets import chain
 from controller.targets.chain import record_key
+from controller.targets.xdp import XdpTarget
 from frames import routed
 from testbed import traffic
 from testbed.scratch import NO_IPV6, sh
@@ -441,6 +446,40 @@ def test_the_forwarder_takes_its_nfs_along(line):
     t.ctl.deploy(t.r1, "sff", ["r1a", "r1b"])
     assert t.problem(t.r1, "cms") is None and t.problem(t.r1, "precision") is None
     assert t.slots(t.r1) == {0: t.prog_id(t.r1, "cms"), 1: t.prog_id(t.r1, "precision")}
+
+
+def _deploy_behind_killed_before_its_record(scope_name: str, node: Node, params: dict) -> None:
+    """Deploy cms behind sff in slot 0 in this (forked) process, which SIGKILLs itself where the
+    deploy's one transaction would record it: after the program went into the slot."""
+    scope = Scope(scope_name)
+    target = XdpTarget(scope, DataplaneRecords(Store(scope.db_path)))
+    target._put = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+    target.deploy(node, "cms", get_nf("cms"), [], params, behind=("sff", 0))
+
+
+def test_a_deploy_behind_the_forwarder_killed_before_its_record_is_rolled_back(line):
+    t = line
+    node, target = t.ctl.node(t.r1), t.ctl.target("xdp")
+
+    def killed(params: dict) -> int:
+        proc = multiprocessing.get_context("fork").Process(target=_deploy_behind_killed_before_its_record,
+                                                           args=(t.ctl.scope.name, node, params))
+        proc.start()
+        proc.join(timeout=120)
+        return proc.exitcode
+
+    assert killed({}) == -signal.SIGKILL
+    assert list(t.slots(t.r1)) == [0] and t.ctl.records.get(t.r1, record_key("cms")) is None, \
+        "killed with cms in the slot and no record of it"
+    assert target.prune(node, {"sff", "nfrouter"}) == ["pins cms@1"]
+    assert t.slots(t.r1) == {}, "the slot emptied before the stray program's pins went"
+
+    t.behind(t.r1, "cms", 0)
+    old = t.prog_id(t.r1, "cms")
+    assert killed({"columns": 512}) == -signal.SIGKILL
+    assert t.slots(t.r1) != {0: old}, "killed with the new generation in the slot"
+    assert target.prune(node, {"sff", "nfrouter", "cms"}) == ["pins cms@2"]
+    assert t.slots(t.r1) == {0: old} and t.problem(t.r1, "cms") is None, "the recorded generation is back"
 
 
 def test_what_cannot_run_behind_a_forwarder_is_refused(line):

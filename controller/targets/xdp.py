@@ -379,6 +379,10 @@ class XdpTarget(Target, QueueingTarget):
                 f"runs {fmeta['nf']}, which has no NF slots (catalog programs.xdp.nf_slots_map)"
             raise TargetError(f"{instance} cannot run behind {forwarder} on {node.name}: {forwarder} {what}",
                               hint=f"deploy a service function forwarder (sff) as {forwarder} first")
+        broken = self._pins_problem(node, fmeta)
+        if broken:
+            raise TargetError(f"{instance} cannot run behind {forwarder} on {node.name}: {forwarder} is broken "
+                              f"({broken})", hint=f"deploy {forwarder} again first")
         slots = libbpf.BpfMap.from_pin(str(self.node_pins(node.name) / fmeta["pin"] / fmeta["nf_slots"]))
         size = slots.max_entries
         slots.close()
