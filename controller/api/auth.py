@@ -121,8 +121,8 @@ class Guard:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await problem(413, f"the request body is over {self.max_body} bytes",
-                      f"split it: at most {MAX_BATCH:,} routes per request, and fewer when they "
-                      f"would not fit")(scope, receive, send)
+                      f"send the routes in smaller batches (a batch holds at most {MAX_BATCH:,})")(
+            scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
