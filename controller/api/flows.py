@@ -43,7 +43,7 @@ class FlowSampler:
         self.samplers, self.node, self.instance, self.keep = samplers, node, instance, keep
         self.monitor = FlowMonitor(samplers.controller, node, instance, k=EVERY_FLOW)   # refuses a non-hh NF
         self.intervals: deque[Interval] = deque(maxlen=HISTORY)
-        self.error: InnetError | None = None
+        self.error: Exception | None = None
         self.read_at = time.monotonic()
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -61,8 +61,9 @@ class FlowSampler:
                     self._changed.notify_all()
                 if self.samplers.retire_if_idle(self):
                     return
-        except InnetError as exc:   # the instance went away or stopped answering: tell the readers
-            log.warning("flow sampler %s/%s stopped: %s", self.node, self.instance, exc)
+        except Exception as exc:   # the instance went away, stopped answering, or a bug: tell the readers
+            log.warning("flow sampler %s/%s stopped: %s", self.node, self.instance, exc,
+                        exc_info=not isinstance(exc, InnetError))
             with self._changed:
                 self.error = exc
                 self._changed.notify_all()
