@@ -136,6 +136,8 @@ class DeploymentOut(BaseModel):
     modes: dict[str, str]
     problem: str | None
     cleared: list[str] = Field(description="instances whose tables this deploy emptied and refilled")
+    behind: tuple[str, int] | None = Field(None, description="(forwarder instance, slot) of an NF behind a service "
+                                                             "function forwarder")
 
 
 class Removed(BaseModel):
