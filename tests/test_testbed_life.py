@@ -28,10 +28,12 @@ def up(scope: str) -> subprocess.Popen:
 
 
 def wait_up(proc: subprocess.Popen) -> None:
+    said = []
     for line in proc.stdout:
         if " is up in scope " in line:
             return
-    raise AssertionError(f"innet up ended without coming up (exit {proc.wait()})")
+        said.append(line)
+    raise AssertionError(f"innet up ended without coming up (exit {proc.wait()}):\n{''.join(said)}")
 
 
 def innet(scope: str, *args: str) -> subprocess.CompletedProcess:
