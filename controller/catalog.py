@@ -225,6 +225,13 @@ def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, NFSpec]:
     return {nf.name: nf for nf in (_load_nf_cached(p) for p in sorted(directory.glob("*.yaml")))}
 
 
+def service_nfs(directory: Path = CATALOG_DIR) -> dict[str, NFSpec]:
+    """The NFs a service descriptor may name: all but forwarders (an NF with an NF-slots map is
+    the chain's own plumbing, which placement puts on every chain router by itself)."""
+    return {name: nf for name, nf in load_catalog(directory).items()
+            if "nf_slots_map" not in nf.programs.get("xdp", {})}
+
+
 def get_nf(name: str, directory: Path = CATALOG_DIR) -> NFSpec:
     catalog = load_catalog(directory)
     if name not in catalog:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import networkx as nx
 
+from controller.catalog import get_nf
 from controller.errors import InnetError
 from controller.nsd.model import ForwardingGraph, Service
 from controller.topology import Topology
@@ -40,7 +41,7 @@ class ChainError(InnetError):
 @dataclass(frozen=True)
 class PlacedInstance:
     node: str
-    id: str             # the instance id on its node: <service>.<descriptor instance name>
+    id: str             # the instance id on its node: <service>--<descriptor instance name>
     nf: str
     params: dict
     slot: int           # its slot in the node's forwarder (sfc_hops to_nf)
@@ -88,7 +89,7 @@ class Plan:
 
 
 def instance_id(service: str, name: str) -> str:
-    return f"{service}.{name}"
+    return f"{service}--{name}"   # '--': instance ids carry no '.', and single '-' is common in names
 
 
 def plan(service: Service, topology: Topology, spis: dict[str, int], used_slots: dict[str, set[int]],
@@ -155,6 +156,10 @@ class _Placer:
             raise ChainError(f"{where}: wants target {inst.target}, but {node} runs {topo_node.target}",
                              hint="name a router of that target with `node`, or drop the target")
         self._check_target(node, where)
+        if get_nf(inst.nf).programs.get("xdp", {}).get("chain") != "pass":
+            raise ChainError(f"{where}: {inst.nf} cannot be a hop of an XDP chain: only NFs that hand every packet "
+                             f"on (catalog `chain: pass`, e.g. cms, precision) run behind the forwarder",
+                             hint="prio classifies at tc egress, which XDP redirects bypass; leave it out of the chain")
         ident = instance_id(self.service.name, name)
         used = self.used_slots.setdefault(node, set())
         slot = self.kept_slots.get((node, ident))

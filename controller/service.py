@@ -32,6 +32,7 @@ from controller.scope import Scope, current
 from controller.store import DONE, FAILED, PENDING, RECOVERED, DataplaneRecords, InstanceRow, NodeRow, Store
 from controller.tables import EntryCounters, TableEntry, normalize
 from controller.targets import Deployment, Target, make_target
+from controller.targets.base import check_instance_id
 
 log = logging.getLogger("innet")
 TARGET_KINDS = ("xdp", "bmv2")
@@ -187,6 +188,9 @@ class Controller:
             d = actual.get(inst.id)
             why = _differs(inst, d)
             if why:
+                if d is not None and (d.behind is None) != (inst.behind is None) or \
+                        (d is not None and d.behind and inst.behind and tuple(d.behind) != inst.behind):
+                    plane.remove(inst.id)   # between a hook and a forwarder slot: no move in place
                 d = plane.apply(_instance_spec(inst))
                 report.append(f"redeployed {inst.id} ({inst.nf}): {why}")
             changed = self._sync_entries(plane, inst)
@@ -255,18 +259,23 @@ class Controller:
         return nf_spec(row.nf, row.source)
 
     def deploy(self, node: str, nf: str | NFSpec, interfaces: list[str] | None = None, params: dict | None = None,
-               instance: str | None = None, target: str | None = None) -> Deployment:
+               instance: str | None = None, target: str | None = None,
+               behind: tuple[str, int] | None = None) -> Deployment:
         """Run an NF instance (id: `instance`, default the NF's name) on `interfaces` of `node`
-        (default: all but lo). A redeploy with other parameters keeps the instance's entries
-        and routes: they are written again into the new maps or pipeline."""
+        (default: all but lo), or `behind` a forwarder instance of the node, in one of its slots
+        (a service chain's NF: no interfaces of its own). A redeploy with other parameters keeps
+        the instance's entries and routes: they are written again into the new maps or pipeline."""
         n = self.node(node)
         spec = nf if isinstance(nf, NFSpec) else get_nf(nf)
         source = None if spec.source.parent == CATALOG_DIR else str(spec.source)
         values = spec.resolve_parameters(params)
-        inst_id = instance or spec.name
-        if interfaces is None:
+        inst_id = check_instance_id(instance or spec.name)
+        if behind is not None:
+            interfaces = []
+        elif interfaces is None:
             interfaces = sorted(i.name for i in self.plane(node).interfaces() if i.name != "lo")
-        row = InstanceRow(node, inst_id, spec.name, target or n.target, tuple(interfaces), values, source)
+        row = InstanceRow(node, inst_id, spec.name, target or n.target, tuple(interfaces), values, source,
+                          tuple(behind) if behind else None)
         before = self.store.instance(node, inst_id)
         with self._operation("deploy", node, inst_id, {"before": asdict(before) if before else None}):
             self.store.put_instance(row)
@@ -381,11 +390,12 @@ class Controller:
 
 
 def _instance_spec(row: InstanceRow) -> InstanceSpec:
-    return InstanceSpec(row.id, row.nf, row.target, row.interfaces, row.params, row.source)
+    return InstanceSpec(row.id, row.nf, row.target, row.interfaces, row.params, row.source, row.behind)
 
 
 def _instance_row(d: dict) -> InstanceRow:
-    return InstanceRow(**{**d, "interfaces": tuple(d["interfaces"])})
+    return InstanceRow(**{**d, "interfaces": tuple(d["interfaces"]), "behind": tuple(d["behind"]) if d.get("behind")
+                          else None})
 
 
 def _differs(inst: InstanceRow, d: Deployment | None) -> str | None:
@@ -400,4 +410,6 @@ def _differs(inst: InstanceRow, d: Deployment | None) -> str | None:
         return f"runs on {', '.join(d.interfaces)}, desired {', '.join(inst.interfaces)}"
     if d.params != inst.params:
         return f"runs with {d.params}, desired {inst.params}"
+    if (tuple(d.behind) if d.behind else None) != inst.behind:
+        return f"runs behind {d.behind}, desired behind {inst.behind}"
     return None

@@ -12,20 +12,26 @@ and `service-delete` operations are re-run from what the store holds).
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 
 from controller.chains import FORWARDER, MAX_SPI, ChainError, Plan, Rule, plan
+from controller.errors import InnetError
 from controller.nsd.binding import resolve_endpoints
+from controller.nsd.errors import NSDError
 from controller.nsd.model import Service
 from controller.nsd.parse import parse_descriptor
 from controller.tables import TableEntry
 from controller.topology import Topology, parse_topology
 
 
+log = logging.getLogger("innet.sfc")
+
+
 def service_key(name: str) -> str:
     """A service's name as instance ids and commands carry it: 'Ping demo' -> 'ping-demo'."""
-    return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-.") or "service"
+    return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-") or "service"
 
 
 class ChainService:
@@ -69,10 +75,15 @@ class ChainService:
                 "hops": hops}
 
     # ---- deploying ---------------------------------------------------------------------------
-    def deploy(self, document, bind: Mapping[str, str] | None = None, nf_map: Mapping[str, str] | None = None) -> Plan:
-        """Deploy a descriptor (text or mapping); a repeat is a no-op, a change updates in place."""
+    def deploy(self, document, bind: Mapping[str, str] | None = None, nf_map: Mapping[str, str] | None = None,
+               source: str | None = None) -> Plan:
+        """Deploy a descriptor (text or mapping; `source` names it in errors); a repeat is a
+        no-op, a change updates the chain in place."""
         topology = self.topology()
-        service = resolve_endpoints(parse_descriptor(document, bind=bind, nf_map=nf_map), topology)
+        try:
+            service = resolve_endpoints(parse_descriptor(document, bind=bind, nf_map=nf_map), topology)
+        except NSDError as exc:
+            raise exc.in_source(source) if source else exc from None
         key = service_key(service.name)
         with self.ctl._writer():
             old_model, old_doc = self.ctl.store.services().get(key, (None, None))
@@ -85,8 +96,25 @@ class ChainService:
             # the old plan rides in the operation: a recovery re-installs the new one, then takes the old out
             with self.ctl._operation("service-deploy", None, key, {"old": old_doc}):
                 self.ctl.store.put_service(key, model, new.to_doc())
-                self._switch(old, new)
+                try:
+                    self._switch(old, new)
+                except BaseException:
+                    self._restore(key, old_model, old, new)
+                    raise
             return new
+
+    def _restore(self, key: str, old_model: dict | None, old: Plan | None, new: Plan) -> None:
+        """After a failed deploy: the service as it was (or none), its old plan whole again."""
+        if old is None:
+            self.ctl.store.delete_service(key)
+        else:
+            self.ctl.store.put_service(key, old_model, old.to_doc())
+        try:
+            self._uninstall(new, keep=old)
+            if old is not None:
+                self._install(old)
+        except InnetError as exc:   # the deploy's own error says more; this one goes to the log
+            log.warning("service %s: putting the previous state back: %s (innet reconcile retries)", key, exc)
 
     def _switch(self, old: Plan | None, new: Plan) -> None:
         self._install(new)

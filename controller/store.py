@@ -23,7 +23,10 @@ from typing import Iterable, Iterator
 
 from controller.errors import InnetError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# MIGRATIONS[v - 1] takes a database of version v to v + 1 (tables added later need none: the
+# schema's CREATE TABLE IF NOT EXISTS makes them)
+MIGRATIONS = ["ALTER TABLE instances ADD COLUMN behind TEXT"]
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS testbed (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -121,11 +124,13 @@ class Store:
             self.db.executescript(SCHEMA)   # executescript commits on its own: outside a transaction
             with self.write() as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version != SCHEMA_VERSION:
-                    raise StoreError(f"{self.path}: schema version {version}, this innet reads {SCHEMA_VERSION}",
+                if version > SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: schema version {version}, this innet reads up to {SCHEMA_VERSION}",
                                      hint="use a matching innet, or move the file away to start afresh")
+                if version:   # a database an earlier innet made: bring it up to date
+                    for step in MIGRATIONS[version - 1:]:
+                        db.execute(step)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"cannot open the desired-state database {self.path}: {exc}",
                              hint="check the path (INNET_HOME) and its permissions; a corrupt file can be moved "
@@ -216,7 +221,8 @@ class Store:
         with self.write() as db:
             created = db.execute("SELECT created FROM instances WHERE node = ? AND id = ?",
                                  (inst.node, inst.id)).fetchone()
-            db.execute("INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO instances (node, id, nf, target, interfaces, params, source, behind, "
+                       "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",   # named: a migrated table orders them otherwise
                        (inst.node, inst.id, inst.nf, inst.target, json.dumps(list(inst.interfaces)),
                         json.dumps(inst.params, sort_keys=True), inst.source,
                         json.dumps(list(inst.behind)) if inst.behind else None,

@@ -27,8 +27,8 @@
 #endif
 #define MAX_PORTS 64
 
-/* Logical table sfc_classify: the 5-tuple as struct flow_key (exact); 0 in proto or the
- * ports is a wildcard, looked up after the more specific keys. */
+/* Logical table sfc_classify: the 5-tuple as struct flow_key (exact); 0 in proto or either
+ * port is a wildcard, looked up after the more specific keys. */
 struct classify_entry {
 	__u32 spi; /* encap(spi, si) */
 	__u8 si;
@@ -153,20 +153,32 @@ static __always_inline int verdict(enum verdict v, int action)
 	return action;
 }
 
-/* The classifier rule for a plain IP frame, most specific first: the 5-tuple, then
- * (addresses, protocol), then the addresses alone. NULL: no rule, or not parseable. */
+/* The classifier rule for a plain IP frame, most specific first: the 5-tuple, then with the
+ * source port a wildcard (a service's server port: clients pick their own), then the
+ * destination port, then (addresses, protocol), then the addresses alone. NULL: no rule, or
+ * not parseable. */
 static __always_inline struct classify_entry *classify(void *data, void *data_end)
 {
 	struct classify_entry *rule;
 	struct flow_key key;
+	__u16 src_port;
 
 	if (parse_flow_key(data, data_end, &key, FLOW_KEY_5TUPLE))
 		return NULL;
 	rule = bpf_map_lookup_elem(&sfc_classify, &key);
 	if (rule)
 		return rule;
+	src_port = key.src_port;
 	key.src_port = 0;
+	rule = bpf_map_lookup_elem(&sfc_classify, &key);
+	if (rule)
+		return rule;
+	key.src_port = src_port;
 	key.dst_port = 0;
+	rule = bpf_map_lookup_elem(&sfc_classify, &key);
+	if (rule)
+		return rule;
+	key.src_port = 0;
 	rule = bpf_map_lookup_elem(&sfc_classify, &key);
 	if (rule)
 		return rule;

@@ -335,6 +335,46 @@ def _read_file(path: str) -> str:
         raise InnetError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def cmd_service(args) -> int:
+    """Service chains from descriptors (controller.sfc), on this machine's testbed."""
+    from controller.nsd.binding import parse_bindings
+    from controller.sfc import ChainService
+
+    chains = ChainService(_controller())
+    if args.action == "list":
+        plans = chains.plans()
+        return _answer(args, {name: p.to_doc() for name, p in plans.items()}, lambda _: _table(
+            "services", ["service", "graphs", "routers", "NF instances", "rules"],
+            [[name, ", ".join(f"{x.graph} (SPI {x.spi})" for x in p.paths), " ".join(p.nodes),
+              " ".join(i.id for i in p.instances) or "-", len(p.rules)] for name, p in plans.items()]))
+    if not args.name:
+        raise InnetError(f"innet service {args.action} needs {'a descriptor FILE' if args.action == 'deploy' else 'NAME'}")
+    if args.action == "deploy":
+        nf_map = dict(pair.partition("=")[::2] for pair in args.nf)
+        started = time.perf_counter()
+        p = chains.deploy(_read_file(args.name), parse_bindings(args.bind), nf_map, source=args.name)
+        print(f"service {p.service}: {len(p.instances)} NF instances, {len(p.rules)} rules on "
+              f"{', '.join(p.nodes)} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+        args.name = p.service
+    elif args.action == "delete":
+        if not chains.delete(args.name):
+            raise InnetError(f"no service '{args.name}'", hint="innet service list")
+        print(f"service {args.name} deleted", file=sys.stderr)
+        return 0
+    return _answer(args, chains.show(args.name), _print_service)
+
+
+def _print_service(shown: dict) -> None:
+    console = _console()
+    console.print(f"service [bold]{shown['name']}[/bold] ({shown['format']})")
+    for path in shown["paths"]:
+        hops = " -> ".join(f"{i} @{n}" for i, n in path["hops"]) or "no NF"
+        console.print(f"  {path['graph']}: SPI {path['spi']}, routers {' -> '.join(path['routers'])}; {hops}")
+    _table("hops", ["node", "SPI", "SI", "action", "parameters", "packets", "bytes"],
+           [[h["node"], h["spi"], h["si"], h["action"], " ".join(f"{k}={v}" for k, v in h["params"].items()),
+             h["packets"], h["bytes"]] for h in shown["hops"]])
+
+
 def cmd_stats(args) -> int:
     return _answer(args, _operations(args).stats(args.node, args.nf, args.stat), lambda values: _table(
         f"{args.nf}.{args.stat} on {args.node}", ["name", "value"], [[k, v] for k, v in values.items()]))
@@ -545,6 +585,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", help="add/del many routes in one batch: lines of PREFIX [via GW] dev IFACE mac MAC, "
                                   "or PREFIX local ('-': standard input)")
     p.add_argument("--instance", default="nfrouter", help="the router instance (default nfrouter)")
+    p = command("service", cmd_service, "service chains from descriptors (Smart-Orchestrator JSON, DESIRE6G lnsd, "
+                "ETSI SOL006): deploy, list, show, delete", json_output=True, local_only=True)
+    p.add_argument("action", choices=["deploy", "list", "show", "delete"])
+    p.add_argument("name", nargs="?", help="deploy: the descriptor file; show, delete: the service")
+    p.add_argument("--bind", action="append", default=[], metavar="NAME=HOST",
+                   help="run endpoint NAME on testbed host HOST (repeat)")
+    p.add_argument("--nf", action="append", default=[], metavar="ID=NF",
+                   help="the descriptor's NF/VNFD id ID is catalog NF NF (repeat)")
     p = command("stats", cmd_stats, "an NF instance's statistic, e.g. innet stats r1 nfrouter verdicts",
                 json_output=True)
     p.add_argument("node")

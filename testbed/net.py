@@ -32,6 +32,7 @@ from testbed.leftovers import alive
 
 log = logging.getLogger("innet.testbed")
 RX_NF = "rxcount"
+CHAIN_LINK_MTU = 1508   # hosts' 1500 and NSH's 8 bytes (nfs/sff.yaml: a frame that does not fit is dropped)
 
 
 class Router(Host):
@@ -81,6 +82,10 @@ class Testbed:
                         addr1=link.a.mac, addr2=link.b.mac, **extra)
         net.build()
         self.host_pids = {h.name: h.pid for h in net.hosts}
+        for link in self.topo.links:   # between routers, room for a service chain's NSH (8 bytes)
+            if {self.topo.nodes[link.a.node].role, self.topo.nodes[link.b.node].role} == {"router"}:
+                for end in (link.a, link.b):
+                    net[end.node].cmd(f"ip link set dev {end.name} mtu {CHAIN_LINK_MTU}")
         for n in self.topo.nodes.values():
             host = net[n.name]
             for iface in n.interfaces:

@@ -77,8 +77,8 @@ def test_a_node_constraint_detours_the_path_and_keeps_hop_order():
 def test_slots_are_unique_per_node_and_a_kept_instance_keeps_its_slot():
     doc = chain_doc([{"nf_ref": "a", "type": "cms", "node": "r1"}, {"nf_ref": "b", "type": "precision", "node": "r1"}])
     p, _ = placed(doc, "line3", bind={"src": "h1", "dst": "h2"}, used={"r1": {0, 2}},
-                  kept={("r1", "chain3.b"): 5})
-    assert {i.id: i.slot for i in p.instances} == {"chain3.a": 1, "chain3.b": 5}
+                  kept={("r1", "chain3--b"): 5})
+    assert {i.id: i.slot for i in p.instances} == {"chain3--a": 1, "chain3--b": 5}
 
 
 def test_bmv2_routers_are_refused_with_the_reason():
@@ -89,4 +89,10 @@ def test_bmv2_routers_are_refused_with_the_reason():
 def test_a_node_that_is_no_router_is_refused():
     doc = chain_doc([{"nf_ref": "a", "type": "cms", "node": "h1"}])
     with pytest.raises(ChainError, match="'h1' is not a router of topology"):
+        placed(doc, "line3", bind={"src": "h1", "dst": "h2"})
+
+
+def test_an_nf_that_does_not_pass_packets_on_is_refused_as_a_chain_hop():
+    doc = chain_doc([{"nf_ref": "a", "type": "cms"}, {"nf_ref": "q", "type": "prio"}])
+    with pytest.raises(ChainError, match="prio cannot be a hop of an XDP chain"):
         placed(doc, "line3", bind={"src": "h1", "dst": "h2"})

@@ -54,8 +54,8 @@ def test_sol006_example_classifies_iperf3_between_h1_and_h2():
     assert (service.name, service.format) == ("heavy-hitters-ns", "etsi-sol006")
     assert [(e.name, e.addresses) for e in service.endpoints] == [("h1", (ip_address("10.0.1.2"),)),
                                                                   ("h2", (ip_address("10.0.4.2"),))]
-    assert [(n.name, n.nf) for n in service.nf_instances] == [("sketch", "cms"), ("hh", "precision"), ("queues", "prio")]
-    assert hops(service) == {"h1-to-h2": ("h1", "sketch", "hh", "queues", "h2"), "h2-to-h1": ("h2", "sketch", "h1")}
+    assert [(n.name, n.nf) for n in service.nf_instances] == [("sketch", "cms"), ("hh", "precision"), ("tail", "cms")]
+    assert hops(service) == {"h1-to-h2": ("h1", "sketch", "hh", "tail", "h2"), "h2-to-h1": ("h2", "sketch", "h1")}
     there, back = (g.classifier for g in service.forwarding_graphs)
     assert there == Classifier(ip_proto=6, source_address=ip_network("10.0.1.2/32"),
                                destination_address=ip_network("10.0.4.2/32"), destination_port=5201)
@@ -131,12 +131,12 @@ def test_a_resolved_service_survives_json(descriptor):
 def test_nf_map_names_the_catalog_nf_of_a_foreign_vnfd():
     doc = yaml.safe_load((NSDS / "heavy-hitters-sol006.yaml").read_text())
     nsd = doc["nsd"]["nsd"][0]
-    nsd["vnfd-id"][nsd["vnfd-id"].index("prio")] = "qos-shaper_vnfd"
-    nsd["df"][0]["vnf-profile"][4]["vnfd-id"] = "qos-shaper_vnfd"
-    with pytest.raises(NSDError, match="unknown NF type 'qos-shaper_vnfd'"):
+    nsd["vnfd-id"][nsd["vnfd-id"].index("precision")] = "hh-monitor_vnfd"
+    nsd["df"][0]["vnf-profile"][3]["vnfd-id"] = "hh-monitor_vnfd"
+    with pytest.raises(NSDError, match="unknown NF type 'hh-monitor_vnfd'"):
         parse_descriptor(doc)
-    service = parse_descriptor(doc, nf_map={"qos-shaper_vnfd": "prio"})
-    assert service.nf_instances[2].nf == "prio"
+    service = parse_descriptor(doc, nf_map={"hh-monitor_vnfd": "precision"})
+    assert service.nf_instances[1].nf == "precision"
 
 
 @pytest.mark.parametrize("budget, ms", [("5ms", 5.0), ("0.5 ms", 0.5), ("250us", 0.25), ("1s", 1000.0),

@@ -7,6 +7,7 @@ node `va`/`vc` with its peers in a second namespace. Killed operations run in a 
 `innet` process, which must leave the data plane equal to the desired state."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -272,3 +273,23 @@ def test_routes_list_says_what_each_path_holds_when_they_differ(router):
     assert report == [f"{router.name}: nfrouter: 1 table entries brought to the desired state",
                       f"{router.name}: kernel FIB: 1 routes brought to the desired state"]
     router.converged()
+
+
+def test_a_database_of_schema_version_1_is_brought_up_to_date(tmp_path):
+    import sqlite3
+
+    from controller.store import SCHEMA_VERSION, Store
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE instances (node TEXT NOT NULL, id TEXT NOT NULL, nf TEXT NOT NULL, "
+                      "target TEXT NOT NULL, interfaces TEXT NOT NULL, params TEXT NOT NULL, source TEXT, "
+                      "created REAL NOT NULL, PRIMARY KEY (node, id));"
+                      "INSERT INTO instances VALUES ('r1', 'cms', 'cms', 'xdp', '[\"r1-eth0\"]', '{}', NULL, 0);"
+                      "PRAGMA user_version = 1;")
+    old.close()
+    store = Store(path)
+    (row,) = store.instances("r1")
+    assert (row.id, row.interfaces, row.behind) == ("cms", ("r1-eth0",), None)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    store.put_instance(dataclasses.replace(row, id="cms-b", behind=("sff", 2)))
+    assert [(i.id, i.behind) for i in store.instances("r1")] == [("cms", None), ("cms-b", ("sff", 2))]

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
-from scapy.contrib.nsh import NSH
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
@@ -39,7 +38,7 @@ from controller.tables import TableEntry
 from controller.targets import chain
 from controller.targets.chain import record_key
 from controller.targets.xdp import XdpTarget
-from frames import routed
+from frames import NSH, routed
 from testbed import traffic
 from testbed.scratch import NO_IPV6, sh
 
@@ -56,17 +55,6 @@ LINKS = [("h1", "h", f"{H1}/24", "r1a", "1", f"{R1A}/24", 1500),
 XDP_DROP, XDP_PASS, XDP_REDIRECT = 1, 2, 4
 
 
-def _fix_scapy_nsh() -> None:
-    """scapy up to 2.5 cannot dissect an MD type 2 NSH: its context headers are counted with the
-    string 'length' (TypeError), fixed upstream in secdev/scapy#5096. Read them by the NSH's
-    length in words instead, as the fix does; a fixed scapy is left alone."""
-    field = next(f for f in NSH.fields_desc if f.name == "vlch").fld
-    if isinstance(field.count_from, str):
-        field.count_from = None
-        field.length_from = lambda pkt: 4 * (pkt.length - 2)
-
-
-_fix_scapy_nsh()
 
 
 # ---- the line ---------------------------------------------------------------------------------
@@ -224,14 +212,14 @@ def flows(n: int, reverse: bool = False) -> list[tuple[Flow, int]]:
 # ---- the ingress: classify and encapsulate ----------------------------------------------------
 def test_the_ingress_classifies_most_specific_first_and_encapsulates(line):
     """r2 runs nfrouter alone here, which hands NSH frames to its kernel: a capture on r2a sees
-    what r1 sent. Each rule's SPI tells which one matched; SI 255 (254 behind one NF), TTL 62
+    what r1 sent. Each rule's SPI tells which one matched (13: a server port, any client port); SI 255 (254 behind one NF), TTL 62
     (63, less the hop to r2); inside, the original IP packet byte for byte."""
     t, m = line, line.macs
     t.ctl.remove(t.r2, "sff")
     t.behind(t.r1, "cms", 0)
     out = {"egress_port": "r1b", "dst_mac": m["r2a"], "src_mac": m["r1b"]}
     t.write(t.r1, classify(10, sport=1000, dport=PORT), classify(11), classify(12, proto=0),
-            classify(13, src=H1_6, dst=H2_6), classify(14, sport=1004, dport=PORT),
+            classify(13, src=H1_6, dst=H2_6, dport=PORT), classify(14, sport=1004, dport=PORT),
             *(hop(spi, 255, "forward", **out) for spi in (10, 11, 12, 13)),
             hop(14, 255, "to_nf", slot=0), hop(14, 254, "forward", **out))
     frames = {10: t.frame(1000), 11: t.frame(1001), 12: t.frame(1002, proto="tcp"), 13: t.frame(1003, v6=True),

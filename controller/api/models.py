@@ -16,9 +16,10 @@ from controller.catalog import NFSpec
 from controller.errors import EntryError
 from controller.routes import Route, check_route
 from controller.stats import FlowRate, Sample
+from controller.targets.base import INSTANCE_ID
 
 # Ids name pin directories and records (controller.targets.xdp.check_instance says the same).
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ID_PATTERN = INSTANCE_ID
 # A Linux interface name: at most 15 bytes, no '/' (it names files in /sys), no spaces or ':'.
 IFNAME_PATTERN = r"^[^/\s:]{1,15}$"
 MAX_BATCH = 262144   # routes per request: nfrouter's largest table (max_routes)

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyAddress,
                       IPvAnyNetwork, StrictBool, StrictInt, model_validator)
 
-from controller.catalog import load_catalog
+from controller.catalog import service_nfs
 from controller.errors import CatalogError
 from controller.nsd.budget import delay_ms
 from controller.nsd.errors import ModelError
@@ -129,7 +129,7 @@ class Service(_Frozen):
                 owner[address] = e.name
 
     def _instances_fit_catalog(self) -> None:
-        catalog = load_catalog()
+        catalog = service_nfs()
         for i, inst in enumerate(self.nf_instances):
             if inst.nf not in catalog:
                 raise ModelError(("nf_instances", i, "nf"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 
-from controller.catalog import load_catalog
+from controller.catalog import service_nfs
 from controller.nsd.draft import Draft
 from controller.nsd.model import Target
 from controller.nsd.paths import Point
@@ -21,7 +21,7 @@ TARGET_SUFFIXES: dict[str, Target] = {"-bmv2": "bmv2", "-xdp": "xdp"}
 def catalog_type(descriptor_id: str, nf_map: Mapping[str, str]) -> tuple[str, Target | None]:
     if descriptor_id in nf_map:
         return nf_map[descriptor_id], None
-    catalog = load_catalog()
+    catalog = service_nfs()
     if descriptor_id not in catalog:
         for suffix, target in TARGET_SUFFIXES.items():
             base = descriptor_id.removesuffix(suffix)

@@ -8,17 +8,31 @@ asks which target it has: it goes through controller.dataplane.NodeDataPlane.
 """
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from controller.catalog import NFSpec
+from controller.errors import TargetError
 from controller.node import Node
 from controller.queues import QueueLevel, QueueStats
 from controller.scope import Scope
 from controller.store import DataplaneRecords
 from controller.tables import EntryCounters, TableEntry
+
+
+# An instance id names pin directories (bpffs refuses '.' in a name), records and switch state:
+# letters, digits, '_' and '-' only (so no '/', and no '@', which comes before a pin's generation)
+INSTANCE_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+def check_instance_id(instance: str) -> str:
+    if not isinstance(instance, str) or not re.match(INSTANCE_ID, instance):
+        raise TargetError(f"instance id {instance!r} is not valid",
+                          hint="use letters, digits, '_' or '-' (up to 64 characters, a letter or digit first)")
+    return instance
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ import errno
 import ipaddress
 import logging
 import os
-import re
 import shutil
 import socket
 import struct
@@ -61,7 +60,7 @@ from controller.node import Node
 from controller.queues import QueueLevel, QueueStats, check_levels
 from controller.tables import EntryCounters, TableEntry, address_bytes, address_text, ip_packed, normalize, parse_mac
 from controller.targets import chain, tc
-from controller.targets.base import Deployment, QueueingTarget, Target
+from controller.targets.base import Deployment, QueueingTarget, Target, check_instance_id
 from controller.targets.chain import PROG_PIN, NodeChains, Placement, record_key
 from controller.targets.tc import TcEgressHook
 
@@ -71,7 +70,6 @@ BPFFS = Path("/sys/fs/bpf")
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
 PORT_MAP = "tx_ports"   # DEVMAP of the NF's interfaces, when the program redirects
 XDP, TC_EGRESS = "xdp", "tc_egress"
-_INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def ensure_bpffs() -> None:
@@ -82,14 +80,6 @@ def ensure_bpffs() -> None:
         raise BpfError("bpffs is not mounted at /sys/fs/bpf", errno=errno.EPERM)
     if os.system("mount -t bpf bpf /sys/fs/bpf") != 0:
         raise BpfError("cannot mount bpffs at /sys/fs/bpf", hint="mount -t bpf bpf /sys/fs/bpf")
-
-
-def check_instance(instance: str) -> str:
-    """Instance ids name pin directories and records: no '/', and no '@' (it comes before the generation)."""
-    if not isinstance(instance, str) or not _INSTANCE.match(instance):
-        raise TargetError(f"instance id {instance!r} is not valid",
-                          hint="use letters, digits, '.', '_' or '-' (up to 64 characters)")
-    return instance
 
 
 def _instance_of(pin: Path) -> str:
@@ -315,7 +305,7 @@ class XdpTarget(Target, QueueingTarget):
     # ---- deployment -------------------------------------------------------------------
     def deploy(self, node: Node, instance: str, nf: NFSpec, interfaces: list[str],
                params: dict | None = None, behind: tuple[str, int] | None = None) -> Deployment:
-        check_instance(instance)
+        check_instance_id(instance)
         program = nf.programs.get("xdp")
         if not program:
             raise TargetError(f"NF {nf.name} has no XDP program", hint="deploy it on a bmv2 node instead")
