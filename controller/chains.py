@@ -84,7 +84,7 @@ class Plan:
 
     @classmethod
     def from_doc(cls, doc: dict) -> "Plan":
-        return cls(doc["service"], [PathPlan(**p) for p in doc["paths"]],
+        return cls(doc["service"], [PathPlan(**{**p, "hops": [tuple(h) for h in p["hops"]]}) for p in doc["paths"]],
                    [PlacedInstance(**i) for i in doc["instances"]], [Rule(**r) for r in doc["rules"]])
 
 

@@ -124,7 +124,8 @@ class Controller:
     def _recover(self) -> list[str]:
         """Finish or roll back what killed processes left pending (called with the writer lock)."""
         report = []
-        for op in reversed(self.store.operations(PENDING, limit=1000)):
+        for op in self.store.operations(PENDING, limit=1000):   # newest first: an operation inside another
+            # (a service deploy's deploy of a forwarder, say) is whole again before the outer one goes on
             what = f"interrupted {op.kind} {op.subject or ''} on {op.node or 'the testbed'} (pid {op.pid})"
             self.progress(f"[innet] recovering: {what}")
             nodes = [op.node] if op.node and op.node in self.nodes else None

@@ -146,9 +146,10 @@ class ChainService:
         return all((r.node, r.table, tuple(sorted(r.match.items()))) in held for r in p.rules)
 
     def _install(self, p: Plan) -> None:
-        for node in p.nodes:
-            if self.ctl.store.instance(node, FORWARDER) is None:
-                self.ctl.deploy(node, FORWARDER, instance=FORWARDER)
+        for node in p.nodes:   # a no-op where the forwarder runs as desired; its parameters kept
+            forwarder = self.ctl.store.instance(node, FORWARDER)
+            self.ctl.deploy(node, FORWARDER, forwarder.interfaces if forwarder else None,
+                            forwarder.params if forwarder else None, instance=FORWARDER)
         for inst in p.instances:
             self.ctl.deploy(inst.node, inst.nf, [], inst.params, instance=inst.id, behind=(FORWARDER, inst.slot))
         hops = [r for r in p.rules if r.table == "sfc_hops"]
