@@ -2,8 +2,9 @@
 
 It lives beside the testbed, not in the library, because `up` and `demo` bring Mininet
 testbeds up. The commands that the REST API serves too (nodes, status, operations, nf,
-routes, stats, nfs, hh) call one operation of controller.api.resources each, with the same
-name as the API's operation id (`nf deploy` is nf_deploy), and print its model (`--json`:
+routes, stats, nfs, hh, service) call one operation of controller.api.resources each, with the
+same name as the API's operation id (`nf deploy` is nf_deploy; `service deploy`, also spelt
+`services deploy`, is services_deploy), and print its model (`--json`:
 the API's JSON). With `--api URL` they call the same operation of a running API instead
 (controller.api.client). `innet api` serves the API. `--scope NAME` picks the state scope
 (controller.scope).
@@ -336,43 +337,53 @@ def _read_file(path: str) -> str:
 
 
 def cmd_service(args) -> int:
-    """Service chains from descriptors (controller.sfc), on this machine's testbed."""
+    """Service chains from descriptors (controller.sfc through controller.api.resources): on this
+    machine's testbed, or with --api through a running API (the descriptor file is read here)."""
     from controller.nsd.binding import parse_bindings
-    from controller.sfc import ChainService
 
-    chains = ChainService(_controller())
+    ops = _operations(args)
     if args.action == "list":
-        plans = chains.plans()
-        return _answer(args, {name: p.to_doc() for name, p in plans.items()}, lambda _: _table(
+        return _answer(args, ops.services_list(), lambda services: _table(
             "services", ["service", "graphs", "routers", "NF instances", "rules"],
-            [[name, ", ".join(f"{x.graph} (SPI {x.spi})" for x in p.paths), " ".join(p.nodes),
-              " ".join(i.id for i in p.instances) or "-", len(p.rules)] for name, p in plans.items()]))
+            [[s.key, ", ".join(f"{x.graph} (SPI {x.spi})" for x in s.paths), " ".join(s.routers),
+              " ".join(i.id for i in s.instances) or "-", s.rules] for s in services]))
     if not args.name:
-        raise InnetError(f"innet service {args.action} needs {'a descriptor FILE' if args.action == 'deploy' else 'NAME'}")
+        what = "a descriptor FILE" if args.action == "deploy" else "NAME"
+        raise InnetError(f"innet service {args.action} needs {what}", hint=f"e.g. innet service {args.action} "
+                         f"{'nsds/ping-demo.json --bind src=h1 --bind dst=h2' if args.action == 'deploy' else 'ping-demo'}")
     if args.action == "deploy":
-        nf_map = dict(pair.partition("=")[::2] for pair in args.nf)
+        nf_map = {}
+        for pair in args.nf:
+            key, equals, nf = pair.partition("=")
+            if not equals or not key or not nf:
+                raise InnetError(f"--nf {pair}: expected ID=NF", hint="e.g. --nf iperf3-client=rxcount")
+            nf_map[key] = nf
         started = time.perf_counter()
-        p = chains.deploy(_read_file(args.name), parse_bindings(args.bind), nf_map, source=args.name)
-        print(f"service {p.service}: {len(p.instances)} NF instances, {len(p.rules)} rules on "
-              f"{', '.join(p.nodes)} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
-        args.name = p.service
+        shown = ops.services_deploy(_read_file(args.name), parse_bindings(args.bind), nf_map, source=args.name)
+        what = {"unchanged": "unchanged (already deployed)", "updated": "updated", "created": "deployed"}[shown.change]
+        print(f"service {shown.key} {what}: {len(shown.instances)} NF instances, {shown.rules} rules on "
+              f"{', '.join(shown.routers)} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
     elif args.action == "delete":
-        if not chains.delete(args.name):
-            raise InnetError(f"no service '{args.name}'", hint="innet service list")
-        print(f"service {args.name} deleted", file=sys.stderr)
+        deleted = ops.services_delete(args.name)
+        _json(deleted) if args.json else print(f"service {deleted.key} deleted", file=sys.stderr)
         return 0
-    return _answer(args, chains.show(args.name), _print_service)
+    else:
+        shown = ops.services_show(args.name)
+    return _answer(args, shown, _print_service)
 
 
-def _print_service(shown: dict) -> None:
+def _print_service(shown) -> None:
+    """A service (ServiceOut): its paths, hops with counters, and what differs from the desired state."""
     console = _console()
-    console.print(f"service [bold]{shown['name']}[/bold] ({shown['format']})")
-    for path in shown["paths"]:
-        hops = " -> ".join(f"{i} @{n}" for i, n in path["hops"]) or "no NF"
-        console.print(f"  {path['graph']}: SPI {path['spi']}, routers {' -> '.join(path['routers'])}; {hops}")
+    console.print(f"service [bold]{shown.name}[/bold] ({shown.format})")
+    for path in shown.paths:
+        hops = " -> ".join(f"{i} @{n}" for i, n in path.hops) or "no NF"
+        console.print(f"  {path.graph}: SPI {path.spi}, routers {' -> '.join(path.routers)}; {hops}")
     _table("hops", ["node", "SPI", "SI", "action", "parameters", "packets", "bytes"],
-           [[h["node"], h["spi"], h["si"], h["action"], " ".join(f"{k}={v}" for k, v in h["params"].items()),
-             h["packets"], h["bytes"]] for h in shown["hops"]])
+           [[h.node, h.spi, h.si, h.action, " ".join(f"{k}={v}" for k, v in h.params.items()), h.packets, h.bytes]
+            for h in shown.hops])
+    for problem in shown.problems:
+        console.print(f"  [bold]not as desired[/bold]: {problem} (innet reconcile repairs it)")
 
 
 def cmd_stats(args) -> int:
@@ -522,8 +533,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --api: the API's bearer token (default: the scope's, as innet api made it)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, func, help: str, json_output: bool = False, local_only: bool = False):
-        p = sub.add_parser(name, help=help)
+    def command(name: str, func, help: str, json_output: bool = False, local_only: bool = False,
+                aliases: list[str] = ()):
+        p = sub.add_parser(name, help=help, aliases=list(aliases))
         p.set_defaults(func=func, local_only=local_only)
         if json_output:
             p.add_argument("--json", action="store_true", help="print JSON")
@@ -586,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "or PREFIX local ('-': standard input)")
     p.add_argument("--instance", default="nfrouter", help="the router instance (default nfrouter)")
     p = command("service", cmd_service, "service chains from descriptors (Smart-Orchestrator JSON, DESIRE6G lnsd, "
-                "ETSI SOL006): deploy, list, show, delete", json_output=True, local_only=True)
+                "ETSI SOL006): deploy, list, show, delete", json_output=True, aliases=["services"])
     p.add_argument("action", choices=["deploy", "list", "show", "delete"])
     p.add_argument("name", nargs="?", help="deploy: the descriptor file; show, delete: the service")
     p.add_argument("--bind", action="append", default=[], metavar="NAME=HOST",

@@ -10,11 +10,15 @@ innet process is making in the scope.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from email import policy
+from email.parser import BytesParser
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, FastAPI, Path, Query
+from fastapi import APIRouter, Body, FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from controller.api import errors
 from controller.api.auth import MAX_BODY, Guard
@@ -22,16 +26,31 @@ from controller.api.flows import FlowSamplers
 from controller.api.metrics import Metrics, Timing
 from controller.api.models import (ID_PATTERN, MAX_TOP_K, DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut,
                                    OperationOut, ParamsIn, PrefixesIn, Problem, Removed, RoutesChanged, RoutesIn,
-                                   RouteOut, StatusOut, TopFlows)
+                                   RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut, ServiceSummary, StatusOut,
+                                   TopFlows)
 from controller.api.resources import Resources
+from controller.nsd.errors import NSDError
 from controller.routes import ROUTER
 from controller.service import Controller
 
 NodeName = Annotated[str, Path(pattern=ID_PATTERN, description="a node of the testbed (GET /nodes)")]
 InstanceName = Annotated[str, Path(pattern=ID_PATTERN, description="an NF instance id on the node")]
 RouterInstance = Annotated[str, Query(pattern=ID_PATTERN, description="the router instance")]
+ServiceName = Annotated[str, Path(min_length=1, max_length=200, description="the service's key (GET /services), "
+                                                                            "or the name its descriptor gives")]
+# what POST /services takes: the descriptor itself, in any format innet reads, as the body or as a file
+DESCRIPTOR_BODY = {"required": True, "description": "a service descriptor (Smart-Orchestrator JSON, DESIRE6G lnsd "
+                   "YAML, ETSI SOL006 YAML or JSON): the body itself, or a multipart/form-data file upload (field "
+                   "`file`; other fields `bind` and `nf` as the query parameters)", "content": {
+                       "application/yaml": {"schema": {"type": "string"}},
+                       "application/json": {"schema": {"type": "object"}},
+                       "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                           "file": {"type": "string", "format": "binary"},
+                           "bind": {"type": "array", "items": {"type": "string"}},
+                           "nf": {"type": "array", "items": {"type": "string"}}}}}}}
+MAX_PAIRS = 256
 ERRORS = {code: {"model": Problem, "description": what} for code, what in (
-    (401, "no or a wrong bearer token"), (404, "an unknown node, instance or route"),
+    (401, "no or a wrong bearer token"), (404, "an unknown node, instance, route or service"),
     (409, "the data plane or another writer stands in the way"), (413, "the body is too large"),
     (422, "the request cannot be carried out as written"), (503, "not ready; try again"))}
 
@@ -149,8 +168,84 @@ def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, 
         the first reader of an instance waits for its first interval."""
         return res.hh(node, nf, k, by, after)
 
+    @api.get("/services", operation_id="services_list", tags=["services"])
+    def services_list() -> list[ServiceSummary]:
+        """The deployed service chains: their paths (SPIs, routers) and NF instances, as desired."""
+        return res.services_list()
+
+    @api.post("/services", operation_id="services_deploy", tags=["services"],
+              openapi_extra={"requestBody": DESCRIPTOR_BODY})
+    async def services_deploy(
+            request: Request,
+            bind: Annotated[list[str], Query(max_length=MAX_PAIRS, description="NAME=HOST: run endpoint NAME on "
+                                                                               "testbed host HOST (repeat)")] = [],
+            nf: Annotated[list[str], Query(max_length=MAX_PAIRS, description="ID=NF: the descriptor's NF or VNFD "
+                                                                             "id ID is catalog NF NF (repeat)")] = [],
+            source: Annotated[str | None, Query(max_length=200, description="the descriptor's name in error "
+                                                                            "messages (an upload: its file name)")]
+            = None) -> ServiceDeployed:
+        """Deploy a service chain from a descriptor on the running testbed, all of it or nothing:
+        its NF instances behind the forwarders of their routers, then its NSH rules. The same
+        descriptor again is a no-op (`change: unchanged`, same SPIs); a changed one moves the
+        service to new paths before the old ones go (`updated`). A mistake in the descriptor
+        answers 422 naming its path in the document (`errors[0].location`)."""
+        document, filename, fields = _descriptor(request.headers.get("content-type", ""), await request.body())
+        return await run_in_threadpool(res.services_deploy, document, _pairs("bind", [*bind, *fields["bind"]]),
+                                       _pairs("nf", [*nf, *fields["nf"]]), source or filename)
+
+    @api.get("/services/{name}", operation_id="services_show", tags=["services"])
+    def services_show(name: ServiceName) -> ServiceOut:
+        """A service: placement (routers, NF instances and their slots), desired beside actual
+        (instance health, each rule in the data plane or not) and per-hop packet counters."""
+        return res.services_show(name)
+
+    @api.delete("/services/{name}", operation_id="services_delete", tags=["services"])
+    def services_delete(name: ServiceName) -> ServiceDeleted:
+        """Delete a service: its classifier rules, hops and NF instances, and the forwarders no
+        other service uses."""
+        return res.services_delete(name)
+
     app.include_router(api)
     return app
+
+
+def _descriptor(content_type: str, body: bytes) -> tuple[bytes, str | None, dict[str, list[str]]]:
+    """The descriptor in a POST /services body: the body itself, or the file of a
+    multipart/form-data upload (field `file`, else the first part with a file name), with the
+    upload's file name (its last component, for error messages) and its `bind` and `nf` fields."""
+    fields: dict[str, list[str]] = {"bind": [], "nf": []}
+    if not content_type.lower().startswith("multipart/form-data"):
+        return body, None, fields
+    message = BytesParser(policy=policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    files = []
+    for part in message.iter_parts() if message.is_multipart() else []:
+        name = part.get_param("name", header="content-disposition")
+        if name in fields and not part.get_filename():
+            fields[name].append(part.get_payload(decode=True).decode("utf-8", "replace"))
+        elif name == "file" or part.get_filename():
+            files.append((name != "file", part.get_payload(decode=True) or b"", part.get_filename()))
+    if not files:
+        raise NSDError("body", "a multipart/form-data upload without the descriptor",
+                       hint="send the descriptor as the form field `file` (curl -F file=@nsd.yaml), or as the body")
+    _, content, filename = min(files, key=lambda f: f[0])
+    return content, PurePosixPath(filename.replace("\\", "/")).name[:200] if filename else None, fields
+
+
+def _pairs(what: str, values: list[str]) -> dict[str, str]:
+    """['src=h1'] -> {'src': 'h1'}: the NAME=VALUE query parameters (or form fields) `what`."""
+    out: dict[str, str] = {}
+    if len(values) > MAX_PAIRS:
+        raise NSDError(what, f"{len(values)} values; at most {MAX_PAIRS}")
+    for value in values:
+        name, equals, target = (part.strip() for part in value.partition("="))
+        if not equals or not name or not target:
+            raise NSDError(f"{what}={value}", f"expected {'NAME=HOST' if what == 'bind' else 'ID=NF'}",
+                           hint="e.g. bind=src=h1" if what == "bind" else "e.g. nf=iperf3-client=rxcount")
+        if name in out:
+            raise NSDError(f"{what}={value}", f"'{name}' is given twice ({name}={out[name]} first)")
+        out[name] = target
+    return out
 
 
 def _openapi(app: FastAPI) -> dict:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import urllib.error
+from collections.abc import Mapping
 import urllib.parse
 import urllib.request
 
 from controller.api.models import (DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut, OperationOut, Removed,
-                                   RoutesChanged, RouteOut, StatusOut, TopFlows)
+                                   RoutesChanged, RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut,
+                                   ServiceSummary, StatusOut, TopFlows)
 from controller.errors import InnetError
 from controller.routes import ROUTER, Route
 
@@ -28,12 +30,14 @@ class ApiClient:
     def __init__(self, url: str, token: str, timeout: float = 600):
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
 
-    def _call(self, method: str, path: str, body=None, **query):
+    def _call(self, method: str, path: str, body=None, *, raw: tuple[bytes, str] | None = None, **query):
+        """`body` goes as JSON; `raw` is (bytes, content type) to send as they are. A query
+        value that is a list is sent once per item."""
         query = {k: v for k, v in query.items() if v is not None}
-        url = self.url + urllib.parse.quote(path) + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        data = None if body is None else json.dumps(body).encode()
+        url = self.url + urllib.parse.quote(path) + (f"?{urllib.parse.urlencode(query, doseq=True)}" if query else "")
+        data, content_type = raw or (None if body is None else json.dumps(body).encode(), "application/json")
         request = urllib.request.Request(url, data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json", "Accept": "application/json"})
+            "Authorization": f"Bearer {self.token}", "Content-Type": content_type, "Accept": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                 return json.load(answer)
@@ -90,3 +94,22 @@ class ApiClient:
     def hh(self, node: str, instance: str, k: int = 10, by: str = "packets", after: int | None = None) -> TopFlows:
         return TopFlows.model_validate(self._call("GET", "/flows/top", node=node, nf=instance, k=k, by=by,
                                                   after=after))
+
+    def services_deploy(self, document: str | bytes | Mapping, bind: Mapping[str, str] | None = None,
+                        nf_map: Mapping[str, str] | None = None, source: str | None = None) -> ServiceDeployed:
+        if isinstance(document, Mapping):
+            raw = (json.dumps(dict(document)).encode(), "application/json")
+        else:   # YAML or JSON text, as written: the API reads the format from it
+            raw = (document.encode() if isinstance(document, str) else document, "application/yaml")
+        return ServiceDeployed.model_validate(self._call(
+            "POST", "/services", raw=raw, source=source, bind=[f"{k}={v}" for k, v in (bind or {}).items()],
+            nf=[f"{k}={v}" for k, v in (nf_map or {}).items()]))
+
+    def services_list(self) -> list[ServiceSummary]:
+        return [ServiceSummary.model_validate(s) for s in self._call("GET", "/services")]
+
+    def services_show(self, name: str) -> ServiceOut:
+        return ServiceOut.model_validate(self._call("GET", f"/services/{name}"))
+
+    def services_delete(self, name: str) -> ServiceDeleted:
+        return ServiceDeleted.model_validate(self._call("DELETE", f"/services/{name}"))

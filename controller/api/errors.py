@@ -3,7 +3,9 @@ never a traceback.
 
 innet's own errors keep their message and hint; their class says the status: 404 for what
 does not exist, 409 where the data plane or another writer stands in the way, 422 for a
-request innet cannot carry out as written.
+request innet cannot carry out as written. A mistake in a service descriptor (NSDError) is a
+422 whose message starts with the path in the document, which `errors[0].location` gives
+alone; a service that cannot be placed on the testbed (ChainError) is a 422 too.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from controller.api.models import FieldError, Problem
+from controller.chains import ChainError
 from controller.errors import InnetError, TargetError
+from controller.nsd.errors import NSDError
 from controller.scope import ScopeError
 from controller.store import SlotsFull, StoreError
 
@@ -23,7 +27,7 @@ log = logging.getLogger("innet.api")
 
 
 class NotFound(InnetError):
-    """An unknown node, NF instance or route."""
+    """An unknown node, NF instance, route or service."""
 
 
 class TooBusy(InnetError):
@@ -33,6 +37,8 @@ class TooBusy(InnetError):
 # most specific first
 _STATUS: list[tuple[type[InnetError], int]] = [
     (NotFound, 404),
+    (NSDError, 422),     # a mistake in a service descriptor, at a path in the document
+    (ChainError, 422),   # a service the testbed cannot carry as described
     (SlotsFull, 409),    # the table is full
     (ScopeError, 409),   # another writer held the scope's lock for too long
     (TargetError, 409),  # the data plane refused the change (it holds something in the way, or failed)
@@ -63,7 +69,9 @@ def location(loc: tuple) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(InnetError)
     async def innet_error(request: Request, exc: InnetError):
-        return problem(status_of(exc), exc.message, exc.hint)
+        places = [FieldError(location=exc.where or "(document)", message=exc.problem, hint=exc.hint)] \
+            if isinstance(exc, NSDError) else []
+        return problem(status_of(exc), exc.message, exc.hint, places)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -13,6 +13,9 @@ Series (every name starts innet_):
 - flow_packets_per_second, flow_bytes_per_second {node, instance, rank, flow}: the top
   FLOW_SERIES flows of each watched instance's latest interval (controller.api.flows):
   ranks bound the series, at most FLOW_SERIES per watched instance.
+- chain_hop_packets_total, chain_hop_bytes_total {service, graph, node, spi, si, action}: the
+  forwarder counters of every (SPI, SI) hop of every service chain (controller.sfc), as
+  GET /services/{id} shows them.
 - instance_read_ok {node, instance}: 0 where this scrape could not read the instance.
 - operation_seconds {operation, code}: a histogram of the API's operations, request to
   response (operation: the OpenAPI operation id, such as nf_deploy or routes_add).
@@ -28,6 +31,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.api.flows import FlowSamplers
+from controller.chains import FORWARDER, Plan
 from controller.dataplane import nf_spec
 from controller.errors import InnetError, QueueError
 from controller.routes import ROUTER, RouteService
@@ -68,6 +72,11 @@ class _Families:
                                           "latest interval of a watched instance", labels=flow)
         self.flow_bps = GaugeMetricFamily("innet_flow_bytes_per_second", "a top flow's byte rate over the latest "
                                           "interval of a watched instance", labels=flow)
+        hop = ["service", "graph", "node", "spi", "si", "action"]
+        self.hop_packets = CounterMetricFamily("innet_chain_hop_packets", "packets a service chain's forwarder "
+                                               "dispatched on the hop (SPI, SI)", labels=hop)
+        self.hop_bytes = CounterMetricFamily("innet_chain_hop_bytes", "bytes (NSH included) a service chain's "
+                                             "forwarder dispatched on the hop (SPI, SI)", labels=hop)
         self.read_ok = GaugeMetricFamily("innet_instance_read_ok", "1 where this scrape read the instance",
                                          labels=node_inst)
 
@@ -88,6 +97,7 @@ class DataPlaneCollector(Collector):
             except InnetError as exc:   # a node gone or a switch down must not fail the whole scrape
                 log.warning("metrics: cannot read %s on %s: %s", inst.id, inst.node, exc.message)
                 f.read_ok.add_metric([inst.node, inst.id], 0)
+        self._chains(f)
         for sampler, interval in self.samplers.latest():
             by_rate = sorted(interval.sample.flows, key=lambda r: (-r.packets_per_s, r.flow.sort_key()))
             for rank, r in enumerate(by_rate[:FLOW_SERIES], 1):
@@ -119,6 +129,30 @@ class DataPlaneCollector(Collector):
                     f.queue_drops.add_metric(labels, q.drops)
                     f.queue_backlog_packets.add_metric(labels, q.backlog_packets)
                     f.queue_backlog_bytes.add_metric(labels, q.backlog_bytes)
+
+    def _chains(self, f: _Families) -> None:
+        """Each service's hops, with the counters of its nodes' forwarders (one read per node)."""
+        counters: dict[str, dict | None] = {}
+        for key, (_, doc) in self.controller.store.services().items():
+            placed = Plan.from_doc(doc)
+            graphs = {p.spi: p.graph for p in placed.paths}
+            for r in placed.rules:
+                if r.table != "sfc_hops":
+                    continue
+                if r.node not in counters:
+                    try:
+                        counters[r.node] = {(c.entry.match["spi"], c.entry.match["si"]): (c.packets, c.bytes)
+                                            for c in self.controller.read_counters(r.node, FORWARDER, "sfc_hops")}
+                    except InnetError as exc:   # innet_instance_read_ok says so too
+                        log.warning("metrics: cannot read the forwarder on %s: %s", r.node, exc.message)
+                        counters[r.node] = None
+                if counters[r.node] is None:
+                    continue
+                spi, si = r.match["spi"], r.match["si"]
+                packets, nbytes = counters[r.node].get((spi, si), (0, 0))
+                labels = [key, graphs.get(spi, ""), r.node, str(spi), str(si), r.action]
+                f.hop_packets.add_metric(labels, packets)
+                f.hop_bytes.add_metric(labels, nbytes)
 
     def _routes(self, f: _Families, inst) -> None:
         where = [inst.node, inst.id]

@@ -289,3 +289,87 @@ class TopFlows(BaseModel):
            flows: list[FlowRate]) -> "TopFlows":
         return cls(node=node, instance=instance, interval=interval, ended=ended, duration=sample.duration,
                    packets=sample.packets, bytes=sample.bytes, flows=[FlowOut.of(r) for r in flows])
+
+
+# ---- service chains -------------------------------------------------------------------------
+class ServicePathOut(BaseModel):
+    """One forwarding graph as placed: its service path (SPI) and the routers its packets cross."""
+    graph: str
+    spi: int = Field(description="the NSH service path identifier of this graph")
+    routers: list[str] = Field(description="the routers the graph's packets cross, ingress first")
+    hops: list[tuple[str, str]] = Field(description="(NF instance, node) in the order packets meet them")
+
+
+class PlacedInstanceOut(BaseModel):
+    """An NF instance of a service, behind the forwarder of its node."""
+    node: str
+    id: str
+    nf: str
+    slot: int = Field(description="its slot in the node's forwarder (sfc_hops to_nf)")
+    params: dict[str, int] = {}
+    health: str | None = Field(None, description="'ok', or why the data plane differs from the desired instance "
+                                                 "(null in a listing: not read)")
+
+
+class ForwarderOut(BaseModel):
+    """The service function forwarder (classifier, NSH dispatch) of one router of the service."""
+    node: str
+    instance: str
+    health: str
+
+
+class ClassifierOut(BaseModel):
+    """A classifier rule at a graph's ingress: matching packets enter the path at (spi, si)."""
+    node: str
+    src_addr: str
+    dst_addr: str
+    proto: int = Field(description="0: any")
+    src_port: int = Field(description="0: any")
+    dst_port: int = Field(description="0: any")
+    spi: int
+    si: int
+    installed: bool = Field(description="the node's forwarder holds the rule as desired")
+
+
+class HopOut(BaseModel):
+    """One (SPI, SI) entry of a node's forwarder, with its packet counters."""
+    node: str
+    spi: int
+    si: int
+    action: Literal["to_nf", "forward", "decap"]
+    params: dict[str, int | str]
+    packets: int
+    bytes: int
+    installed: bool = Field(description="the node's forwarder holds the entry as desired")
+
+
+class ServiceSummary(BaseModel):
+    """A deployed service as the store holds it (desired state; no data-plane read)."""
+    key: str = Field(description="the service's id in /services/{id} and its instance ids", examples=["ping-demo"])
+    name: str = Field(description="the name the descriptor gives")
+    format: str = Field(description="the descriptor's format")
+    paths: list[ServicePathOut]
+    routers: list[str] = Field(description="every router that takes part, in path order")
+    instances: list[PlacedInstanceOut]
+    rules: int = Field(description="classifier and forwarder entries over all routers")
+
+
+class ServiceOut(ServiceSummary):
+    """A service: placement, desired beside actual, per-hop counters."""
+    status: Literal["ok", "degraded"] = Field(description="'ok' when every instance runs as desired and every "
+                                                          "rule is in the data plane")
+    problems: list[str] = Field(description="what differs from the desired state (innet reconcile repairs it)")
+    forwarders: list[ForwarderOut]
+    classifier: list[ClassifierOut]
+    hops: list[HopOut]
+
+
+class ServiceDeployed(ServiceOut):
+    change: Literal["created", "updated", "unchanged"] = Field(
+        description="created: a new service; updated: a changed descriptor moved it to new paths (fresh SPIs); "
+                    "unchanged: the same descriptor again, a no-op")
+
+
+class ServiceDeleted(BaseModel):
+    key: str
+    deleted: bool

@@ -7,17 +7,25 @@ answers is therefore written once, here.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict
 
 from controller.api.errors import NotFound
 from controller.api.flows import FlowSamplers
-from controller.api.models import (DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut, OperationOut, Removed,
-                                   RoutesChanged, RouteOut, StatusOut, TopFlows)
+from controller.api.models import (ClassifierOut, DeploymentOut, ForwarderOut, HopOut, InstanceIn, InstanceOut, NFOut,
+                                   NodeOut, OperationOut, PlacedInstanceOut, Removed, RoutesChanged, RouteOut,
+                                   ServiceDeleted, ServiceDeployed, ServiceOut, ServicePathOut, ServiceSummary,
+                                   StatusOut, TopFlows)
 from controller.catalog import load_catalog
-from controller.errors import TargetError, TopologyError
+from controller.chains import FORWARDER, Plan
+from controller.errors import InnetError, TargetError, TopologyError
+from controller.nsd.model import Service
 from controller.routes import ROUTER, Route, RouteService
 from controller.service import Controller
+from controller.sfc import ChainService, service_key
 from controller.store import InstanceRow
+from controller.tables import TableEntry, normalize
 
 
 class Resources:
@@ -110,3 +118,116 @@ class Resources:
         """Sample the instance's flows from now on, read or not (its top flows stay in /metrics)."""
         self._instance(node, instance)
         self.samplers.watch(node, instance, keep=True)
+
+    # ---- service chains -------------------------------------------------------------------
+    def _service(self, name: str) -> tuple[Service, Plan]:
+        if service_key(name) not in self.controller.store.services():
+            self._no_service(name)
+        return ChainService(self.controller).get(name)
+
+    def _no_service(self, name: str):
+        known = ", ".join(self.controller.store.services()) or "none"
+        raise NotFound(f"no service '{name}'", hint=f"services: {known} (GET /services, innet service list)")
+
+    def services_deploy(self, document: str | bytes | Mapping, bind: Mapping[str, str] | None = None,
+                        nf_map: Mapping[str, str] | None = None, source: str | None = None) -> ServiceDeployed:
+        """Deploy a descriptor (Smart-Orchestrator JSON, DESIRE6G lnsd, ETSI SOL006; text or
+        mapping; `source` names it in errors) on the running testbed: all rules or none; the
+        same descriptor again is a no-op, a changed one moves the service to new paths."""
+        before = self.controller.store.services()
+        placed = ChainService(self.controller).deploy(document, bind, nf_map, source)
+        old = before.get(placed.service)
+        change = "created" if old is None else "unchanged" if _same(old[1], placed.to_doc()) else "updated"
+        return ServiceDeployed(**dict(self.services_show(placed.service)), change=change)
+
+    def services_list(self) -> list[ServiceSummary]:
+        """The deployed services, as desired (no data-plane reads)."""
+        return [ServiceSummary(**_summary(Service.model_validate(model), Plan.from_doc(plan)))
+                for model, plan in self.controller.store.services().values()]
+
+    def services_show(self, name: str) -> ServiceOut:
+        """The service's placement, desired beside actual (its instances' health, whether each
+        rule is in its forwarder), and the packet counters of every hop."""
+        service, placed = self._service(name)
+        problems: list[str] = []
+        nodes = {n.name: n for n in self.status().nodes}
+        health: dict[tuple[str, str], str] = {}
+        for node in placed.nodes:
+            status = nodes.get(node)
+            if status is None:
+                problems.append(f"{node}: not a node of the running testbed")
+                continue
+            if status.problem:
+                problems.append(f"{node}: {status.problem}")
+            health.update({(node, i.id): i.health for i in status.instances})
+        forwarders = [ForwarderOut(node=n, instance=FORWARDER, health=health.get((n, FORWARDER), "not deployed"))
+                      for n in placed.nodes]
+        instances = [PlacedInstanceOut(node=i.node, id=i.id, nf=i.nf, slot=i.slot, params=i.params,
+                                       health=health.get((i.node, i.id), "not deployed")) for i in placed.instances]
+        problems += [f"{f.node}: forwarder {f.instance}: {f.health}" for f in forwarders if f.health != "ok"]
+        problems += [f"{i.node}: NF instance {i.id}: {i.health}" for i in instances if i.health != "ok"]
+
+        classifier, hops = [], []
+        for node in placed.nodes:
+            rules = [r for r in placed.rules if r.node == node]
+            held, counters = self._forwarder_tables(node, rules, problems)
+            missing = 0
+            for r in rules:
+                key, installed = held.get(id(r), (None, False))
+                missing += not installed
+                if r.table == "sfc_classify":
+                    classifier.append(ClassifierOut(node=node, **r.match, **r.params, installed=installed))
+                else:
+                    packets, nbytes = counters.get(key, (0, 0))
+                    hops.append(HopOut(node=node, spi=r.match["spi"], si=r.match["si"], action=r.action,
+                                       params=r.params, packets=packets, bytes=nbytes, installed=installed))
+            if missing:
+                problems.append(f"{node}: {missing} of {len(rules)} rules of the service are not in the forwarder "
+                                f"as desired")
+        return ServiceOut(**{**_summary(service, placed), "instances": instances},
+                          status="degraded" if problems else "ok", problems=problems, forwarders=forwarders,
+                          classifier=classifier, hops=hops)
+
+    def _forwarder_tables(self, node: str, rules: list, problems: list[str]) -> tuple[dict, dict]:
+        """For each rule (by id()): its table key and whether the node's forwarder holds it as
+        desired; and the sfc_hops counters by key. A forwarder that cannot be read is a problem."""
+        held: dict[int, tuple[tuple, bool]] = {}
+        counters: dict[tuple, tuple[int, int]] = {}
+        try:
+            spec = self.controller.spec(node, FORWARDER)
+            params = self.controller.instance(node, FORWARDER).params
+            actual = {}
+            for c in self.controller.read_counters(node, FORWARDER, "sfc_hops"):
+                actual[c.entry.key()] = c.entry
+                counters[c.entry.key()] = (c.packets, c.bytes)
+            for e in self.controller.read(node, FORWARDER, "sfc_classify"):
+                actual[e.key()] = e
+            for r in rules:
+                desired = normalize(spec.table(r.table), TableEntry(r.table, r.match, r.action, r.params),
+                                    nf_params=params)
+                held[id(r)] = (desired.key(), actual.get(desired.key()) == desired)
+        except InnetError as exc:
+            problems.append(f"{node}: cannot read the forwarder's tables: {exc.message}")
+        return held, counters
+
+    def services_delete(self, name: str) -> ServiceDeleted:
+        """Delete the service: its classifier rules first, then its hops, its NF instances, and
+        the forwarders no other service uses."""
+        if not ChainService(self.controller).delete(name):
+            self._no_service(name)
+        return ServiceDeleted(key=service_key(name), deleted=True)
+
+
+def _summary(service: Service, placed: Plan) -> dict:
+    return dict(key=placed.service, name=service.name, format=service.format,
+                paths=[ServicePathOut(graph=p.graph, spi=p.spi, routers=p.routers, hops=[tuple(h) for h in p.hops])
+                       for p in placed.paths],
+                routers=placed.nodes,
+                instances=[PlacedInstanceOut(node=i.node, id=i.id, nf=i.nf, slot=i.slot, params=i.params)
+                           for i in placed.instances],
+                rules=len(placed.rules))
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Plan documents compared as JSON (the stored one has lists where a new one has tuples)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
