@@ -79,9 +79,10 @@ class ChainService:
                source: str | None = None) -> Plan:
         """Deploy a descriptor (text or mapping; `source` names it in errors); a repeat is a
         no-op, a change updates the chain in place."""
-        topology = self.topology()
-        try:
-            service = resolve_endpoints(parse_descriptor(document, bind=bind, nf_map=nf_map), topology)
+        try:   # the descriptor's own mistakes first, whether or not a testbed runs
+            service = parse_descriptor(document, bind=bind, nf_map=nf_map)
+            topology = self.topology()
+            service = resolve_endpoints(service, topology)
         except NSDError as exc:
             raise exc.in_source(source) if source else exc from None
         key = service_key(service.name)
