@@ -32,7 +32,8 @@ bench: setup
 	$(PY) bench/tables.py
 	$(PY) bench/priority.py
 	$(PY) bench/heavy_hitters.py
+	$(PY) bench/allocator.py
 
 clean:
 	-mn -c >/dev/null 2>&1
-	rm -rf /sys/fs/bpf/innet /run/innet
+	rm -rf /sys/fs/bpf/innet /run/innet   # pins and run state of every scope (desired state stays in /var/lib/innet)
