@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from controller.scope import Scope
 from controller.service import Controller
 from testbed import cli, traffic
 from testbed.scratch import Veth, namespace
+from apiserver import free_port, running_api
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-" + uuid.uuid4().hex
@@ -406,12 +406,6 @@ def test_every_api_operation_is_a_cli_command_and_the_client_mirrors_the_operati
 
 
 # ---- innet api as a process, the CLI as its client ------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def innet(scope: Scope, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "testbed.cli", "--scope", scope.name, *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
@@ -421,19 +415,7 @@ def innet(scope: Scope, *args: str, check: bool = True) -> subprocess.CompletedP
 
 @pytest.mark.needs_root
 def test_innet_api_serves_the_cli(router):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "testbed.cli", "--scope", router.scope.name, "api", "--port",
-                               str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
-                time.sleep(0.1)
+    with running_api(router.scope.name) as url:
         assert os.stat(token_path(router.scope)).st_mode & 0o777 == 0o600
 
         def remote(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -467,9 +449,6 @@ def test_innet_api_serves_the_cli(router):
         assert refused.returncode == 1 and "missing or wrong bearer token" in refused.stderr
         client = ApiClient(url, read_token(token_path(router.scope)))
         assert {"deploy", "routes-add", "remove", "routes-delete"} <= {o.kind for o in client.operations(state="done")}
-    finally:
-        server.terminate()
-        assert server.wait(timeout=30) == 0, server.stderr.read()
 
 
 @pytest.mark.needs_root

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from controller.scope import Scope
 from controller.service import Controller
 from controller.topology import load_topology
 from testbed import traffic
+from apiserver import running_api
 
 pytestmark = pytest.mark.testbed
 REPO = Path(__file__).resolve().parent.parent
@@ -275,19 +275,9 @@ def test_delete_removes_every_rule_and_instance_and_unknown_services_are_404(api
 
 
 # ---- innet api as a process, the CLI as its client ------------------------------------------
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_service_commands_through_a_running_innet_api(line3):
     scope = line3.controller.scope.name
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "testbed.cli", "--scope", scope, "api", "--port", str(port)],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = None
 
     def innet(*args: str, check: bool = True, remote: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "testbed.cli", "--scope", scope,
@@ -295,41 +285,33 @@ def test_the_service_commands_through_a_running_innet_api(line3):
                               cwd=REPO, capture_output=True, text=True, timeout=120)
         assert not check or proc.returncode == 0, f"innet {' '.join(args)}: {proc.stderr}"
         return proc
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
-                time.sleep(0.1)
-        deployed = innet("service", "deploy", str(DESCRIPTOR.relative_to(REPO)))
-        assert f"service {SERVICE} deployed: 3 NF instances, 12 rules on r1, r2, r3" in deployed.stderr
-        assert "h1-to-h2: SPI" in deployed.stdout and "heavy-hitters-ns--sketch @r1" in deployed.stdout
-        again = innet("service", "deploy", str(DESCRIPTOR.relative_to(REPO)))
-        assert "unchanged (already deployed)" in again.stderr
+        with running_api(scope) as url:
+            deployed = innet("service", "deploy", str(DESCRIPTOR.relative_to(REPO)))
+            assert f"service {SERVICE} deployed: 3 NF instances, 12 rules on r1, r2, r3" in deployed.stderr
+            assert "h1-to-h2: SPI" in deployed.stdout and "heavy-hitters-ns--sketch @r1" in deployed.stdout
+            again = innet("service", "deploy", str(DESCRIPTOR.relative_to(REPO)))
+            assert "unchanged (already deployed)" in again.stderr
 
-        listed = innet("service", "list")
-        assert SERVICE in listed.stdout and "heavy-hitters-ns--hh" in listed.stdout
-        remote_json = json.loads(innet("service", "list", "--json").stdout)
-        assert remote_json == json.loads(innet("service", "list", "--json", remote=False).stdout)
-        assert [s["key"] for s in remote_json] == [SERVICE]
-        shown = json.loads(innet("services", "show", SERVICE, "--json").stdout)
-        assert shown["status"] == "ok" and len(shown["hops"]) == 10
+            listed = innet("service", "list")
+            assert SERVICE in listed.stdout and "heavy-hitters-ns--hh" in listed.stdout
+            remote_json = json.loads(innet("service", "list", "--json").stdout)
+            assert remote_json == json.loads(innet("service", "list", "--json", remote=False).stdout)
+            assert [s["key"] for s in remote_json] == [SERVICE]
+            shown = json.loads(innet("services", "show", SERVICE, "--json").stdout)
+            assert shown["status"] == "ok" and len(shown["hops"]) == 10
 
-        bad = innet("service", "deploy", str((CORPUS / "sol006-duplicate-nfpd-id.yaml").relative_to(REPO)),
-                    check=False)
-        assert bad.returncode == 1 and "tests/nsd_corpus/sol006-duplicate-nfpd-id.yaml: nsd.nsd[0].vnffgd[0]." \
-            "nfpd[1].id: duplicate graph name 'h1-to-h2'" in bad.stderr, bad.stderr
+            bad = innet("service", "deploy", str((CORPUS / "sol006-duplicate-nfpd-id.yaml").relative_to(REPO)),
+                        check=False)
+            assert bad.returncode == 1 and "tests/nsd_corpus/sol006-duplicate-nfpd-id.yaml: nsd.nsd[0].vnffgd[0]." \
+                "nfpd[1].id: duplicate graph name 'h1-to-h2'" in bad.stderr, bad.stderr
 
-        innet("service", "delete", SERVICE)
-        assert json.loads(innet("service", "list", "--json").stdout) == []
-        missing = innet("service", "show", SERVICE, check=False)
-        assert missing.returncode == 1 and f"no service '{SERVICE}'" in missing.stderr
+            innet("service", "delete", SERVICE)
+            assert json.loads(innet("service", "list", "--json").stdout) == []
+            missing = innet("service", "show", SERVICE, check=False)
+            assert missing.returncode == 1 and f"no service '{SERVICE}'" in missing.stderr
     finally:
-        server.terminate()
-        assert server.wait(timeout=30) == 0, server.stderr.read()
         if line3.controller.store.services():   # a failed assertion left it
             innet("service", "delete", SERVICE, remote=False, check=False)
 
