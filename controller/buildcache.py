@@ -8,14 +8,21 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 CACHE_ROOT = Path(os.environ.get("INNET_CACHE", Path.home() / ".cache" / "innet"))
 
 
+@lru_cache(maxsize=8)
+def compiler_version(compiler: str) -> str:
+    """`compiler --version`, asked once per process: a deploy of a cached build costs no subprocess."""
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+
+
 def inputs_digest(compiler: str, flags: list[str], defines: dict[str, int], files: list[Path]) -> str:
     h = hashlib.sha256()
-    h.update(subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.encode())
+    h.update(compiler_version(compiler).encode())
     h.update(repr(sorted(defines.items())).encode())
     h.update(repr(flags).encode())
     for path in files:

@@ -31,6 +31,7 @@ from controller.topology import Topology
 
 FORWARDER = "sff"       # the forwarder's NF type and its instance id on every chain router
 FIRST_SI = 255          # RFC 8300: the classifier starts a path at SI 255
+DEFAULT_SLOTS = get_nf(FORWARDER).parameters["max_nfs"].default   # a forwarder's NF slots, unless set
 MAX_SPI = (1 << 24) - 1
 
 
@@ -93,12 +94,14 @@ def instance_id(service: str, name: str) -> str:
 
 
 def plan(service: Service, topology: Topology, spis: dict[str, int], used_slots: dict[str, set[int]],
-         kept_slots: dict[tuple[str, str], int] | None = None) -> Plan:
+         kept_slots: dict[tuple[str, str], int] | None = None, slot_limits: dict[str, int] | None = None) -> Plan:
     """Place `service` (endpoints resolved to hosts) on `topology`. `spis`: graph name -> its SPI;
     `used_slots`: node -> forwarder slots held there by other instances; `kept_slots`: (node,
-    instance id) -> the slot an instance of this service's previous plan holds, which it keeps."""
+    instance id) -> the slot an instance of this service's previous plan holds, which it keeps;
+    `slot_limits`: node -> NF slots of its forwarder where it runs with other than the default."""
     routers = topology.graph.subgraph(n.name for n in topology.routers)
-    placer = _Placer(service, topology, routers, {n: set(s) for n, s in used_slots.items()}, kept_slots or {})
+    placer = _Placer(service, topology, routers, {n: set(s) for n, s in used_slots.items()}, kept_slots or {},
+                     slot_limits or {})
     result = Plan(service.name)
     for graph in service.forwarding_graphs:
         result.paths.append(placer.path(graph, spis[graph.name]))
@@ -111,9 +114,9 @@ def plan(service: Service, topology: Topology, spis: dict[str, int], used_slots:
 
 class _Placer:
     def __init__(self, service: Service, topology: Topology, routers: nx.Graph, used_slots: dict[str, set[int]],
-                 kept_slots: dict[tuple[str, str], int]):
+                 kept_slots: dict[tuple[str, str], int], slot_limits: dict[str, int]):
         self.service, self.topology, self.routers = service, topology, routers
-        self.used_slots, self.kept_slots = used_slots, kept_slots
+        self.used_slots, self.kept_slots, self.slot_limits = used_slots, kept_slots, slot_limits
         self.instances = {i.name: i for i in service.nf_instances}
         self.placed: dict[str, PlacedInstance] = {}
 
@@ -141,7 +144,7 @@ class _Placer:
                 path.hops.append((self.placed[nf_hops[k]].id, point))
                 path.positions.append(len(path.routers) - 1)
         for r in path.routers:
-            self._check_target(r, f"graph {graph.name}")
+            self._check_target(r, f"service {self.service.name}, graph {graph.name}")
         return path
 
     def _place(self, name: str, default_node: str, graph: str) -> None:
@@ -165,12 +168,17 @@ class _Placer:
         slot = self.kept_slots.get((node, ident))
         if slot is None:
             slot = next(s for s in range(len(used) + 1) if s not in used)
+        if slot >= self.slot_limits.get(node, DEFAULT_SLOTS):
+            raise ChainError(f"{where}: the forwarder of {node} has {self.slot_limits.get(node, DEFAULT_SLOTS)} NF "
+                             f"slots and other chains hold them all",
+                             hint=f"place it on another router (`node`), or redeploy {FORWARDER} on {node} with "
+                                  f"more: innet nf set {node} {FORWARDER} --param max_nfs=16")
         used.add(slot)
         self.placed[name] = PlacedInstance(node, ident, inst.nf, dict(inst.parameters), slot)
 
     def _check_target(self, node: str, where: str) -> None:
         if self.topology.nodes[node].target != "xdp":
-            raise ChainError(f"service {self.service.name}, {where}: router {node} runs "
+            raise ChainError(f"{where}: router {node} runs "
                              f"{self.topology.nodes[node].target}; service chains run on XDP routers only so far",
                              hint="deploy the service on a topology whose chain routers run XDP")
 

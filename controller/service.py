@@ -189,9 +189,8 @@ class Controller:
             d = actual.get(inst.id)
             why = _differs(inst, d)
             if why:
-                if d is not None and (d.behind is None) != (inst.behind is None) or \
-                        (d is not None and d.behind and inst.behind and tuple(d.behind) != inst.behind):
-                    plane.remove(inst.id)   # between a hook and a forwarder slot: no move in place
+                if d is not None and _behind(d) != inst.behind:
+                    plane.remove(inst.id)   # between a hook and a forwarder slot, or slots: no move in place
                 d = plane.apply(_instance_spec(inst))
                 report.append(f"redeployed {inst.id} ({inst.nf}): {why}")
             changed = self._sync_entries(plane, inst)
@@ -411,6 +410,10 @@ def _differs(inst: InstanceRow, d: Deployment | None) -> str | None:
         return f"runs on {', '.join(d.interfaces)}, desired {', '.join(inst.interfaces)}"
     if d.params != inst.params:
         return f"runs with {d.params}, desired {inst.params}"
-    if (tuple(d.behind) if d.behind else None) != inst.behind:
+    if _behind(d) != inst.behind:
         return f"runs behind {d.behind}, desired behind {inst.behind}"
     return None
+
+
+def _behind(d: Deployment) -> tuple[str, int] | None:
+    return tuple(d.behind) if d.behind else None

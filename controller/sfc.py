@@ -92,8 +92,9 @@ class ChainService:
             model = service.model_dump(mode="json")
             if old is not None and old_model == model and self._in_place(old):
                 return old
+            limits = {i.node: i.params["max_nfs"] for i in self.ctl.instances() if i.id == FORWARDER}
             new = plan(service.model_copy(update={"name": key}), topology, self._fresh_spis(service, old),
-                       self._used_slots(), {(i.node, i.id): i.slot for i in (old.instances if old else [])})
+                       self._used_slots(), {(i.node, i.id): i.slot for i in (old.instances if old else [])}, limits)
             # the old plan rides in the operation: a recovery re-installs the new one, then takes the old out
             with self.ctl._operation("service-deploy", None, key, {"old": old_doc}):
                 self.ctl.store.put_service(key, model, new.to_doc())

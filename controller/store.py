@@ -303,6 +303,11 @@ class Store:
         with self.write() as db:
             db.execute("DELETE FROM services WHERE name = ?", (name,))
 
+    def clear_services(self) -> None:
+        """Every service: they live on a testbed, and go with it."""
+        with self.write() as db:
+            db.execute("DELETE FROM services")
+
     # ---- the operation log ------------------------------------------------------------------
     def begin(self, kind: str, node: str | None, subject: str | None, detail: dict | None = None) -> int:
         with self.write() as db:

@@ -47,4 +47,5 @@ def leftovers(topo: Topology, scope: Scope, host_pids: dict[str, int] | None = N
     found += [f"process {pid} (a BMv2 switch of scope {scope.name})" for pid in ps.stdout.split()]
     if store.testbed() is not None:
         found.append(f"testbed record in {scope.db_path}")
+    found += [f"service {name} in {scope.db_path}" for name in store.services()]
     return found

@@ -142,6 +142,7 @@ class Testbed:
         A testbed that never took its scope (refused: another one runs there) touches nothing."""
         if self._scope_fd is None:
             return
+        self.controller.store.clear_services()   # their rules and instances go with the nodes below
         for name in self.topo.nodes:
             if name in self.controller.nodes:
                 try:
@@ -213,6 +214,7 @@ def clear_stale(controller: Controller) -> list[str]:
             report.append(f"{name}: dropped from the desired state")
     controller.scope.drop_empty_pin_root()
     if stale is not None:
+        controller.store.clear_services()
         controller.store.clear_testbed()
         report.append(f"cleared testbed {stale['topology']} of pid {stale['pid']}, which ended without teardown")
     return report

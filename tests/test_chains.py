@@ -11,12 +11,12 @@ from controller.topology import load_topology
 NSDS = Path(__file__).resolve().parent.parent / "nsds"
 
 
-def placed(descriptor, topology: str, bind=None, used=None, kept=None):
+def placed(descriptor, topology: str, bind=None, used=None, kept=None, limits=None):
     topo = load_topology(topology)
     service = resolve_endpoints(load_descriptor(NSDS / descriptor, bind=bind) if isinstance(descriptor, str)
                                 else parse_descriptor(descriptor, bind=bind), topo)
     spis = {g.name: 100 + i for i, g in enumerate(service.forwarding_graphs)}
-    return plan(service, topo, spis, used or {}, kept), topo
+    return plan(service, topo, spis, used or {}, kept, limits), topo
 
 
 def chain_doc(hops: list[dict], name="chain3") -> dict:
@@ -96,3 +96,9 @@ def test_an_nf_that_does_not_pass_packets_on_is_refused_as_a_chain_hop():
     doc = chain_doc([{"nf_ref": "a", "type": "cms"}, {"nf_ref": "q", "type": "prio"}])
     with pytest.raises(ChainError, match="prio cannot be a hop of an XDP chain"):
         placed(doc, "line3", bind={"src": "h1", "dst": "h2"})
+
+
+def test_a_full_forwarder_is_refused_with_what_to_do():
+    doc = chain_doc([{"nf_ref": "a", "type": "cms", "node": "r2"}])
+    with pytest.raises(ChainError, match="the forwarder of r2 has 2 NF slots and other chains hold them all"):
+        placed(doc, "line3", bind={"src": "h1", "dst": "h2"}, used={"r2": {0, 1}}, limits={"r2": 2})
