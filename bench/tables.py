@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not start(__file__, argv, args.quick, "BPF, namespaces, BMv2 ports", f"targets: {', '.join(BENCH_NODES)}"):
         return 1
-    sizes, one_by_one, rounds = ([1000, 10000], 1000, 1) if args.quick else ([1000, 10000, 100000], 10000, 3)
+    sizes, one_by_one, rounds = ([1000, 10000], 1000, 1) if args.quick else ([1000, 10000, 100000], 1000, 3)
     columns, reads = ([256, 4096], 5) if args.quick else ([256, 4096, 16384], 11)
 
     def body() -> None:
