@@ -33,6 +33,7 @@ bench: setup
 	$(PY) bench/priority.py
 	$(PY) bench/heavy_hitters.py
 	$(PY) bench/allocator.py
+	$(PY) bench/chains.py
 
 clean:
 	-mn -c >/dev/null 2>&1
