@@ -7,10 +7,13 @@
  * route in both the LPM tables here and the node's kernel FIB, so the slow path
  * agrees with the fast path.
  */
-#include "include/parsing.h"
+#include "include/flowkey.h"
 
 #ifndef MAX_ROUTES
 #define MAX_ROUTES 1024
+#endif
+#ifndef MAX_FLOW_ROUTES
+#define MAX_FLOW_ROUTES 1024
 #endif
 #define MAX_PORTS 64
 
@@ -30,6 +33,7 @@ enum route_action {
 	ROUTE_ACTION_LOCAL = 1,   /* local(): deliver to the node's own stack */
 };
 
+/* The value of ipv4_routes, ipv6_routes and flow_routes (whose entries are all `forward`). */
 struct route_entry {
 	enum route_action action; /* an int-sized enum: keeps its names in the BTF */
 	__u32 egress_port; /* ifindex, also the key of its tx_ports entry */
@@ -73,11 +77,22 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } ipv6_routes SEC(".maps");
 
+/* Logical table flow_routes: match src_addr, dst_addr, src_port, dst_port, proto (exact;
+ * the flow key of include/flowkey.h, IPv4 addresses as IPv4-mapped IPv6). A per-flow next
+ * hop: it replaces the next hop of a packet the LPM routes forward, nothing else. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct route_entry);
+	__uint(max_entries, MAX_FLOW_ROUTES);
+} flow_routes SEC(".maps");
+
+/* Per-entry counters of the three tables, one slot per entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct route_stats);
-	__uint(max_entries, 2 * MAX_ROUTES);
+	__uint(max_entries, 2 * MAX_ROUTES + MAX_FLOW_ROUTES);
 } route_stats SEC(".maps");
 
 /* The same order as enum verdict; the controller reads the counters by these names. */
@@ -106,6 +121,30 @@ struct {
 	__type(value, __u32);
 	__uint(max_entries, MAX_PORTS);
 } tx_ports SEC(".maps");
+
+/* The packet's flow_routes entry, if any, else `route`. `ip` is the (already validated) IP
+ * header; a packet whose key the parser cannot read (ports past the frame's end, say) keeps
+ * its route. The lookup is not skipped while the table is empty: on Linux 6.18 the entry
+ * count (kfunc bpf_map_sum_elem_count) cost more per packet than the hash lookup itself
+ * (about 45 against 40 ns in BPF_PROG_TEST_RUN), and a flag kept by the controller would
+ * have to survive redeploys; building the key costs about 4 ns. */
+static __always_inline struct route_entry *flow_route(struct route_entry *route, void *ip, void *end,
+						      int v6)
+{
+	struct cursor c = { .pos = ip, .end = end };
+	struct route_entry *override;
+	struct flow_key key;
+	__u8 dscp;
+	int bad;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	bad = v6 ? parse_ipv6_key(&c, &key, FLOW_KEY_5TUPLE, &dscp)
+		 : parse_ipv4_key(&c, &key, FLOW_KEY_5TUPLE, &dscp);
+	if (bad)
+		return route;
+	override = bpf_map_lookup_elem(&flow_routes, &key);
+	return override ? override : route;
+}
 
 static __always_inline int verdict(enum verdict v, int action)
 {
@@ -195,6 +234,8 @@ static __always_inline int forward_ipv4(struct xdp_md *ctx, struct cursor *c, st
 	route = bpf_map_lookup_elem(&ipv4_routes, &key);
 	if (!route)
 		return verdict(VERDICT_PASS_NO_ROUTE, XDP_PASS);
+	if (route->action == ROUTE_ACTION_FORWARD)
+		route = flow_route(route, iph, c->end, 0);
 
 	action = redirect_to_next_hop(ctx, route, l2_len, &why);
 	if (action == XDP_REDIRECT) {
@@ -240,6 +281,8 @@ static __always_inline int forward_ipv6(struct xdp_md *ctx, struct cursor *c, st
 	route = bpf_map_lookup_elem(&ipv6_routes, &key);
 	if (!route)
 		return verdict(VERDICT_PASS_NO_ROUTE, XDP_PASS);
+	if (route->action == ROUTE_ACTION_FORWARD)
+		route = flow_route(route, ip6h, c->end, 1);
 
 	action = redirect_to_next_hop(ctx, route, l2_len, &why);
 	if (action == XDP_REDIRECT) {

@@ -4,11 +4,18 @@
  * It forwards exactly what ebpf/nfrouter.bpf.c forwards, with the same bytes out
  * (Ethernet padding past the IP length trimmed). What the XDP router hands to the kernel
  * goes to the CPU port or is dropped (to_cpu_or_drop), counted under the same verdicts.
+ *
+ * flow_routes (per-flow path overrides, 5-tuple exact on meta.flow as FlowKey fills it):
+ * looked up only for a packet a `forward` route forwards, its entry replaces the route's
+ * next hop. Every pass_* rule comes first, as on XDP.
  */
 #include "include/pipeline.p4"
 
 #ifndef MAX_ROUTES
 #define MAX_ROUTES 1024
+#endif
+#ifndef MAX_FLOW_ROUTES
+#define MAX_FLOW_ROUTES 1024
 #endif
 /* BMv2 knows no port MTU: IP packets longer than this are refused as pass_too_big. */
 #ifndef NFROUTER_MTU
@@ -22,11 +29,13 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
     counter(VERDICT_COUNT, CounterType.packets) verdicts;
     direct_counter(CounterType.packets_and_bytes) ipv4_route_counters;
     direct_counter(CounterType.packets_and_bytes) ipv6_route_counters;
+    direct_counter(CounterType.packets_and_bytes) flow_route_counters;
 
     verdict_t verdict = VERDICT_PASS_NO_ROUTE;   /* what a route lookup that misses leaves */
     bit<32> next_port = 0;
     bit<48> next_dst_mac = 0;
     bit<48> next_src_mac = 0;
+    bit<32> ip_len = 0;          /* the IP packet's length, once a route was looked up */
 
     /* The route's next hop, applied only once the packet is known to fit (as on XDP). */
     action forward(bit<32> egress_port, bit<48> dst_mac, bit<48> src_mac) {
@@ -56,6 +65,21 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
         size = MAX_ROUTES;
     }
 
+    /* A per-flow next hop: its forward() replaces the route's. */
+    table flow_routes {
+        key = {
+            meta.flow.src_addr: exact @name("src_addr");
+            meta.flow.dst_addr: exact @name("dst_addr");
+            meta.flow.src_port: exact @name("src_port");
+            meta.flow.dst_port: exact @name("dst_port");
+            meta.flow.proto: exact @name("proto");
+        }
+        actions = { forward; @defaultonly NoAction; }
+        default_action = NoAction();
+        counters = flow_route_counters;
+        size = MAX_FLOW_ROUTES;
+    }
+
     @hidden action rewrite_macs() {
         hdr.ethernet.dstAddr = next_dst_mac;
         hdr.ethernet.srcAddr = next_src_mac;
@@ -81,16 +105,9 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
                 verdict = VERDICT_PASS_LOCAL;
             } else if (hdr.ipv4.ttl <= 1) {
                 verdict = VERDICT_PASS_TTL_EXPIRED;
-            } else if (ipv4_routes.apply().hit) {
-                if (verdict == VERDICT_FORWARDED && hdr.ipv4.totalLen > NFROUTER_MTU) {
-                    verdict = VERDICT_PASS_TOO_BIG;
-                }
-                if (verdict == VERDICT_FORWARDED) {
-                    rewrite_macs();
-                    hdr.ipv4.ttl = hdr.ipv4.ttl - 1;
-                    meta.ipv4_rewritten = 1;
-                    truncate(ETH_HLEN + (bit<32>)hdr.ipv4.totalLen);
-                }
+            } else {
+                ipv4_routes.apply();
+                ip_len = (bit<32>)hdr.ipv4.totalLen;
             }
         } else if (hdr.ethernet.etherType == ETHERTYPE_IPV6) {
             bit<128> dst = hdr.ipv6.dstAddr;
@@ -106,19 +123,30 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
                 verdict = VERDICT_PASS_LOCAL;
             } else if (hdr.ipv6.hopLimit <= 1) {
                 verdict = VERDICT_PASS_TTL_EXPIRED;
-            } else if (ipv6_routes.apply().hit) {
-                if (verdict == VERDICT_FORWARDED &&
-                    IPV6_HLEN + (bit<32>)hdr.ipv6.payloadLen > NFROUTER_MTU) {
-                    verdict = VERDICT_PASS_TOO_BIG;
-                }
-                if (verdict == VERDICT_FORWARDED) {
-                    rewrite_macs();
-                    hdr.ipv6.hopLimit = hdr.ipv6.hopLimit - 1;
-                    truncate(ETH_HLEN + IPV6_HLEN + (bit<32>)hdr.ipv6.payloadLen);
-                }
+            } else {
+                ipv6_routes.apply();
+                ip_len = IPV6_HLEN + (bit<32>)hdr.ipv6.payloadLen;
             }
         } else {
             verdict = VERDICT_PASS_NOT_IP;
+        }
+        /* A route forwards the packet (verdict forwarded): a flow_routes entry may replace
+         * its next hop, before the MTU check (one apply: BMv2 takes a table once). */
+        if (verdict == VERDICT_FORWARDED && meta.has_flow == 1) {
+            flow_routes.apply();
+        }
+        if (verdict == VERDICT_FORWARDED && ip_len > NFROUTER_MTU) {
+            verdict = VERDICT_PASS_TOO_BIG;
+        }
+        if (verdict == VERDICT_FORWARDED) {
+            rewrite_macs();
+            if (hdr.ipv4.isValid()) {
+                hdr.ipv4.ttl = hdr.ipv4.ttl - 1;
+                meta.ipv4_rewritten = 1;
+            } else {
+                hdr.ipv6.hopLimit = hdr.ipv6.hopLimit - 1;
+            }
+            truncate(ETH_HLEN + ip_len);
         }
         if (verdict != VERDICT_FORWARDED) {
             to_cpu_or_drop(std);
@@ -129,8 +157,10 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
 
 #ifndef INNET_COMPOSED
 control InnetIngress(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_t std) {
+    FlowKey() flow_key;
     NfRouter() nfrouter;
     apply {
+        flow_key.apply(hdr, meta, std);     /* flow_routes' key, as in innet.p4 */
         nfrouter.apply(hdr, meta, std);
     }
 }

@@ -167,7 +167,7 @@ def test_malformed_catalog_entry_says_where(tmp_path):
 
 def test_parameters_are_bounded():
     nf = CATALOG["nfrouter"]
-    assert nf.resolve_parameters({}) == {"max_routes": 1024}
+    assert nf.resolve_parameters({}) == {"max_routes": 1024, "max_flow_routes": 1024}
     with pytest.raises(CatalogError, match="out of range"):
         nf.resolve_parameters({"max_routes": 0})
     with pytest.raises(CatalogError, match="no parameter"):

@@ -3,11 +3,12 @@ targets: XDP (with the node's kernel as slow path) and BMv2 (simple_switch_grpc,
 in the testbed, so what the XDP router hands to the kernel is counted and dropped there).
 Forwarded frames must come out byte for byte as expected, the same bytes on both targets."""
 import pytest
-from scapy.layers.inet import ICMP, IP, IPOption_RR
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_RR
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6TimeExceeded, IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from frames import H1, H1_6, H1_MAC, H2, H2_MAC, PORT, R1_IN, R1_IN_6, R1_IN_MAC, routed, udp4, udp6
+from controller.tables import TableEntry
+from frames import H1, H1_6, H1_MAC, H2, H2_6, H2_MAC, PORT, R1_IN, R1_IN_6, R1_IN_MAC, routed, udp4, udp6
 from testbed import traffic
 
 pytestmark = [pytest.mark.testbed, pytest.mark.parametrize("linear", ["xdp", "bmv2"], indirect=True)]
@@ -161,3 +162,71 @@ def test_ethernet_padding_is_trimmed_like_the_kernel(linear):
     got, moved = through_r1(linear, [short])
     assert moved.get("forwarded") == 1
     assert got == [routed(udp4(payload=b"x"))] and len(got[0]) == 14 + 20 + 8 + 1
+
+
+# ---- flow_routes: per-flow next hops over the LPM routes ------------------------------------
+OVERRIDE_MAC = "02:00:00:0f:00:01"     # the override's source MAC: a frame carrying it took the override
+
+
+def flow_route(src, dst, sport, dport, proto=17, port="r1-eth0", dst_mac=H1_MAC, src_mac=OVERRIDE_MAC):
+    """A flow_routes entry sending the flow back out r1-eth0 towards h1, with a MAC of its own."""
+    return TableEntry("flow_routes", {"src_addr": src, "dst_addr": dst, "src_port": sport, "dst_port": dport,
+                                      "proto": proto},
+                      "forward", {"egress_port": port, "dst_mac": dst_mac, "src_mac": src_mac})
+
+
+def flow_counters(tb):
+    return {tuple(c.entry.match[k] for k in ("src_addr", "dst_addr", "src_port", "dst_port", "proto")): c.packets
+            for c in tb.controller.read_counters("r1", "nfrouter", "flow_routes")}
+
+
+def overridden(tb, frames, timeout=1.5):
+    """Send frames from h1; return what comes back to h1 by an override and what reaches h2."""
+    back = traffic.Capture(tb.node("h1"), "h1-eth0", f"ether src {OVERRIDE_MAC}", timeout=timeout, count=len(frames))
+    got, _ = through_r1(tb, frames, timeout=timeout)
+    return back.frames(), got
+
+
+def with_sport(frame, sport):
+    frame = frame.copy()
+    frame[UDP].sport = sport
+    return frame
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_flow_route_overrides_the_next_hop_of_one_flow(linear, version):
+    """One flow to h2 has an override (back out r1-eth0 to h1, with its own MACs); another flow to
+    the same destination follows the LPM route to h2. Deleting the override returns the flow to
+    the route."""
+    make, src, dst = (udp4, H1, H2) if version == 4 else (udp6, H1_6, H2_6)
+    ctl = linear.controller
+    entry = flow_route(src, dst, 1234, PORT)
+    ctl.write("r1", "nfrouter", [entry])
+    try:
+        elephant, mouse = make(), with_sport(make(), 4321)
+        back, got = overridden(linear, [elephant, mouse])
+        assert back == [routed(elephant, src_mac=OVERRIDE_MAC, dst_mac=H1_MAC)], \
+            "the overridden flow leaves by the override's port and MACs, TTL/hop limit down by one"
+        assert got == [routed(mouse)], "the other flow to the same destination follows the route"
+        assert flow_counters(linear) == {(src, dst, 1234, PORT, 17): 1}
+    finally:
+        assert ctl.delete("r1", "nfrouter", [entry]) == 1
+    assert flow_counters(linear) == {}
+    back, got = overridden(linear, [make()])
+    assert back == [] and got == [routed(make())], "without its override the flow follows the route again"
+
+
+def test_flow_route_keeps_every_pass_rule(linear):
+    """An override only changes the next hop of a packet the router forwards: TTL 1 still goes to
+    the kernel (which answers time exceeded), and nothing leaves by the override."""
+    ctl = linear.controller
+    entry = flow_route(H1, H2, 1234, PORT)
+    ctl.write("r1", "nfrouter", [entry])
+    try:
+        back = traffic.Capture(linear.node("h1"), "h1-eth0", f"ether src {OVERRIDE_MAC}", timeout=2)
+        answered_or_dropped(linear, udp4(ttl=1), f"icmp and src host {R1_IN}", "pass_ttl_expired",
+                            lambda r: r[ICMP].type == 11)
+        assert back.frames() == [], "a TTL 1 packet never takes the override"
+        assert flow_counters(linear) == {(H1, H2, 1234, PORT, 17): 0}
+    finally:
+        ctl.delete("r1", "nfrouter", [entry])

@@ -392,7 +392,7 @@ def test_a_failed_deploy_puts_everything_back(rig, monkeypatch):
     assert rig.xdp_ids() == hooks and rig.pins() == ["cms@1", "nfrouter@1"]
     assert rig.chains().next_id("cms") == router, "cms calls the old router again"
     assert len(t.read(node, "nfrouter", "ipv4_routes")) == 10 and t.deployment(node, "nfrouter").params == \
-        {"max_routes": 64}
+        {"max_routes": 64, "max_flow_routes": 1024}
     assert rig.problems() == {"cms": None, "nfrouter": None}
 
 
@@ -406,7 +406,7 @@ def test_a_redeploy_with_changed_parameters_gets_fresh_maps_in_every_place(rig):
     old_pin, old_id = t.pin_dir(node, "nfrouter"), rig.prog_id("nfrouter")
 
     d = t.deploy(node, "nfrouter", NFROUTER, ["xa", "xc"], {"max_routes": 128})
-    assert (d.cleared, d.params, d.problem) == (("nfrouter",), {"max_routes": 128}, None)
+    assert (d.cleared, d.params, d.problem) == (("nfrouter",), {"max_routes": 128, "max_flow_routes": 1024}, None)
     new_pin, new_id = t.pin_dir(node, "nfrouter"), rig.prog_id("nfrouter")
     assert new_pin.name == "nfrouter@2" and not old_pin.exists() and new_id != old_id
     assert rig.chain_on("xa") == rig.chain_on("xc") == ["cms", "nfrouter"]
@@ -542,7 +542,7 @@ def test_a_deploy_killed_after_its_record_is_rolled_forward(rig):
     args = (rig.scope.name, node.name, rig.ns.path)
     assert forked(_deploy_killed_at, *args, "nfrouter", {"max_routes": 128}, "old pins") == -signal.SIGKILL
     assert rig.pins() == ["cms@1", "nfrouter@1", "nfrouter@2"]
-    assert t.deployment(node, "nfrouter").params == {"max_routes": 128}
+    assert t.deployment(node, "nfrouter").params == {"max_routes": 128, "max_flow_routes": 1024}
     assert t.prune(node, {"cms", "nfrouter"}) == ["pins nfrouter@1"]
     assert rig.chains().next_id("cms") == rig.prog_id("nfrouter") and rig.pins() == ["cms@1", "nfrouter@2"]
     assert rig.problems() == {"cms": None, "nfrouter": None}
