@@ -230,3 +230,29 @@ def test_flow_route_keeps_every_pass_rule(linear):
         assert flow_counters(linear) == {(H1, H2, 1234, PORT, 17): 0}
     finally:
         ctl.delete("r1", "nfrouter", [entry])
+
+
+def test_the_xdp_override_lookup_is_gated_on_there_being_overrides(linear):
+    """The program skips flow_routes while it is empty: its gate opens before the first entry is
+    written and shuts once the last is deleted (the packets above show the lookup runs while open)."""
+    if linear.node("r1").target != "xdp":
+        pytest.skip("the gate is the XDP program's: BMv2 applies its table as it is")
+    from controller.bpf.libbpf import BpfMap
+
+    ctl = linear.controller
+
+    def gate() -> int:
+        pinned = BpfMap.from_pin(str(ctl.target("xdp").pin_dir(ctl.node("r1"), "nfrouter") / "flow_routes_gate"))
+        try:
+            return int.from_bytes(pinned.lookup(b"\0\0\0\0")[:4], "little")
+        finally:
+            pinned.close()
+
+    first, second = flow_route(H1, H2, 1234, PORT), flow_route(H1, H2, 1235, PORT)
+    assert gate() == 0
+    ctl.write("r1", "nfrouter", [first, second])
+    assert gate() == 1
+    ctl.delete("r1", "nfrouter", [first])
+    assert gate() == 1, "one override is left"
+    ctl.delete("r1", "nfrouter", [second])
+    assert gate() == 0

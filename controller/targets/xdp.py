@@ -923,6 +923,8 @@ class XdpTarget(Target, QueueingTarget):
         with self._open(node, instance) as opened:
             batches = _encode(opened, entries, with_action=True)
             claimed = self._claim_slots(node, instance, batches)
+            for b in batches:   # open before the first entry: a crash leaves it open, never shut on entries
+                _set_gate(opened, b.codec.table, True)
             written = []
             try:
                 for b in batches:
@@ -967,6 +969,8 @@ class XdpTarget(Target, QueueingTarget):
                 deleted += b.codec.table_map.delete_many(b"".join(b.keys))
                 if b.codec.counters_map is not None:   # released after the entries are gone
                     self.records.release_slots(node.name, instance, b.codec.counters_name, b.holders)
+                if next(b.codec.table_map.keys(), None) is None:
+                    _set_gate(opened, b.codec.table, False)
             return deleted
 
     def read(self, node: Node, instance: str, table: str) -> list[TableEntry]:
@@ -1205,6 +1209,14 @@ class _Batch:
             table.delete_many(b"".join(added))
         if self.old:
             table.update_many(b"".join(self.old), b"".join(self.old.values()))
+
+
+def _set_gate(opened: _Opened, table: Table, open_: bool) -> None:
+    """Set the table's gate (catalog xdp `gate`: a one-cell array the program reads before it
+    looks the table up), where it has one."""
+    gate = table.xdp.get("gate")
+    if gate:
+        opened.maps[gate].update(struct.pack("=I", 0), struct.pack("=I", int(open_)))
 
 
 def _encode(opened: _Opened, entries: list[TableEntry], with_action: bool) -> list[_Batch]:
