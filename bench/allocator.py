@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
 
 from bench.harness import REPO, run, say  # noqa: E402
-from controller.te.allocators import BEST, BruteForce, GlobalFirstFit, RandomPaths, SubsetSum, combinations  # noqa: E402
+from controller.te.allocators import BEST, BruteForce, GlobalFirstFit, RandomPaths, combinations  # noqa: E402
 from controller.te.allocators import run as allocate_once  # noqa: E402
 from controller.te.generators import DEMAND_RANGES, iab_topology  # noqa: E402
 from controller.te.twin import EFFICIENCY, FAIRNESS, MODELS, Twin  # noqa: E402

@@ -53,7 +53,7 @@ def run_demo(topology: str, iperf_seconds: int, print_routes, print_flows, targe
         for r in topo.routers:
             print_routes(tb.routes.list(r.name), r.name)
             v = tb.controller.read_stat(r.name, "nfrouter", "verdicts")
-            print(f"  verdicts: " + ", ".join(f"{k}={n}" for k, n in v.items() if n))
+            print("  verdicts: " + ", ".join(f"{k}={n}" for k, n in v.items() if n))
         skip = _chain_skip(topo)
         if skip:
             print(f"[demo] service chain part skipped: {skip}")

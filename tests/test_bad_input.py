@@ -7,7 +7,6 @@ import textwrap
 
 import pytest
 
-from controller.bpf.libbpf import BpfObject
 from controller.bpf.build import compile_program
 from controller.catalog import get_nf, load_nf
 from controller.errors import BpfError, CompileError, EntryError, TargetError, TopologyError, VerifierError

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from controller.te import Flow, Link, Network, TeError, allocate
-from controller.te.allocators import (ALLOCATORS, BEST, BruteForce, LocalSearch, SubsetSum, combinations,
+from controller.te.allocators import (ALLOCATORS, BEST, BruteForce, SubsetSum, combinations,
                                       run)
 from controller.te.generators import (CAPACITY_RANGE, MMWAVE, SUB6, fat_tree, host_pair_flows, iab_topology,
                                       leaf_spine, topology_network)

@@ -63,7 +63,8 @@ class ThriftClient:
             raise TargetError(f"{self.where}: {doing} failed: BMv2 register error code {exc.code}") from None
         except Exception as exc:   # transport errors: the switch went away mid-call
             raise TargetError(f"{self.where}: {doing} failed: {exc}",
-                              hint="is the switch still running? its log is under /run/innet/bmv2/") from None
+                              hint="is the switch still running? its log is in its run directory: "
+                                   "/run/innet/<scope>/bmv2/<node>/") from None
 
     # registers: whole arrays per call, so a sketch is read in one round trip per array
     def register_read_all(self, name: str, bits: int) -> list[int]:
