@@ -127,6 +127,7 @@ from controller.scope import current  # noqa: E402
 from controller.sfc import ChainService, service_key  # noqa: E402
 from controller.targets import chain, xdp  # noqa: E402
 from controller.topology import load_topology, parse_topology  # noqa: E402
+from testbed import processes  # noqa: E402
 
 HH_NSD = REPO / "nsds" / "heavy-hitters-sol006.yaml"
 PING_NSD = REPO / "nsds" / "ping-demo.json"
@@ -201,13 +202,7 @@ class Probes:
 
     def stop(self) -> None:
         for proc in self.procs:   # only the probes this bench started, by their own process
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            processes.end(proc)
 
 
 class CallTimes:

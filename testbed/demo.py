@@ -10,7 +10,6 @@ per-hop counters and what each NF instance counted, and the service deleted agai
 routers run no chains yet, so there the demo says why it skips that part."""
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from controller.sfc import ChainService, service_key
 from controller.stats import FlowMonitor, read_flows
 from controller.topology import load_topology
 from testbed.net import Testbed
+from testbed import processes
 from testbed.leftovers import leftovers
 
 CHAIN_NSD = Path(__file__).resolve().parent.parent / "nsds" / "heavy-hitters-sol006.yaml"
@@ -96,13 +96,7 @@ def _settle(tb, servers: list) -> None:
     """After Ctrl-C: end the iperf3 servers still running and the command a host's shell was
     running (Mininet cannot stop a node whose shell still waits for one)."""
     for server in servers:   # the processes this demo started, each by its own handle
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        processes.end(server)
     for host in tb.net.hosts if tb.net is not None else []:
         if host.waiting:
             host.sendInt()
