@@ -8,6 +8,7 @@
  * agrees with the fast path.
  */
 #include "include/flowkey.h"
+#include "include/ports.h"
 
 #ifndef MAX_ROUTES
 #define MAX_ROUTES 1024
@@ -15,7 +16,6 @@
 #ifndef MAX_FLOW_ROUTES
 #define MAX_FLOW_ROUTES 1024
 #endif
-#define MAX_PORTS 64
 
 /* Logical table ipv4_routes / ipv6_routes: match dst_addr (lpm). */
 struct ipv4_lpm_key {
@@ -114,13 +114,6 @@ struct {
 	__type(value, struct verdict_counts);
 	__uint(max_entries, 1);
 } verdicts SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(max_entries, MAX_PORTS);
-} tx_ports SEC(".maps");
 
 /* Non-zero while flow_routes may hold entries: the controller sets it before writing the first
  * and clears it once the table is empty (catalog `gate`), so routers without overrides skip

@@ -18,6 +18,7 @@
  */
 #include "include/chain.h"
 #include "include/flowkey.h"
+#include "include/ports.h"
 
 #ifndef SFF_MAX_PATHS
 #define SFF_MAX_PATHS 1024
@@ -25,7 +26,6 @@
 #ifndef SFF_MAX_NFS
 #define SFF_MAX_NFS 8
 #endif
-#define MAX_PORTS 64
 
 /* Logical table sfc_classify: the 5-tuple as struct flow_key (exact); 0 in proto or either
  * port is a wildcard, looked up after the more specific keys. */
@@ -130,13 +130,6 @@ struct {
 	__type(value, struct verdict_counts);
 	__uint(max_entries, 1);
 } verdicts SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(max_entries, MAX_PORTS);
-} tx_ports SEC(".maps");
 
 static __always_inline void count(enum verdict v, __s64 delta)
 {
