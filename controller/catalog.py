@@ -212,7 +212,8 @@ def load_nf(path: Path) -> NFSpec:
 _PARSED: dict[Path, tuple[tuple[int, int], NFSpec]] = {}
 
 
-def _load_nf_cached(path: Path) -> NFSpec:
+def load_nf_cached(path: Path) -> NFSpec:
+    """load_nf, parsed again only when the file's mtime or size changes."""
     st = path.stat()
     stamp = (st.st_mtime_ns, st.st_size)
     hit = _PARSED.get(path)
@@ -222,7 +223,7 @@ def _load_nf_cached(path: Path) -> NFSpec:
 
 
 def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, NFSpec]:
-    return {nf.name: nf for nf in (_load_nf_cached(p) for p in sorted(directory.glob("*.yaml")))}
+    return {nf.name: nf for nf in (load_nf_cached(p) for p in sorted(directory.glob("*.yaml")))}
 
 
 def service_nfs(directory: Path = CATALOG_DIR) -> dict[str, NFSpec]:

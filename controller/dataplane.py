@@ -16,7 +16,7 @@ import numpy as np
 from pyroute2 import IPRoute
 
 from controller import fib
-from controller.catalog import NFSpec, get_nf, load_nf
+from controller.catalog import NFSpec, get_nf, load_nf_cached
 from controller.errors import QueueError, TargetError, TopologyError
 from controller.netns import netns
 from controller.node import Node
@@ -82,16 +82,7 @@ class FibRoute:
 
 def nf_spec(name: str, source: str | None = None) -> NFSpec:
     """An NF from innet's catalog, or from the catalog file `source`."""
-    return load_nf_cached(source) if source else get_nf(name)
-
-
-_SPECS: dict[str, NFSpec] = {}
-
-
-def load_nf_cached(source: str) -> NFSpec:
-    if source not in _SPECS:
-        _SPECS[source] = load_nf(Path(source))
-    return _SPECS[source]
+    return load_nf_cached(Path(source)) if source else get_nf(name)
 
 
 class NodeDataPlane(ABC):

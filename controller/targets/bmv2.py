@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from p4.v1 import p4runtime_pb2 as p4r
 
-from controller.catalog import ADDRESS_TYPES, CATALOG_DIR, Field, NFSpec, Stat, Table, get_nf, load_nf
+from controller.catalog import ADDRESS_TYPES, CATALOG_DIR, Field, NFSpec, Stat, Table, get_nf, load_nf_cached
 from controller.errors import CatalogError, EntryError, TargetError, TopologyError
 from controller.node import Node
 from controller.p4 import composed, switch
@@ -90,16 +90,10 @@ def _cookie(build: P4Build) -> int:
     return int.from_bytes(h.digest()[:8], "big") >> 1
 
 
-@lru_cache(maxsize=64)
-def _nf_from_file(path: str) -> NFSpec:
-    """An NF from outside the catalog (a test's, a user's file), parsed once per path."""
-    return load_nf(Path(path))
-
-
 def _nf_of(record: dict) -> NFSpec:
     """The NF spec of a deployed instance, from its record: catalog NFs by name, others by file."""
     source = Path(record["source"])
-    return get_nf(record["nf"]) if source.parent == CATALOG_DIR else _nf_from_file(record["source"])
+    return get_nf(record["nf"]) if source.parent == CATALOG_DIR else load_nf_cached(source)
 
 
 def _pipeline_of(record: dict) -> _Pipeline:

@@ -53,7 +53,7 @@ from controller import qos
 from controller.bpf import libbpf
 from controller.bpf.btf import Btf, Member
 from controller.bpf.build import compile_program
-from controller.catalog import ADDRESS_TYPES, Field, NFSpec, Table, load_nf
+from controller.catalog import ADDRESS_TYPES, Field, NFSpec, Table, load_nf_cached
 from controller.errors import BpfError, EntryError, QueueError, TargetError, TopologyError
 from controller.netns import netns
 from controller.node import Node
@@ -1135,25 +1135,18 @@ def _classes(queues: dict) -> dict[int, int]:
 
 
 # ---- the NF specs instances were deployed from -----------------------------------------------
-_SPECS: dict[Path, tuple[tuple[int, int], NFSpec]] = {}
-
-
 def _nf_of(meta: dict) -> NFSpec:
     """The NF spec an instance was deployed from, parsed again only when its file changed."""
     path = Path(meta["source"])
     try:
-        st = path.stat()
-    except OSError as exc:
+        nf = load_nf_cached(path)
+    except FileNotFoundError as exc:
         raise TargetError(f"the catalog entry of {meta['nf']}, {path}, is gone ({exc.strerror})",
                           hint="deploy the instance again from an existing catalog entry") from None
-    stamp = (st.st_mtime_ns, st.st_size)
-    hit = _SPECS.get(path)
-    if hit is None or hit[0] != stamp:
-        hit = _SPECS[path] = (stamp, load_nf(path))
-    if hit[1].name != meta["nf"]:
-        raise TargetError(f"{path} now holds NF {hit[1].name}, not {meta['nf']}",
+    if nf.name != meta["nf"]:
+        raise TargetError(f"{path} now holds NF {nf.name}, not {meta['nf']}",
                           hint="deploy the instance again")
-    return hit[1]
+    return nf
 
 
 # ---- table entries as map keys and values ------------------------------------------------------
