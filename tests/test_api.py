@@ -102,13 +102,17 @@ def test_every_request_but_healthz_needs_the_token(router):
     with client_of(router, token=None) as anonymous, client_of(router, token="wrong-" + TOKEN) as wrong, \
             client_of(router) as right:
         assert ok(anonymous.get("/healthz")) == {"status": "ok"}
-        for path in ("/nodes", "/metrics", "/openapi.json", "/docs", "/flows/top", "/no/such/path"):
+        for path in ("/nodes", "/metrics", "/openapi.json", "/docs", "/flows/top", "/topology", "/no/such/path",
+                     "/static/../app.py", "/staticx"):
             for client in (anonymous, wrong):
                 answer = client.get(path)
                 assert answer.status_code == 401, (path, answer.text)
                 assert answer.json()["error"] == "missing or wrong bearer token"
                 assert answer.headers["www-authenticate"] == "Bearer"
         assert anonymous.post(f"/nodes/{router.name}/nfs", json={"nf": "cms"}).status_code == 401
+        page = anonymous.get("/")   # the status page holds no data: its script asks for the token
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert anonymous.get("/static/page.js").headers["content-type"].startswith("text/javascript")
         assert router.ctl.instances(router.name) == [], "a refused request changes nothing"
         assert [n["name"] for n in ok(right.get("/nodes"))] == [router.name]
         schema = ok(right.get("/openapi.json"))

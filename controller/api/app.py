@@ -17,17 +17,19 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from controller.api import errors
-from controller.api.auth import MAX_BODY, Guard
+from controller.api.auth import MAX_BODY, STATIC_PREFIX, Guard
 from controller.api.flows import FlowSamplers
+from controller.api.links import LinkLoad
 from controller.api.metrics import Metrics, Timing
 from controller.api.models import (ID_PATTERN, MAX_TOP_K, DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut,
                                    OperationOut, ParamsIn, PrefixesIn, Problem, Removed, RoutesChanged, RoutesIn,
                                    RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut, ServiceSummary, StatusOut,
-                                   TopFlows)
+                                   TopFlows, TopologyOut)
 from controller.api.resources import Resources
 from controller.nsd.errors import NSDError
 from controller.routes import ROUTER
@@ -49,6 +51,8 @@ DESCRIPTOR_BODY = {"required": True, "description": "a service descriptor (Smart
                            "bind": {"type": "array", "items": {"type": "string"}},
                            "nf": {"type": "array", "items": {"type": "string"}}}}}}}
 MAX_PAIRS = 256
+# the status page: its own files, and the graph library `make setup` installs from npm beside them
+STATIC_DIR = PurePosixPath(__file__).parent / "static"
 ERRORS = {code: {"model": Problem, "description": what} for code, what in (
     (401, "no or a wrong bearer token"), (404, "an unknown node, instance, route or service"),
     (409, "the data plane or another writer stands in the way"), (413, "the body is too large"),
@@ -56,11 +60,13 @@ ERRORS = {code: {"model": Problem, "description": what} for code, what in (
 
 
 def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, flow_interval_s: float = 1.0,
-               watch: list[tuple[str, str]] = ()) -> FastAPI:
+               load_interval_s: float = 1.0, watch: list[tuple[str, str]] = ()) -> FastAPI:
     """The API over `controller`, accepting `token`; `watch` names (node, instance) pairs
-    whose flows are sampled from the start and for good (for /metrics)."""
+    whose flows are sampled from the start and for good (for /metrics); links' load is
+    sampled every `load_interval_s` while GET /topology is read."""
     samplers = FlowSamplers(controller, flow_interval_s)
-    res = Resources(controller, samplers)
+    load = LinkLoad(controller, load_interval_s)
+    res = Resources(controller, samplers, load)
     metrics = Metrics(controller, samplers)
 
     @asynccontextmanager
@@ -69,6 +75,7 @@ def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, 
             res.watch(node, instance)
         yield
         samplers.close()
+        load.close()
 
     app = FastAPI(title="innet", version="0.1.0", lifespan=lifespan,
                   description="The control plane of innet: nodes, NF instances, routes, flows and metrics. "
@@ -83,6 +90,13 @@ def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, 
         """Whether the API answers (no token needed)."""
         return {"status": "ok"}
 
+    @app.get("/", include_in_schema=False)
+    def status_page() -> FileResponse:
+        """The live status page (no token: it holds no data; its script asks the API with one)."""
+        return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
+
+    app.mount(STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
+
     api = APIRouter(responses=ERRORS)
 
     @api.get("/metrics", operation_id="metrics", tags=["service"], response_class=Response,
@@ -95,6 +109,13 @@ def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, 
     def status() -> StatusOut:
         """The testbed, its nodes and their NF instances, desired beside actual."""
         return res.status()
+
+    @api.get("/topology", operation_id="topology", tags=["service"])
+    def topology() -> TopologyOut:
+        """The testbed's nodes and links, each link with its load (bits and packets per second
+        each way) over the latest interval of the routers' interface counters. The first read
+        starts the sampler and waits for its first interval."""
+        return res.topology()
 
     @api.get("/operations", operation_id="operations", tags=["service"])
     def operations(state: Literal["pending", "done", "failed", "recovered"] | None = None,

@@ -21,7 +21,10 @@ from controller.errors import InnetError
 from controller.scope import Scope as StateScope
 
 TOKEN_FILE = "api.token"
-OPEN_PATHS = {"/healthz"}
+# what needs no token: the health check, and the status page with its files (they hold no
+# data; the page's script sends the token with each API request it makes)
+OPEN_PATHS = {"/healthz", "/"}
+STATIC_PREFIX = "/static"
 MAX_BODY = 32 * 2**20   # a full nfrouter table (262,144 routes) in JSON is about 29 MiB
 
 
@@ -82,8 +85,8 @@ def is_loopback(host: str) -> bool:
 
 
 class Guard:
-    """ASGI middleware: 401 without the bearer token (but on OPEN_PATHS), 413 for a body over
-    `max_body` bytes, declared or streamed. The body is read here, so an oversized one never
+    """ASGI middleware: 401 without the bearer token (but on OPEN_PATHS and the page's files),
+    413 for a body over `max_body` bytes, declared or streamed. The body is read here, so an oversized one never
     reaches a handler."""
 
     def __init__(self, app: ASGIApp, token: str, max_body: int = MAX_BODY):
@@ -95,7 +98,8 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if scope["path"] not in OPEN_PATHS and not hmac.compare_digest(headers.get(b"authorization", b""),
+        path = scope["path"]
+        if path not in OPEN_PATHS and not path.startswith(STATIC_PREFIX + "/") and not hmac.compare_digest(headers.get(b"authorization", b""),
                                                                        self.expected):
             await problem(401, "missing or wrong bearer token", "send the header Authorization: Bearer TOKEN, "
                           "TOKEN from the API's token file", headers={"WWW-Authenticate": "Bearer"})(

@@ -13,7 +13,7 @@ import urllib.request
 
 from controller.api.models import (DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut, OperationOut, Removed,
                                    RoutesChanged, RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut,
-                                   ServiceSummary, StatusOut, TopFlows)
+                                   ServiceSummary, StatusOut, TopFlows, TopologyOut)
 from controller.errors import InnetError
 from controller.routes import ROUTER, Route
 
@@ -57,6 +57,9 @@ class ApiClient:
 
     def status(self) -> StatusOut:
         return StatusOut.model_validate(self._call("GET", "/status"))
+
+    def topology(self) -> TopologyOut:
+        return TopologyOut.model_validate(self._call("GET", "/topology"))
 
     def operations(self, state: str | None = None, limit: int = 50) -> list[OperationOut]:
         return [OperationOut.model_validate(o) for o in self._call("GET", "/operations", state=state, limit=limit)]

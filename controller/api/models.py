@@ -373,3 +373,48 @@ class ServiceDeployed(ServiceOut):
 class ServiceDeleted(BaseModel):
     key: str
     deleted: bool
+
+
+# ---- the testbed as the status page draws it --------------------------------------------
+class TopologyNodeOut(BaseModel):
+    name: str
+    role: str = Field(description="host or router")
+    target: str = Field(description="what runs the node: kernel (a host), xdp or bmv2")
+    registered: bool = Field(description="the controller knows the node (its testbed is up)")
+
+
+class LinkEndOut(BaseModel):
+    node: str
+    interface: str
+
+
+class LinkLoadOut(BaseModel):
+    """A link's load over the latest interval, from one router interface's counters."""
+    measured_at: LinkEndOut = Field(description="the router interface whose counters tell")
+    a_to_b_bits_per_s: float
+    b_to_a_bits_per_s: float
+    a_to_b_packets_per_s: float
+    b_to_a_packets_per_s: float
+    a_to_b_bytes: int = Field(description="bytes sent from a to b since the interface came up")
+    b_to_a_bytes: int
+    utilisation: float | None = Field(description="the busier direction's share of the link's bandwidth "
+                                                   "(null: the link has none configured)")
+
+
+class LinkOut(BaseModel):
+    index: int
+    a: LinkEndOut
+    b: LinkEndOut
+    bw_mbit: float | None = Field(description="the configured bandwidth in Mbit/s (null: unshaped)")
+    load: LinkLoadOut | None = Field(description="null: no end of the link is a router that could be read")
+
+
+class TopologyOut(BaseModel):
+    """The testbed's nodes and links with each link's load over the latest interval."""
+    topology: str | None = Field(description="the running testbed's topology (null: none recorded)")
+    running: bool = Field(description="a testbed process holds the scope")
+    nodes: list[TopologyNodeOut]
+    links: list[LinkOut]
+    interval: int = Field(description="the load interval's number, counted since the sampler started")
+    ended: float = Field(description="when the load interval closed (Unix time)")
+    duration: float = Field(description="seconds the load interval lasted")

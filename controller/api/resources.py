@@ -13,10 +13,11 @@ from dataclasses import asdict
 
 from controller.api.errors import NotFound
 from controller.api.flows import FlowSamplers
-from controller.api.models import (ClassifierOut, DeploymentOut, ForwarderOut, HopOut, InstanceIn, InstanceOut, NFOut,
-                                   NodeOut, OperationOut, PlacedInstanceOut, Removed, RoutesChanged, RouteOut,
-                                   ServiceDeleted, ServiceDeployed, ServiceOut, ServicePathOut, ServiceSummary,
-                                   StatusOut, TopFlows)
+from controller.api.links import LinkLoad
+from controller.api.models import (ClassifierOut, DeploymentOut, ForwarderOut, HopOut, InstanceIn, InstanceOut,
+                                   LinkEndOut, LinkLoadOut, LinkOut, NFOut, NodeOut, OperationOut, PlacedInstanceOut,
+                                   Removed, RoutesChanged, RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut,
+                                   ServicePathOut, ServiceSummary, StatusOut, TopFlows, TopologyNodeOut, TopologyOut)
 from controller.catalog import load_catalog
 from controller.chains import FORWARDER, Plan
 from controller.errors import InnetError, TargetError, TopologyError
@@ -26,12 +27,14 @@ from controller.service import Controller
 from controller.sfc import ChainService, service_key
 from controller.store import InstanceRow
 from controller.tables import TableEntry, normalize
+from controller.topology import Interface, parse_topology
 
 
 class Resources:
-    def __init__(self, controller: Controller, samplers: FlowSamplers | None = None):
+    def __init__(self, controller: Controller, samplers: FlowSamplers | None = None, load: LinkLoad | None = None):
         self.controller = controller
         self.samplers = samplers or FlowSamplers(controller)   # no thread until an instance is watched
+        self.load = load or LinkLoad(controller)               # no thread until the topology is read
 
     # ---- lookups that answer 404 ------------------------------------------------------
     def _node(self, node: str) -> None:
@@ -56,6 +59,25 @@ class Resources:
 
     def operations(self, state: str | None = None, limit: int = 50) -> list[OperationOut]:
         return [OperationOut(**asdict(op)) for op in self.controller.store.operations(state, limit)]
+
+    def topology(self) -> TopologyOut:
+        """The testbed's nodes and links, each link with its load over the latest interval."""
+        testbed = self.controller.store.testbed()
+        topo = parse_topology(testbed["doc"], testbed["topology"]) if testbed and testbed["doc"] else None
+        registered = self.controller.nodes
+        nodes = [TopologyNodeOut(name=n.name, role=n.role, target=n.target, registered=n.name in registered)
+                 for n in (topo.nodes.values() if topo else [])]
+        nodes += [TopologyNodeOut(name=n.name, role=n.role, target=n.target, registered=True)
+                  for n in registered.values() if not topo or n.name not in topo.nodes]
+        interval = self.load.latest()
+        links = []
+        for link in topo.links if topo else []:
+            links.append(LinkOut(index=link.index, a=LinkEndOut(node=link.a.node, interface=link.a.name),
+                                 b=LinkEndOut(node=link.b.node, interface=link.b.name), bw_mbit=link.bw,
+                                 load=_link_load(link.a, link.b, link.bw, interval.rates)))
+        return TopologyOut(topology=topo.name if topo else None, running=self.controller.scope.testbed_held(),
+                           nodes=nodes, links=links, interval=interval.number, ended=interval.ended,
+                           duration=interval.duration)
 
     # ---- NF instances ---------------------------------------------------------------------
     def nf_list(self, node: str) -> list[InstanceOut]:
@@ -226,6 +248,25 @@ def _summary(service: Service, placed: Plan) -> dict:
                 instances=[PlacedInstanceOut(node=i.node, id=i.id, nf=i.nf, slot=i.slot, params=i.params)
                            for i in placed.instances],
                 rules=len(placed.rules))
+
+
+def _link_load(a: Interface, b: Interface, bw_mbit: float | None, rates: dict) -> LinkLoadOut | None:
+    """The link's load in both directions from the counters of its first router end: what
+    a sends is what b receives."""
+    for end, sends in ((a, True), (b, False)):
+        rate = rates.get((end.node, end.name))
+        if rate is None:
+            continue
+        out = (rate.tx_bits_per_s, rate.tx_packets_per_s, rate.tx_bytes)
+        into = (rate.rx_bits_per_s, rate.rx_packets_per_s, rate.rx_bytes)
+        forward, backward = (out, into) if sends else (into, out)
+        busier = max(forward[0], backward[0])
+        return LinkLoadOut(measured_at=LinkEndOut(node=end.node, interface=end.name),
+                           a_to_b_bits_per_s=forward[0], b_to_a_bits_per_s=backward[0],
+                           a_to_b_packets_per_s=forward[1], b_to_a_packets_per_s=backward[1],
+                           a_to_b_bytes=forward[2], b_to_a_bytes=backward[2],
+                           utilisation=busier / (bw_mbit * 1e6) if bw_mbit else None)
+    return None
 
 
 def _same(a: dict, b: dict) -> bool:
