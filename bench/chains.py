@@ -12,6 +12,9 @@
    and waits for plainly routed probes again. Twice: cold (no other service, so the deploy puts
    the forwarder on r1, r2, r3 and the delete takes it away) and warm (another service keeps the
    forwarders). Where a deploy spends its time is taken from the controller calls it makes.
+   Then the one-way latency of the probes (each carries its send time), routed plainly and
+   through the chain, and from it the per-hop processing figure placement counts against delay
+   budgets (controller.chains.HOP_MS: the chained p50 over the 3 routers).
 2. Per-packet cost: BPF_PROG_TEST_RUN (one run per call: classify and decap change the frame)
    on the deployed programs, in each router's namespace, median ns/packet, round-robin: r1's
    nfrouter routing a plain 64-byte frame (the reference), sff missing then nfrouter routing,
@@ -19,12 +22,12 @@
    + forward at r1, forward at r2, decap + route at r3 (a chain without NFs, nsds/ping-demo.json),
    and the same through cms, precision, cms (the heavy-hitters chain).
 3. Many services on one testbed: generated SOL006 descriptors, h1 <-> h2, TCP, each to its own
-   destination port, each with its own cms (both directions through it). A forwarder has 8 NF
-   slots (sff max_nfs) and placement does not spread instances by itself, so each descriptor
-   names its instance's router (innet's `node` extension) and the testbed is a line of
-   ceil(services / 8) routers. Deploy them one by one (time per service), count the rules per
-   node (desired and in the data plane), delete them one by one (time per delete), and check
-   that no rule, NF instance or forwarder is left.
+   destination port, each with its own cms (both directions through it), naming no router:
+   placement spreads the instances over the path's routers. A forwarder has 8 NF slots (sff
+   max_nfs), so the testbed is a line of ceil(services / 8) routers. Deploy them one by one
+   (time per service), count the rules and NF instances per node (desired and in the data
+   plane), delete them one by one (time per delete), and check that no rule, NF instance or
+   forwarder is left.
 
 BMv2 routers run no chains yet (controller.chains refuses them), so every figure is XDP's.
 The bench works in a scope of its own (bench-<pid>), removed at the end. It prints figures and
@@ -51,7 +54,8 @@ def _checksum(data: bytes) -> int:
 
 def probe_send(dst: str, port: int, interval_s: float) -> int:
     """A TCP SYN to dst:port every interval_s, each from its own source port, sequence number =
-    probe number; until killed or standard input closes."""
+    probe number, acknowledgement number = its send time (CLOCK_MONOTONIC, microseconds, low 32
+    bits: a SYN's acknowledgement field is otherwise unused); until killed or standard input closes."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((dst, port))
         src = s.getsockname()[0]
@@ -61,7 +65,8 @@ def probe_send(dst: str, port: int, interval_s: float) -> int:
     seq, due = 0, time.monotonic()
     while True:
         sport = 20000 + seq % 40000
-        header = struct.pack("!HHIIBBHHH", sport, port, seq, 0, 5 << 4, 0x02, 65535, 0, 0)
+        sent_us = time.monotonic_ns() // 1000 & 0xFFFFFFFF
+        header = struct.pack("!HHIIBBHHH", sport, port, seq, sent_us, 5 << 4, 0x02, 65535, 0, 0)
         header = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
         raw.sendto(header, (dst, 0))
         seq += 1
@@ -74,7 +79,8 @@ def probe_send(dst: str, port: int, interval_s: float) -> int:
 
 
 def probe_receive(iface: str, port: int) -> int:
-    """For every TCP SYN to `port` arriving at `iface`: "<monotonic ns> <IP TTL> <sequence number>"."""
+    """For every TCP SYN to `port` arriving at `iface`: "<monotonic ns> <IP TTL> <sequence number>
+    <one-way latency in µs>" (the sender's clock is this one: namespaces share CLOCK_MONOTONIC)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
     sock.bind((iface, 0))
     print("READY", flush=True)
@@ -87,10 +93,10 @@ def probe_receive(iface: str, port: int) -> int:
         if frame[23] != socket.IPPROTO_TCP or len(frame) < 14 + ihl + 20:
             continue
         tcp = 14 + ihl
-        dport, seq, flags = struct.unpack_from("!H", frame, tcp + 2)[0], struct.unpack_from("!I", frame, tcp + 4)[0], \
-            frame[tcp + 13]
-        if dport == port and flags & 0x12 == 0x02:
-            print(f"{now} {frame[22]} {seq}", flush=True)
+        dport = struct.unpack_from("!H", frame, tcp + 2)[0]
+        seq, sent_us = struct.unpack_from("!II", frame, tcp + 4)
+        if dport == port and frame[tcp + 13] & 0x12 == 0x02:
+            print(f"{now} {frame[22]} {seq} {(now // 1000 - sent_us) & 0xFFFFFFFF}", flush=True)
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--probe":
@@ -119,7 +125,7 @@ from scapy.layers.l2 import Ether  # noqa: E402
 
 from bench.harness import REPO, run, say, start  # noqa: E402
 from controller.bpf import libbpf  # noqa: E402
-from controller.chains import FORWARDER, ChainError, plan  # noqa: E402
+from controller.chains import FORWARDER, HOP_MS, ChainError, plan  # noqa: E402
 from controller.netns import netns  # noqa: E402
 from controller.nsd.binding import resolve_endpoints  # noqa: E402
 from controller.nsd.parse import parse_descriptor  # noqa: E402
@@ -133,6 +139,7 @@ HH_NSD = REPO / "nsds" / "heavy-hitters-sol006.yaml"
 PING_NSD = REPO / "nsds" / "ping-demo.json"
 PORT = 5201            # what the heavy-hitters descriptor classifies
 PROBE_INTERVAL_S = 0.001
+LATENCY_WINDOW_S = 1.0   # probes gathered for the latency figures: ~1000 at PROBE_INTERVAL_S
 SENT_TTL = 64
 CHAINED_TTL = SENT_TTL - 1   # routed once, at the egress router after decapsulation
 SLOTS = 8                    # sff max_nfs, the catalog default: NF instances behind one forwarder
@@ -155,7 +162,7 @@ class Probes:
     """The SYN sender in h1's namespace and the receiver in h2's; arrivals gathered by a thread."""
 
     def __init__(self, tb, src: str, dst: str):
-        self.arrivals: list[tuple[int, int, int]] = []   # (monotonic ns, TTL, sequence number)
+        self.arrivals: list[tuple[int, int, int, int]] = []   # (monotonic ns, TTL, sequence number, latency µs)
         self.cond = threading.Condition()
         dst_addr = str(tb.topo.node(dst).interfaces[0].ipv4.ip)
         script = str(Path(__file__).resolve())
@@ -176,12 +183,12 @@ class Probes:
 
     def _read(self) -> None:
         for line in self.receiver.stdout:
-            t, ttl, seq = (int(x) for x in line.split())
+            arrival = tuple(int(x) for x in line.split())
             with self.cond:
-                self.arrivals.append((t, ttl, seq))
+                self.arrivals.append(arrival)
                 self.cond.notify_all()
 
-    def first(self, after_ns: int, ttl: int, timeout_s: float = 5.0) -> tuple[int, int, int] | None:
+    def first(self, after_ns: int, ttl: int, timeout_s: float = 5.0) -> tuple[int, int, int, int] | None:
         """The first probe to arrive after `after_ns` with this TTL (None: none within the timeout)."""
         deadline = time.monotonic() + timeout_s
         with self.cond:
@@ -195,6 +202,11 @@ class Probes:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.cond.wait(left):
                     return None
+
+    def latencies_us(self, after_ns: int, ttl: int) -> list[int]:
+        """The one-way latency of every probe that arrived after `after_ns` with this TTL."""
+        with self.cond:
+            return [a[3] for a in self.arrivals if a[0] >= after_ns and a[1] == ttl]
 
     def trim(self) -> None:
         with self.cond:
@@ -281,6 +293,7 @@ def bench_first_packet(tb, chains: ChainService, runs: int) -> None:
                 rows.append({"first": got[0] - t0, "deploy": returned - t0, "delete": deleted - d0, **calls})
             if mode == "warm":
                 chains.delete("keeper")
+        latency = per_hop_latency(probes, chains, document, key, plain_ttl, len(tb.topo.routers))
     finally:
         probes.stop()
     say("")
@@ -306,6 +319,34 @@ def bench_first_packet(tb, chains: ChainService, runs: int) -> None:
         " the rest: parsing, binding, placement, the store and the operation log; compile cache: part of\n"
         " forwarders and NF instances, the lookups of the compiled programs, all cache hits)")
     say("")
+    say(latency)
+    say("")
+
+
+def per_hop_latency(probes: Probes, chains: ChainService, document: str, key: str, plain_ttl: int,
+                    routers: int) -> str:
+    """The one-way latency of the probes routed plainly and through the chain (one NF on each
+    router), and from it the per-router figure placement counts against delay budgets
+    (controller.chains.HOP_MS): what this says, for the caller to print."""
+    t0 = time.monotonic_ns()
+    time.sleep(LATENCY_WINDOW_S)
+    plain = probes.latencies_us(t0, plain_ttl)
+    chains.deploy(document, source=str(HH_NSD))
+    first = probes.first(time.monotonic_ns(), CHAINED_TTL)
+    if first is None:
+        raise SystemExit("no probe came through the chain within 5 s of the deploy")
+    time.sleep(LATENCY_WINDOW_S)
+    chained = probes.latencies_us(first[0] + 1, CHAINED_TTL)
+    chains.delete(key)
+    if not plain or not chained:
+        raise SystemExit(f"too few probes to measure latency: {len(plain)} routed plainly, {len(chained)} chained")
+    per_router_ms = pct(chained, 50) / routers / 1000
+    return (f"one-way latency h1 -> h2 over {LATENCY_WINDOW_S:g} s of probes each: routed plainly p50 "
+            f"{pct(plain, 50)} us, p95 {pct(plain, 95)} us ({len(plain)} probes); through the chain p50 "
+            f"{pct(chained, 50)} us, p95 {pct(chained, 95)} us ({len(chained)} probes)\n"
+            f"per-hop processing figure: {per_router_ms:.3f} ms per router (chained p50 / {routers} routers; "
+            f"the hosts' send and receive paths counted into the routers, the veth links declare no delay); "
+            f"placement counts HOP_MS = {HOP_MS} (controller.chains)")
 
 
 # ---- 2. per-packet cost ---------------------------------------------------------------------------------
@@ -397,8 +438,8 @@ def bench_per_packet(tb, chains: ChainService, calls: int) -> None:
 
 
 # ---- 3. many services ----------------------------------------------------------------------------------
-def sol006_descriptor(name: str, src: str, dst: str, port: int, proto: int = 6, node: str | None = None,
-                      nf: str = "cms", reverse: bool = True) -> dict:
+def sol006_descriptor(name: str, src: str, dst: str, port: int, proto: int = 6, nf: str = "cms",
+                      reverse: bool = True) -> dict:
     """An ETSI SOL006 NSD: endpoints a (src) and b (dst), one NF `fn`; the path a -> fn -> b
     classifies `proto` to `port`, and (reverse) b -> fn -> a its replies from that port."""
     def profile(pid: str, vnfd: str, address: str | None = None) -> dict:
@@ -418,8 +459,6 @@ def sol006_descriptor(name: str, src: str, dst: str, port: int, proto: int = 6, 
                                   "destination-ip-address": d, "source-port": sport, "destination-port": dport}]}]}
 
     fn = profile("fn", nf)
-    if node:
-        fn["node"] = node   # innet's extension: the router it runs on
     paths = [path("a-to-b", src, dst, 0, port)] + ([path("b-to-a", dst, src, port, 0)] if reverse else [])
     return {"nsd": {"nsd": [{
         "id": name, "name": name, "designer": "innet bench", "version": "1.0",
@@ -468,8 +507,7 @@ def bench_many(tb, count: int) -> None:
     chains = ChainService(ctl)
     say(f"[3/3] {count} services on {topo.name} ({len(routers)} routers: {SLOTS} NF slots per forwarder), "
         f"each SOL006, h1 <-> h2, TCP to its own port, through its own cms")
-    docs = [sol006_descriptor(f"svc{i:03d}", src, dst, 6000 + i, node=routers[i % len(routers)])
-            for i in range(count)]
+    docs = [sol006_descriptor(f"svc{i:03d}", src, dst, 6000 + i) for i in range(count)]
     deploy_ns, rules = [], 0
     for i, doc in enumerate(docs):
         t0 = time.perf_counter_ns()

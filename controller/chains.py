@@ -11,15 +11,25 @@ and turns every forwarding graph into a path of routers and NSH rules (RFC 8300)
   (the destination host's gateway), back to plain IP (`decap`), which the router then routes.
 
 Placement (the descriptor's constraints first): an instance with a node runs there; the
-others are spread in order over the routers of the shortest path between the graph's two
-gateways, so a chain of three NFs on a path of two routers uses both. A graph's path runs
+others go, in hop order, to routers of the best path between the graph's two gateways (the
+least declared link delay plus per-router processing, HOP_MS), each to the least loaded
+router (forwarder slots held, by any service, against the forwarder's slots) not before the
+previous hop's, ties to the earliest: a chain spreads over its path, and services whose
+descriptors name no node spread over the routers rather than piling on the ingress. An
+instance of the previous version of the service stays on its router. A graph's path runs
 from its ingress through the routers of its instances, in hop order, to its egress. An
 instance used by two graphs (the two directions) runs once, where its first graph put it.
 Only XDP routers run chains today (the BMv2 forwarder is not built yet): an instance or a
 path that needs a BMv2 router is refused with that reason.
+
+Delay: each graph's path, host to host, takes its links' declared delays (topology `delay`)
+plus HOP_MS of each router it crosses; a graph with a delay budget it exceeds is refused with
+that figure. Paths are the least-delay ones the descriptor's node constraints allow, so the
+figure is the best the testbed can do.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import networkx as nx
@@ -33,6 +43,12 @@ FORWARDER = "sff"       # the forwarder's NF type and its instance id on every c
 FIRST_SI = 255          # RFC 8300: the classifier starts a path at SI 255
 DEFAULT_SLOTS = get_nf(FORWARDER).parameters["max_nfs"].default   # a forwarder's NF slots, unless set
 MAX_SPI = (1 << 24) - 1
+# One-way processing per router a chain's path crosses, ms, per target. XDP: the p50 one-way
+# latency h1 -> h2 of TCP SYN probes through the heavy-hitters chain on line3 (one NF on each
+# of its 3 routers, veth links), 27 us, over 3, as `.venv/bin/python bench/chains.py --quick`
+# prints it ("per-hop processing figure", 2 CPUs, kernel 6.18); the hosts' send and receive
+# paths are counted into the routers. BMv2 runs no chains yet, so it has no figure.
+HOP_MS = {"xdp": 0.009}
 
 
 class ChainError(InnetError):
@@ -66,6 +82,14 @@ class PathPlan:
     hops: list[tuple[str, str]]        # (instance id, node) in the order the packets meet them
     positions: list[int]               # for each hop, the index in routers where it runs (a path may
                                        # cross a router twice)
+    hosts: list[str] = field(default_factory=list)   # [source host, destination host]
+    links_ms: float = 0.0              # declared delays of the links host to host
+    processing_ms: float = 0.0         # HOP_MS of every router crossed
+    budget_ms: float | None = None     # the graph's delay budget, if it has one
+
+    @property
+    def delay_ms(self) -> float:
+        return self.links_ms + self.processing_ms
 
 
 @dataclass
@@ -124,19 +148,36 @@ class _Placer:
         host = next(e.host for e in self.service.endpoints if e.name == endpoint)
         return self.topology.gateway(host).node
 
+    def _host(self, endpoint: str) -> str:
+        return next(e.host for e in self.service.endpoints if e.name == endpoint)
+
+    def _step_ms(self, _from: str, to: str, edge: dict) -> float | None:
+        """Dijkstra's cost of entering router `to`: the link's delay and the router's processing;
+        None (no way through) for a router of a target that runs no chains."""
+        hop = HOP_MS.get(self.topology.nodes[to].target)
+        return None if hop is None else edge["link"].delay_ms + hop
+
     def _shortest(self, a: str, b: str, graph: str) -> list[str]:
         try:
+            return nx.shortest_path(self.routers, a, b, weight=self._step_ms)
+        except nx.NetworkXNoPath:
+            pass
+        try:   # every path crosses a router that runs no chains: the caller's target check names it
             return nx.shortest_path(self.routers, a, b)
         except nx.NetworkXNoPath:
-            raise ChainError(f"service {self.service.name}, graph {graph}: no path of routers from {a} to {b}") from None
+            raise ChainError(f"service {self.service.name}, graph {graph}: no path of routers from {a} to {b}") \
+                from None
 
     def path(self, graph: ForwardingGraph, spi: int) -> PathPlan:
         ingress, egress = self._gateway(graph.source), self._gateway(graph.destination)
         base = self._shortest(ingress, egress, graph.name)
         nf_hops = [h for h in graph.hops if not self.instances[h].implicit]   # an implicit NFRouter: the routers
-        for k, name in enumerate(nf_hops):
+        earliest = 0   # hops keep their order along the base path: no instance before the previous one
+        for name in nf_hops:
             if name not in self.placed:
-                self._place(name, base[k * len(base) // len(nf_hops)], graph.name)
+                self._place(name, self.instances[name].node or self._choose(name, base, earliest))
+            if self.placed[name].node in base:
+                earliest = max(earliest, base.index(self.placed[name].node))
         path = PathPlan(graph.name, spi, [ingress], [], [])
         for k, point in enumerate([self.placed[h].node for h in nf_hops] + [egress]):
             path.routers += self._shortest(path.routers[-1], point, graph.name)[1:]
@@ -145,11 +186,56 @@ class _Placer:
                 path.positions.append(len(path.routers) - 1)
         for r in path.routers:
             self._check_target(r, f"service {self.service.name}, graph {graph.name}")
+        self._delay(path, graph)
         return path
 
-    def _place(self, name: str, default_node: str, graph: str) -> None:
+    def _delay(self, path: PathPlan, graph: ForwardingGraph) -> None:
+        """The path's one-way delay host to host; ChainError if it exceeds the graph's budget."""
+        path.hosts = [self._host(graph.source), self._host(graph.destination)]
+        nodes = [path.hosts[0], *path.routers, path.hosts[1]]
+        path.links_ms = sum(self.topology.graph.edges[a, b]["link"].delay_ms for a, b in zip(nodes, nodes[1:]))
+        path.processing_ms = sum(HOP_MS[self.topology.nodes[r].target] for r in path.routers)
+        path.budget_ms = graph.delay_budget_ms
+        if path.budget_ms is not None and path.delay_ms > path.budget_ms * (1 + 1e-9):
+            per_hop = " + ".join(f"{n} router hops × {_ms(HOP_MS[t])} ms" for t, n in
+                                 Counter(self.topology.nodes[r].target for r in path.routers).items())
+            raise ChainError(f"service {self.service.name}, graph {graph.name}: delay budget {_ms(path.budget_ms)} ms "
+                             f"cannot be met: the best path {'–'.join(nodes)} takes {_ms(path.delay_ms)} ms "
+                             f"(links {_ms(path.links_ms)} ms, {per_hop})",
+                             hint="the figure counts the links' declared delays (topology `delay`) and each router "
+                                  "crossed (controller.chains.HOP_MS, measured by bench/chains.py); a `node` the "
+                                  "descriptor names can lengthen the path")
+
+    def _load(self, node: str) -> float:
+        return len(self.used_slots.get(node, ())) / self.slot_limits.get(node, DEFAULT_SLOTS)
+
+    def _has_room(self, node: str) -> bool:
+        used = self.used_slots.get(node, set())
+        return any(s not in used for s in range(self.slot_limits.get(node, DEFAULT_SLOTS)))
+
+    def _choose(self, name: str, base: list[str], earliest: int) -> str:
+        """The router of `base` an instance the descriptor places nowhere goes to: where the
+        previous version of the service ran it, else the least loaded eligible router from
+        `earliest` on (one before it only if none after has room), ties to the first."""
+        ident = instance_id(self.service.name, name)
+        kept = [node for node, i in self.kept_slots if i == ident and node in base]
+        if kept:
+            return kept[0]
+        wanted = self.instances[name].target
+        fitting = [j for j, r in enumerate(base)
+                   if self.topology.nodes[r].target in HOP_MS and wanted in (None, self.topology.nodes[r].target)]
+        eligible = [j for j in fitting if self._has_room(base[j])]
+        if eligible:
+            return base[min(eligible, key=lambda j: (j < earliest, self._load(base[j]), j))]
+        if fitting:
+            raise ChainError(f"service {self.service.name}, NF instance {name}: the forwarders of every router on "
+                             f"its path ({', '.join(base)}) have all their NF slots held by other chains",
+                             hint=f"place it on a router off the path (`node`), or give a forwarder more slots: "
+                                  f"innet nf set {base[0]} {FORWARDER} --param max_nfs=16")
+        return base[earliest]   # no router of its target on the path: _place says why
+
+    def _place(self, name: str, node: str) -> None:
         inst = self.instances[name]
-        node = inst.node or default_node
         where = f"service {self.service.name}, NF instance {name}"
         topo_node = self.topology.nodes.get(node)
         if topo_node is None or topo_node.role != "router":
@@ -181,6 +267,10 @@ class _Placer:
             raise ChainError(f"{where}: router {node} runs "
                              f"{self.topology.nodes[node].target}; service chains run on XDP routers only so far",
                              hint="deploy the service on a topology whose chain routers run XDP")
+
+
+def _ms(value: float) -> str:
+    return f"{value:.4g}"
 
 
 def _classify_rules(service: Service, graph: ForwardingGraph, topology: Topology, path: PathPlan) -> list[Rule]:

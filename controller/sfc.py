@@ -74,17 +74,42 @@ class ChainService:
                 "classifier": [{"node": r.node, **r.match, **r.params} for r in p.rules if r.table == "sfc_classify"],
                 "hops": hops}
 
+    def preview(self, document, bind: Mapping[str, str] | None = None, nf_map: Mapping[str, str] | None = None,
+                source: str | None = None) -> dict:
+        """What `deploy` would place on the running testbed, beside what runs there (the
+        forwarder slots other services hold, the SPIs they use): plan_summary of the plan, with
+        `change` created, unchanged or updated as the deploy would answer. Nothing is installed."""
+        service, topology = self._resolve(document, bind, nf_map, source)
+        key = service_key(service.name)
+        old_model, old_doc = self.ctl.store.services().get(key, (None, None))
+        old = Plan.from_doc(old_doc) if old_doc else None
+        if old is not None and old_model == service.model_dump(mode="json") and self._in_place(old):
+            return {**plan_summary(service, old, topology), "change": "unchanged"}
+        return {**plan_summary(service, self._plan(service, topology, old), topology),
+                "change": "created" if old is None else "updated"}
+
     # ---- deploying ---------------------------------------------------------------------------
+    def _resolve(self, document, bind, nf_map, source) -> tuple[Service, Topology]:
+        try:   # the descriptor's own mistakes first, whether or not a testbed runs
+            service = parse_descriptor(document, bind=bind, nf_map=nf_map)
+            topology = self.topology()
+            return resolve_endpoints(service, topology), topology
+        except NSDError as exc:
+            raise exc.in_source(source) if source else exc from None
+
+    def _plan(self, service: Service, topology: Topology, old: Plan | None) -> Plan:
+        """The service placed beside the others (their slots, SPIs and forwarder sizes), its
+        instances of `old` kept where they run."""
+        limits = {i.node: i.params["max_nfs"] for i in self.ctl.instances() if i.id == FORWARDER}
+        return plan(service.model_copy(update={"name": service_key(service.name)}), topology,
+                    self._fresh_spis(service, old), self._used_slots(),
+                    {(i.node, i.id): i.slot for i in (old.instances if old else [])}, limits)
+
     def deploy(self, document, bind: Mapping[str, str] | None = None, nf_map: Mapping[str, str] | None = None,
                source: str | None = None) -> Plan:
         """Deploy a descriptor (text or mapping; `source` names it in errors); a repeat is a
         no-op, a change updates the chain in place."""
-        try:   # the descriptor's own mistakes first, whether or not a testbed runs
-            service = parse_descriptor(document, bind=bind, nf_map=nf_map)
-            topology = self.topology()
-            service = resolve_endpoints(service, topology)
-        except NSDError as exc:
-            raise exc.in_source(source) if source else exc from None
+        service, topology = self._resolve(document, bind, nf_map, source)
         key = service_key(service.name)
         with self.ctl._writer():
             old_model, old_doc = self.ctl.store.services().get(key, (None, None))
@@ -92,9 +117,7 @@ class ChainService:
             model = service.model_dump(mode="json")
             if old is not None and old_model == model and self._in_place(old):
                 return old
-            limits = {i.node: i.params["max_nfs"] for i in self.ctl.instances() if i.id == FORWARDER}
-            new = plan(service.model_copy(update={"name": key}), topology, self._fresh_spis(service, old),
-                       self._used_slots(), {(i.node, i.id): i.slot for i in (old.instances if old else [])}, limits)
+            new = self._plan(service, topology, old)
             # the old plan rides in the operation: a recovery re-installs the new one, then takes the old out
             with self.ctl._operation("service-deploy", None, key, {"old": old_doc}):
                 self.ctl.store.put_service(key, model, new.to_doc())
@@ -207,6 +230,37 @@ class ChainService:
         if old is not None:
             self._uninstall(old)
         return [f"service {key}: deleted"]
+
+
+def plan_descriptor(document, topology: Topology, bind: Mapping[str, str] | None = None,
+                    nf_map: Mapping[str, str] | None = None, source: str | None = None) -> dict:
+    """plan_summary of a descriptor placed on `topology` with nothing else deployed there: no
+    testbed and no controller needed (`innet service plan FILE --topology NAME`)."""
+    try:
+        service = resolve_endpoints(parse_descriptor(document, bind=bind, nf_map=nf_map), topology)
+    except NSDError as exc:
+        raise exc.in_source(source) if source else exc from None
+    placed = plan(service.model_copy(update={"name": service_key(service.name)}), topology,
+                  {g.name: spi for spi, g in enumerate(service.forwarding_graphs, start=1)}, {})
+    return plan_summary(service, placed, topology)
+
+
+def plan_summary(service: Service, p: Plan, topology: Topology) -> dict:
+    """A plan as `innet service plan` shows it (JSON-ready): each NF instance's node, target and
+    forwarder slot; each graph's path host to host with its delay against its budget; each
+    node's rules."""
+    direction = {g.name: g.direction for g in service.forwarding_graphs}
+    return {
+        "name": service.name, "key": p.service, "format": service.format,
+        "instances": [{"id": i.id, "nf": i.nf, "node": i.node, "target": topology.nodes[i.node].target,
+                       "slot": i.slot, "params": i.params} for i in p.instances],
+        "paths": [{"graph": x.graph, "direction": direction[x.graph], "spi": x.spi,
+                   "path": [x.hosts[0], *x.routers, x.hosts[1]], "hops": [list(h) for h in x.hops],
+                   "links_ms": round(x.links_ms, 6), "processing_ms": round(x.processing_ms, 6),
+                   "delay_ms": round(x.delay_ms, 6), "budget_ms": x.budget_ms} for x in p.paths],
+        "rules": [{"node": r.node, "table": r.table, "match": r.match, "action": r.action, "params": r.params}
+                  for r in p.rules],
+    }
 
 
 def _entries_of(ctl, nodes: list[str]) -> list[Rule]:

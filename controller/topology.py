@@ -1,13 +1,17 @@
 """Topologies (topologies/*.yaml): nodes, links, an addressing plan and static routes.
 
 A topology file names nodes (role host or router, and the router's target) and links
-(with an optional bandwidth in Mbit/s). Everything else is derived, deterministically:
+(with an optional bandwidth in Mbit/s and an optional one-way `delay`, e.g. "2ms" or "500us").
+The delay is declared, not emulated (the testbed's kernel has no netem): service-chain
+placement counts it against delay budgets. Everything else is derived, deterministically:
 link i gets 10.0.i.0/24 and 2001:db8:0:i::/64, its first endpoint .1/::1 and its second
 .2/::2; node X's k-th link is interface X-eth<k> with MAC 02:00:00:<node>:<i>:<side>.
 """
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +26,8 @@ ROLES = {"host", "router"}
 # what may run each role: hosts are plain Linux stacks, routers run NFRouter on a data plane
 TARGETS = {"host": ("kernel",), "router": ("xdp", "bmv2")}
 IFNAMSIZ = 15
+MS_PER_UNIT = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "ns": 1e-6}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]+)\s*")
 
 
 @dataclass
@@ -49,6 +55,11 @@ class TopoLink:
     a: Interface
     b: Interface
     bw: float | None = None
+    delay_ms: float = 0.0       # declared one-way delay; 0 where none is declared
+
+    @property
+    def label(self) -> str:
+        return f"link {self.index} ({self.a.node}–{self.b.node})"
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,8 @@ class Topology:
         addressing plan is derived from it): what a running testbed records in the store."""
         nodes = {n.name: {"role": n.role, **({"target": n.target} if n.role == "router" else {})}
                  for n in self.nodes.values()}
-        links = [{"a": link.a.node, "b": link.b.node, **({"bw": link.bw} if link.bw else {})} for link in self.links]
+        links = [{"a": link.a.node, "b": link.b.node, **({"bw": link.bw} if link.bw else {}),
+                  **({"delay": f"{link.delay_ms!r}ms"} if link.delay_ms else {})} for link in self.links]
         return {"name": self.name, "nodes": nodes, "links": links}
 
     def node(self, name: str) -> TopoNode:
@@ -139,6 +151,19 @@ class Topology:
         return routes
 
 
+def link_delay_ms(value: object, where: str) -> float:
+    """A link's declared delay ("2ms", "500us", "0.1 s") in milliseconds; TopologyError naming
+    `where` if it is not such a duration."""
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if match is None or match.group(2) not in MS_PER_UNIT:
+        raise TopologyError(f"{where}: delay must be a duration with a unit, like '2ms' or '500us', got {value!r}",
+                            hint=f"units: {', '.join(MS_PER_UNIT)}")
+    ms = float(match.group(1)) * MS_PER_UNIT[match.group(2)]
+    if not math.isfinite(ms):
+        raise TopologyError(f"{where}: delay {value!r} is not a finite duration")
+    return ms
+
+
 def _mac(node_index: int, link: int, side: int) -> str:
     return f"02:00:00:{node_index:02x}:{link:02x}:{side:02x}"
 
@@ -161,7 +186,8 @@ def parse_topology(doc: dict, source: str) -> Topology:
     links = []
     for i, spec in enumerate(doc["links"], start=1):
         if not isinstance(spec, dict) or "a" not in spec or "b" not in spec:
-            raise TopologyError(f"{source}: link {i}: a link is {{a: NODE, b: NODE, bw: MBIT}}, got {spec!r}")
+            raise TopologyError(f"{source}: link {i}: a link is {{a: NODE, b: NODE, bw: MBIT, delay: DURATION}}, "
+                                f"got {spec!r}")
         ends = []
         for side, key in enumerate(("a", "b"), start=1):
             name = str(spec[key])
@@ -184,7 +210,10 @@ def parse_topology(doc: dict, source: str) -> Topology:
         bw = spec.get("bw")
         if bw is not None and (not isinstance(bw, (int, float)) or bw <= 0):
             raise TopologyError(f"{source}: link {i}: bw must be a positive number of Mbit/s, got {bw!r}")
-        links.append(TopoLink(i, ends[0], ends[1], bw))
+        delay = spec.get("delay")
+        delay_ms = 0.0 if delay is None else \
+            link_delay_ms(delay, f"{source}: link {i} ({ends[0].node}–{ends[1].node})")
+        links.append(TopoLink(i, ends[0], ends[1], bw, delay_ms))
     if len(links) > 250:
         raise TopologyError(f"{source}: {len(links)} links; the addressing plan holds 250")
     return Topology(str(doc.get("name", source)), nodes, links)

@@ -341,6 +341,31 @@ def cmd_service(args) -> int:
     machine's testbed, or with --api through a running API (the descriptor file is read here)."""
     from controller.nsd.binding import parse_bindings
 
+    nf_map = {}
+    for pair in args.nf:
+        key, equals, nf = pair.partition("=")
+        if not equals or not key or not nf:
+            raise InnetError(f"--nf {pair}: expected ID=NF", hint="e.g. --nf iperf3-client=rxcount")
+        nf_map[key] = nf
+    if args.topology and args.action != "plan":
+        raise InnetError(f"--topology is for innet service plan; {args.action} acts on the running testbed")
+    if args.action == "plan":
+        if not args.name:
+            raise InnetError("innet service plan needs a descriptor FILE",
+                             hint="e.g. innet service plan nsds/ping-demo.json --bind src=h1 --bind dst=h2")
+        document, bind = _read_file(args.name), parse_bindings(args.bind)
+        if args.topology:
+            from controller.sfc import plan_descriptor
+            from controller.topology import load_topology
+            planned = plan_descriptor(document, load_topology(args.topology), bind, nf_map, source=args.name)
+        elif args.api:
+            raise InnetError("innet service plan places on this machine's testbed: the API has no plan operation",
+                             hint="run it without --api where the testbed runs, or plan on a topology: "
+                                  "--topology line3")
+        else:
+            from controller.sfc import ChainService
+            planned = ChainService(_controller(need_nodes=False)).preview(document, bind, nf_map, source=args.name)
+        return _answer(args, planned, _print_service_plan)
     ops = _operations(args)
     if args.action == "list":
         return _answer(args, ops.services_list(), lambda services: _table(
@@ -352,12 +377,6 @@ def cmd_service(args) -> int:
         raise InnetError(f"innet service {args.action} needs {what}", hint=f"e.g. innet service {args.action} "
                          f"{'nsds/ping-demo.json --bind src=h1 --bind dst=h2' if args.action == 'deploy' else 'ping-demo'}")
     if args.action == "deploy":
-        nf_map = {}
-        for pair in args.nf:
-            key, equals, nf = pair.partition("=")
-            if not equals or not key or not nf:
-                raise InnetError(f"--nf {pair}: expected ID=NF", hint="e.g. --nf iperf3-client=rxcount")
-            nf_map[key] = nf
         started = time.perf_counter()
         shown = ops.services_deploy(_read_file(args.name), parse_bindings(args.bind), nf_map, source=args.name)
         what = {"unchanged": "unchanged (already deployed)", "updated": "updated", "created": "deployed"}[shown.change]
@@ -384,6 +403,28 @@ def _print_service(shown) -> None:
             for h in shown.hops])
     for problem in shown.problems:
         console.print(f"  [bold]not as desired[/bold]: {problem} (innet reconcile repairs it)")
+
+
+def _print_service_plan(planned: dict) -> None:
+    """A plan (controller.sfc.plan_summary): placement, paths with delay against budget, rules."""
+    console = _console()
+    change = {"created": "a deploy would create it", "updated": "a deploy would update the deployed one",
+              "unchanged": "deployed as planned: a deploy changes nothing"}.get(planned.get("change"))
+    console.print(f"service [bold]{planned['name']}[/bold] ({planned['format']})" + (f": {change}" if change else ""))
+    _table("NF instances", ["instance", "NF", "node", "target", "slot", "parameters"],
+           [[i["id"], i["nf"], i["node"], i["target"], i["slot"],
+             " ".join(f"{k}={v}" for k, v in i["params"].items()) or "-"] for i in planned["instances"]])
+    for path in planned["paths"]:
+        hops = " -> ".join(f"{i} @{n}" for i, n in path["hops"]) or "no NF"
+        budget = "no budget" if path["budget_ms"] is None else f"budget {path['budget_ms']:g} ms"
+        console.print(f"  {path['graph']} (SPI {path['spi']}): {' – '.join(path['path'])}; {hops}; delay "
+                      f"{path['delay_ms']:.4g} ms (links {path['links_ms']:.4g} + routers "
+                      f"{path['processing_ms']:.4g}), {budget}")
+    nodes = list(dict.fromkeys(r["node"] for r in planned["rules"]))   # per node, each in path order
+    _table("rules", ["node", "table", "match", "action", "parameters"],
+           [[r["node"], r["table"], " ".join(f"{k}={v}" for k, v in r["match"].items()), r["action"],
+             " ".join(f"{k}={v}" for k, v in r["params"].items())]
+            for r in sorted(planned["rules"], key=lambda r: nodes.index(r["node"]))])
 
 
 def cmd_stats(args) -> int:
@@ -598,13 +639,15 @@ def main(argv: list[str] | None = None) -> int:
                                   "or PREFIX local ('-': standard input)")
     p.add_argument("--instance", default="nfrouter", help="the router instance (default nfrouter)")
     p = command("service", cmd_service, "service chains from descriptors (Smart-Orchestrator JSON, DESIRE6G lnsd, "
-                "ETSI SOL006): deploy, list, show, delete", json_output=True, aliases=["services"])
-    p.add_argument("action", choices=["deploy", "list", "show", "delete"])
-    p.add_argument("name", nargs="?", help="deploy: the descriptor file; show, delete: the service")
+                "ETSI SOL006): plan, deploy, list, show, delete", json_output=True, aliases=["services"])
+    p.add_argument("action", choices=["plan", "deploy", "list", "show", "delete"])
+    p.add_argument("name", nargs="?", help="plan, deploy: the descriptor file; show, delete: the service")
     p.add_argument("--bind", action="append", default=[], metavar="NAME=HOST",
                    help="run endpoint NAME on testbed host HOST (repeat)")
     p.add_argument("--nf", action="append", default=[], metavar="ID=NF",
                    help="the descriptor's NF/VNFD id ID is catalog NF NF (repeat)")
+    p.add_argument("--topology", help="plan: place on this topology (name or file) with nothing else deployed, "
+                                      "instead of on the running testbed")
     p = command("stats", cmd_stats, "an NF instance's statistic, e.g. innet stats r1 nfrouter verdicts",
                 json_output=True)
     p.add_argument("node")

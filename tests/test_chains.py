@@ -1,12 +1,15 @@
 """Placing service chains: paths, NF placement and the NSH rules each router gets (no data plane)."""
+import json
 from pathlib import Path
 
 import pytest
 
-from controller.chains import FIRST_SI, ChainError, plan
+from controller.chains import FIRST_SI, HOP_MS, ChainError, plan
 from controller.nsd.binding import resolve_endpoints
+from controller.nsd.errors import NSDError
 from controller.nsd.parse import load_descriptor, parse_descriptor
-from controller.topology import load_topology
+from controller.sfc import plan_descriptor
+from controller.topology import Topology, load_topology, parse_topology
 
 NSDS = Path(__file__).resolve().parent.parent / "nsds"
 
@@ -102,3 +105,167 @@ def test_a_full_forwarder_is_refused_with_what_to_do():
     doc = chain_doc([{"nf_ref": "a", "type": "cms", "node": "r2"}])
     with pytest.raises(ChainError, match="the forwarder of r2 has 2 NF slots and other chains hold them all"):
         placed(doc, "line3", bind={"src": "h1", "dst": "h2"}, used={"r2": {0, 1}}, limits={"r2": 2})
+
+
+
+# ---- delay budgets ------------------------------------------------------------------------------
+
+XDP_HOP = HOP_MS["xdp"]
+BOUND = {"src": "h1", "dst": "h2"}
+
+
+def with_delays(topology: str, **delays: str) -> Topology:
+    """A shipped topology with declared link delays set or replaced, e.g. r1_r2="3ms"."""
+    doc = load_topology(topology).to_doc()
+    for link in doc["links"]:
+        delay = delays.get(f"{link['a']}_{link['b']}")
+        if delay:
+            link["delay"] = delay
+    return parse_topology(doc, topology)
+
+
+def planned_on(topo: Topology, doc: dict, used=None, kept=None, limits=None):
+    service = resolve_endpoints(parse_descriptor(doc, bind=BOUND), topo)
+    return plan(service, topo, {g.name: 100 + i for i, g in enumerate(service.forwarding_graphs)}, used or {},
+                kept, limits)
+
+
+def budgeted(hops: list[dict], budget: str) -> dict:
+    doc = chain_doc(hops)
+    doc["net_services"][0]["forwarding_graphs"][0]["e2e_delay_budget"] = budget
+    return doc
+
+
+def test_a_path_counts_its_links_host_to_host_and_every_router_it_crosses():
+    p = planned_on(with_delays("line3", r1_h1="0.5ms", r1_r2="1ms", r2_r3="1500us"), budgeted([], "5ms"))
+    path = p.paths[0]
+    assert path.hosts == ["h1", "h2"]
+    assert path.links_ms == pytest.approx(3.0)
+    assert path.processing_ms == pytest.approx(3 * XDP_HOP)
+    assert path.budget_ms == 5.0 and path.delay_ms == pytest.approx(3.0 + 3 * XDP_HOP)
+
+
+def test_a_budget_the_best_path_exceeds_is_refused_with_its_figure():
+    with pytest.raises(ChainError) as refused:
+        planned_on(with_delays("line3", r1_r2="3ms", r2_r3="3ms"), budgeted([], "5ms"))
+    assert str(refused.value).splitlines()[0] == (
+        f"service chain3, graph to_dst: delay budget 5 ms cannot be met: the best path h1–r1–r2–r3–h2 takes "
+        f"{6 + 3 * XDP_HOP:.4g} ms (links 6 ms, 3 router hops × {XDP_HOP:.4g} ms)")
+
+
+def test_a_budget_met_exactly_is_accepted():
+    budget_ms = 4 + 3 * XDP_HOP
+    p = planned_on(with_delays("line3", r1_r2="2ms", r2_r3="2ms"), budgeted([], f"{budget_ms}ms"))
+    assert p.paths[0].delay_ms == pytest.approx(budget_ms)
+
+
+def test_the_path_is_the_one_of_least_delay_not_of_fewest_links():
+    # diamond declares 1 ms on each link of the r2 branch and 2 ms on the r3 branch
+    assert planned_on(load_topology("diamond"), budgeted([], "5ms")).paths[0].routers == ["r1", "r2", "r4"]
+    slow_r2 = with_delays("diamond", r1_r2="10ms")
+    path = planned_on(slow_r2, budgeted([], "5ms")).paths[0]
+    assert path.routers == ["r1", "r3", "r4"] and path.links_ms == pytest.approx(4.0)
+    # a longer path of less delay beats a shorter one
+    doc = load_topology("diamond").to_doc()
+    doc["links"].append({"a": "r1", "b": "r4", "delay": "5ms"})
+    assert planned_on(parse_topology(doc, "diamond+"), budgeted([], "5ms")).paths[0].routers == ["r1", "r2", "r4"]
+
+
+def test_a_node_the_descriptor_names_can_lengthen_the_path_past_the_budget():
+    with pytest.raises(ChainError, match=r"delay budget 3 ms cannot be met: the best path h1–r1–r3–r4–h2 takes "
+                                         r"4\.0\d* ms \(links 4 ms"):
+        planned_on(load_topology("diamond"), budgeted([{"nf_ref": "a", "type": "cms", "node": "r3"}], "3ms"))
+
+
+def test_no_budget_no_check_and_no_declared_delay_counts_the_routers_only():
+    p = planned_on(with_delays("line3", r1_r2="1s"), chain_doc([{"nf_ref": "a", "type": "cms"}]))
+    assert p.paths[0].budget_ms is None and p.paths[0].links_ms == pytest.approx(1000.0)
+    p = planned_on(load_topology("line3"), budgeted([], "5ms"))
+    assert p.paths[0].links_ms == 0 and p.paths[0].processing_ms == pytest.approx(3 * XDP_HOP)
+
+
+def test_a_bmv2_router_off_the_best_path_is_avoided():
+    doc = load_topology("diamond").to_doc()
+    doc["nodes"]["r2"]["target"] = "bmv2"
+    assert planned_on(parse_topology(doc, "diamond"), budgeted([], "5ms")).paths[0].routers == ["r1", "r3", "r4"]
+
+
+# ---- balance ----------------------------------------------------------------------------------
+
+ONE_CMS = [{"nf_ref": "a", "type": "cms"}]
+
+
+def nodes_of(p) -> list[str]:
+    return [node for _, node in p.paths[0].hops]
+
+
+def test_instances_named_nowhere_go_to_the_least_loaded_router_of_the_path_ties_to_the_first():
+    line3 = load_topology("line3")
+    assert nodes_of(planned_on(line3, chain_doc(ONE_CMS))) == ["r1"]
+    assert nodes_of(planned_on(line3, chain_doc(ONE_CMS), used={"r1": {0}})) == ["r2"]
+    assert nodes_of(planned_on(line3, chain_doc(ONE_CMS), used={"r1": {0}, "r2": {0}})) == ["r3"]
+    assert nodes_of(planned_on(line3, chain_doc(ONE_CMS), used={"r1": {0}, "r2": {0}, "r3": {0}})) == ["r1"]
+
+
+def test_load_is_held_slots_against_each_forwarders_capacity():
+    used = {"r1": {0, 1, 2, 3}, "r2": {0}, "r3": {0, 1, 2, 3, 4}}
+    # r2 is full at 1 slot; r1 is half full, r3 5/8
+    p = planned_on(load_topology("line3"), chain_doc(ONE_CMS), used=used, limits={"r2": 1})
+    assert nodes_of(p) == ["r1"] and p.instances[0].slot == 4
+
+
+def test_a_chain_spreads_and_keeps_its_hop_order_along_the_path():
+    hops = [{"nf_ref": n, "type": "cms"} for n in ("a", "b", "c")]
+    assert nodes_of(planned_on(load_topology("line3"), chain_doc(hops))) == ["r1", "r2", "r3"]
+    # r2 busy: b goes on to r3, and c, after b, cannot go back to the emptier r1
+    p = planned_on(load_topology("line3"), chain_doc(hops), used={"r2": set(range(6))})
+    assert nodes_of(p) == ["r1", "r3", "r3"] and p.paths[0].routers == ["r1", "r2", "r3"]
+
+
+def test_services_named_nowhere_fill_every_forwarder_of_the_path_before_any_overflows():
+    used: dict[str, set[int]] = {}
+    for k in range(3 * 8):
+        p = planned_on(load_topology("line3"), chain_doc(ONE_CMS, name=f"s{k}"), used=used)
+        for inst in p.instances:
+            used.setdefault(inst.node, set()).add(inst.slot)
+    assert {node: len(slots) for node, slots in used.items()} == {"r1": 8, "r2": 8, "r3": 8}
+    with pytest.raises(ChainError, match=r"the forwarders of every router on its path \(r1, r2, r3\) have all "
+                                         r"their NF slots held by other chains"):
+        planned_on(load_topology("line3"), chain_doc(ONE_CMS, name="one-too-many"), used=used)
+
+
+def test_placement_is_deterministic():
+    hops = [{"nf_ref": n, "type": "precision"} for n in ("a", "b")]
+    used = {"r1": {0, 1}, "r3": {0}}
+    plans = [planned_on(load_topology("line3"), chain_doc(hops), used={n: set(s) for n, s in used.items()})
+             for _ in range(3)]
+    assert plans[0] == plans[1] == plans[2]
+
+
+def test_an_instance_of_the_previous_version_stays_on_its_router():
+    p = planned_on(load_topology("line3"), chain_doc(ONE_CMS), used={"r3": {0, 1, 2}},
+                   kept={("r3", "chain3--a"): 2})
+    assert nodes_of(p) == ["r3"] and p.instances[0].slot == 2
+
+
+# ---- service plan --------------------------------------------------------------------------------
+
+def test_plan_descriptor_shows_placement_paths_delay_and_rules_without_a_testbed():
+    summary = plan_descriptor((NSDS / "ping-demo.json").read_text(), load_topology("diamond"), bind=BOUND)
+    json.dumps(summary)   # --json prints it as it is
+    to_dst, to_src = summary["paths"]
+    assert to_dst["path"] == ["h1", "r1", "r2", "r4", "h2"] and to_src["path"] == ["h2", "r4", "r2", "r1", "h1"]
+    assert to_dst["links_ms"] == 2.0 and to_dst["budget_ms"] == 5.0
+    assert to_dst["delay_ms"] == pytest.approx(2.0 + 3 * XDP_HOP)
+    assert {(r["node"], r["table"], r["action"]) for r in summary["rules"] if r["match"].get("spi") == to_dst["spi"]
+            or r["params"].get("spi") == to_dst["spi"]} == {
+        ("r1", "sfc_classify", "encap"), ("r1", "sfc_hops", "forward"), ("r2", "sfc_hops", "forward"),
+        ("r4", "sfc_hops", "decap")}
+    hh = plan_descriptor((NSDS / "heavy-hitters-sol006.yaml").read_text(), load_topology("line3"))
+    assert [(i["nf"], i["node"], i["target"], i["slot"]) for i in hh["instances"]] == [
+        ("cms", "r1", "xdp", 0), ("precision", "r2", "xdp", 0), ("cms", "r3", "xdp", 0)]
+
+
+def test_plan_descriptor_names_the_source_of_a_descriptor_mistake():
+    with pytest.raises(NSDError, match=r"^bad\.json: "):
+        plan_descriptor('{"applications": []}', load_topology("line3"), source="bad.json")

@@ -30,6 +30,16 @@ def test_line3_path_goes_through_every_router():
     ({"nodes": []}, "'nodes' mapping"),
     ({"nodes": {"r": {"role": "router", "target": "tofino"}}, "links": []}, "a router cannot run target 'tofino'"),
     ({"nodes": {"h": {"target": "bmv2"}}, "links": []}, "a host cannot run target 'bmv2'"),
+    ({"nodes": {"a": {}, "b": {}}, "links": [{"a": "a", "b": "b", "delay": 5}]},
+     r"^t\.yaml: link 1 \(a–b\): delay must be a duration with a unit, like '2ms' or '500us', got 5\n"),
+    ({"nodes": {"a": {}, "b": {}}, "links": [{"a": "a", "b": "b"}, {"a": "b", "b": "a", "delay": "fast"}]},
+     r"^t\.yaml: link 2 \(b–a\): delay must be .* got 'fast'\n"),
+    ({"nodes": {"a": {}, "b": {}}, "links": [{"a": "a", "b": "b", "delay": "2 parsecs"}]}, r"got '2 parsecs'\n"),
+    ({"nodes": {"a": {}, "b": {}}, "links": [{"a": "a", "b": "b", "delay": "-2ms"}]}, r"got '-2ms'\n"),
+    ({"nodes": {"a": {}, "b": {}}, "links": [{"a": "a", "b": "b", "delay": "2MS"}]}, r"got '2MS'\n"),
+    ({"nodes": {"a": {}, "b": {}}, "links": [{"a": "a", "b": "b", "delay": True}]}, r"got True\n"),
+    ({"nodes": {"a": {}, "b": {}}, "links": [{"a": "a", "b": "b", "delay": "9" * 400 + "ms"}]},
+     r"link 1 \(a–b\): delay '9+ms' is not a finite duration"),
 ])
 def test_malformed_topology(doc, msg):
     with pytest.raises(TopologyError, match=msg):
@@ -49,3 +59,18 @@ def test_retarget_moves_every_router_and_only_routers():
     assert {r.target for r in topo.routers} == {"xdp"}, "the original must stay as loaded"
     with pytest.raises(TopologyError, match="a router cannot run target 'kernel'"):
         topo.retarget("kernel")
+
+
+@pytest.mark.parametrize("declared, ms", [("2ms", 2.0), ("500us", 0.5), ("500µs", 0.5), ("0.25 s", 250.0),
+                                          ("1500ns", 0.0015), ("0ms", 0.0)])
+def test_link_delays_parse_to_milliseconds_and_survive_the_stored_document(declared, ms):
+    topo = parse_topology({"nodes": {"a": {}, "b": {}}, "links": [{"a": "a", "b": "b", "delay": declared}]}, "t.yaml")
+    assert topo.links[0].delay_ms == pytest.approx(ms)
+    assert parse_topology(topo.to_doc(), "stored").links[0].delay_ms == pytest.approx(ms)
+
+
+def test_a_link_without_a_delay_declares_none_and_diamond_declares_its_branches():
+    assert load_topology("line3").links[1].delay_ms == 0.0
+    diamond = {(link.a.node, link.b.node): link.delay_ms for link in load_topology("diamond").links}
+    assert diamond == {("r1", "h1"): 0.0, ("r1", "r2"): 1.0, ("r1", "r3"): 2.0, ("r2", "r4"): 1.0,
+                       ("r3", "r4"): 2.0, ("r4", "h2"): 0.0}
