@@ -5,9 +5,18 @@
  * key's MurmurHash3 seeded with CMS_ROW_SEED(r), so the rows collide independently.
  * A flow's estimate is the minimum over its rows: never below the true count, and
  * above it by at most e/CMS_COLUMNS of the epoch's total with probability 1 - e^-rows.
+ * With CMS_CONSERVATIVE (conservative update, Estan and Varghese) a packet raises only
+ * the cells below its new estimate (minimum + 1, minimum + length) to it: the estimate
+ * still never under-counts, and over-counts far less; a row then no longer sums to the
+ * epoch's packets, so the totals are counted apart (cms_totals, per CPU).
  *
- * Two banks of sketch and candidates: the packet reads cms_control.active_bank once
- * and counts only there, so when the controller flips the bank (and waits out the
+ * Candidates: CMS_CANDIDATES slots in sets of CMS_CANDIDATE_WAYS, the set picked by
+ * another hash of the key. A flow held in its set takes its latest estimates; a flow not
+ * held replaces the set's smallest packet estimate when its own is larger. So the flows
+ * with the largest estimates stay, whatever order their packets come in.
+ *
+ * Two banks of sketch, candidates and totals: the packet reads cms_control.active_bank
+ * once and counts only there, so when the controller flips the bank (and waits out the
  * packets already in flight) the old bank is a closed epoch it can read and reset.
  * Every frame is passed on unchanged, to the next NF of the chain or the kernel
  * (include/chain.h); non-IP and truncated frames are not counted. See nfs/cms.yaml
@@ -25,16 +34,24 @@
 #ifndef CMS_CANDIDATES
 #define CMS_CANDIDATES 1024
 #endif
+#ifndef CMS_CONSERVATIVE
+#define CMS_CONSERVATIVE 0
+#endif
 #ifndef FLOW_KEY_MODE
 #define FLOW_KEY_MODE FLOW_KEY_5TUPLE
 #endif
+#define CMS_CANDIDATE_WAYS 8
 
-#if CMS_ROWS < 1 || (CMS_COLUMNS & (CMS_COLUMNS - 1)) || (CMS_CANDIDATES & (CMS_CANDIDATES - 1))
-#error "CMS_ROWS must be at least 1; CMS_COLUMNS and CMS_CANDIDATES powers of two"
+#if CMS_ROWS < 1 || (CMS_COLUMNS & (CMS_COLUMNS - 1)) || (CMS_CANDIDATES & (CMS_CANDIDATES - 1)) || \
+	CMS_CANDIDATES < CMS_CANDIDATE_WAYS
+#error "CMS_ROWS must be at least 1; CMS_COLUMNS and CMS_CANDIDATES powers of two, CMS_CANDIDATES at least 8"
 #endif
 
+#define CMS_CANDIDATE_SETS (CMS_CANDIDATES / CMS_CANDIDATE_WAYS)
+#define CANDIDATE_PACKETS_MAX 0xffffffffULL
+
 /* Distinct odd seeds (multiples of the golden ratio) give each row its own hash;
- * the candidate slot uses yet another one. */
+ * the candidate set uses yet another one. */
 #define CMS_ROW_SEED(r) (0x9e3779b9u * (2 * (r) + 1))
 #define CMS_CANDIDATE_SEED 0x85ebca77u
 
@@ -51,7 +68,7 @@ struct cms_cell {
 struct cms_candidate {
 	FLOW_KEY_FIELDS
 	struct bpf_spin_lock lock; /* CPUs update a slot's key and estimates together */
-	__u64 packets;
+	__u32 packets;             /* saturates at 2^32 - 1 */
 	__u64 bytes;
 };
 
@@ -73,7 +90,7 @@ struct {
 	__uint(max_entries, 2 * CMS_ROWS * CMS_COLUMNS);
 } cms_sketch SEC(".maps");
 
-/* [bank][slot] */
+/* [bank][set][way] */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -81,32 +98,67 @@ struct {
 	__uint(max_entries, 2 * CMS_CANDIDATES);
 } cms_candidates SEC(".maps");
 
-/* Keep the flow in its candidate slot if the slot is free, already holds it, or holds
- * a flow with a smaller packet estimate. */
+/* [bank]: every packet counted, per CPU (summed when read) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cms_cell);
+	__uint(max_entries, 2);
+} cms_totals SEC(".maps");
+
+/* Keep the flow's estimates in its candidate set: in its own slot, or in the slot with the
+ * set's smallest packet estimate when that is below the flow's (an empty slot holds 0). */
 static __always_inline void offer_candidate(__u32 bank, struct flow_key *key, __u64 packets, __u64 bytes)
 {
-	__u32 slot = bank * CMS_CANDIDATES + (flow_key_hash(key, CMS_CANDIDATE_SEED) & (CMS_CANDIDATES - 1));
-	struct cms_candidate *cand = bpf_map_lookup_elem(&cms_candidates, &slot);
+	__u32 base = bank * CMS_CANDIDATES +
+		     (flow_key_hash(key, CMS_CANDIDATE_SEED) & (CMS_CANDIDATE_SETS - 1)) * CMS_CANDIDATE_WAYS;
+	struct cms_candidate *cand, *min_cand = NULL;
+	__u32 min_packets = CANDIDATE_PACKETS_MAX;
 
-	if (!cand)
-		return;
-	/* An unlocked first look spares the lock (about a fifth of the program's cost) when the slot
-	 * keeps a heavier flow; a torn read can at worst skip one offer, never tear a slot. */
-	if (*(volatile __u64 *)&cand->packets >= packets && !flow_key_equal(cand, key))
-		return;
-	bpf_spin_lock(&cand->lock);
-	if (flow_key_equal(cand, key)) {
-		/* another CPU may have stored a later estimate of the same flow already */
-		if (packets > cand->packets)
-			cand->packets = packets;
-		if (bytes > cand->bytes)
-			cand->bytes = bytes;
-	} else if (cand->packets < packets) { /* an empty slot has estimate 0 */
-		__builtin_memcpy(cand, key, sizeof(*key));
-		cand->packets = packets;
-		cand->bytes = bytes;
+	if (packets > CANDIDATE_PACKETS_MAX)
+		packets = CANDIDATE_PACKETS_MAX;
+#pragma unroll
+	for (int w = 0; w < CMS_CANDIDATE_WAYS; w++) {
+		__u32 slot = base + w;
+		__u32 held;
+
+		cand = bpf_map_lookup_elem(&cms_candidates, &slot);
+		if (!cand)
+			return;
+		/* only a slot that seems to hold the flow is locked: the others are merely
+		 * candidates for the minimum, read without the lock */
+		if (flow_key_equal(cand, key)) {
+			bpf_spin_lock(&cand->lock);
+			if (flow_key_equal(cand, key)) {
+				/* another CPU may have stored a later estimate of the same flow already */
+				if (packets > cand->packets)
+					cand->packets = packets;
+				if (bytes > cand->bytes)
+					cand->bytes = bytes;
+			}
+			bpf_spin_unlock(&cand->lock);
+			return;
+		}
+		held = *(volatile __u32 *)&cand->packets;
+		if (held < min_packets) {
+			min_packets = held;
+			min_cand = cand;
+		}
 	}
-	bpf_spin_unlock(&cand->lock);
+	if (!min_cand || min_packets >= packets)
+		return;
+	bpf_spin_lock(&min_cand->lock);
+	if (min_cand->packets < packets) { /* another CPU may have claimed it meanwhile */
+		__builtin_memcpy(min_cand, key, sizeof(*key));
+		min_cand->packets = packets;
+		min_cand->bytes = bytes;
+	}
+	bpf_spin_unlock(&min_cand->lock);
+}
+
+static __always_inline __u32 cell_index(__u32 bank, int row, struct flow_key *key)
+{
+	return (bank * CMS_ROWS + row) * CMS_COLUMNS + (flow_key_hash(key, CMS_ROW_SEED(row)) & (CMS_COLUMNS - 1));
 }
 
 SEC("xdp")
@@ -116,6 +168,7 @@ int cms(struct xdp_md *ctx)
 	__u64 len = bpf_xdp_get_buff_len(ctx);
 	__u64 est_packets = ~0ULL, est_bytes = ~0ULL;
 	struct cms_control *control;
+	struct cms_cell *total;
 	struct flow_key key;
 	__u32 zero = 0, bank;
 
@@ -126,11 +179,54 @@ int cms(struct xdp_md *ctx)
 	bank = *(volatile __u32 *)&control->active_bank & 1;
 	if (parse_flow_key(data, data_end, &key, FLOW_KEY_MODE))
 		return chain_pass(ctx);
+	total = bpf_map_lookup_elem(&cms_totals, &bank);
+	if (!total)
+		return chain_pass(ctx);
+	total->packets++;
+	total->bytes += len;
 
+#if CMS_CONSERVATIVE
+	/* first the estimate before this packet: the minimum over the rows */
 #pragma unroll
 	for (int r = 0; r < CMS_ROWS; r++) {
-		__u32 idx = (bank * CMS_ROWS + r) * CMS_COLUMNS +
-			    (flow_key_hash(&key, CMS_ROW_SEED(r)) & (CMS_COLUMNS - 1));
+		__u32 idx = cell_index(bank, r, &key);
+		struct cms_cell *cell = bpf_map_lookup_elem(&cms_sketch, &idx);
+		__u64 packets, bytes;
+
+		if (!cell)
+			return chain_pass(ctx);
+		packets = *(volatile __u64 *)&cell->packets;
+		bytes = *(volatile __u64 *)&cell->bytes;
+		if (packets < est_packets)
+			est_packets = packets;
+		if (bytes < est_bytes)
+			est_bytes = bytes;
+	}
+	est_packets += 1;
+	est_bytes += len;
+	/* then raise each cell below the new estimate to it, by an atomic add of the shortfall:
+	 * a cell another CPU raised meanwhile for another flow ends higher than both want, never
+	 * lower. (Two packets of one flow on two CPUs at once may count as one; RSS keeps a
+	 * flow's packets on one CPU.) */
+#pragma unroll
+	for (int r = 0; r < CMS_ROWS; r++) {
+		__u32 idx = cell_index(bank, r, &key);
+		struct cms_cell *cell = bpf_map_lookup_elem(&cms_sketch, &idx);
+		__u64 packets, bytes;
+
+		if (!cell)
+			return chain_pass(ctx);
+		packets = *(volatile __u64 *)&cell->packets;
+		bytes = *(volatile __u64 *)&cell->bytes;
+		if (packets < est_packets)
+			__sync_fetch_and_add(&cell->packets, est_packets - packets);
+		if (bytes < est_bytes)
+			__sync_fetch_and_add(&cell->bytes, est_bytes - bytes);
+	}
+#else
+#pragma unroll
+	for (int r = 0; r < CMS_ROWS; r++) {
+		__u32 idx = cell_index(bank, r, &key);
 		struct cms_cell *cell = bpf_map_lookup_elem(&cms_sketch, &idx);
 		__u64 packets, bytes;
 
@@ -143,6 +239,7 @@ int cms(struct xdp_md *ctx)
 		if (bytes < est_bytes)
 			est_bytes = bytes;
 	}
+#endif
 	offer_candidate(bank, &key, est_packets, est_bytes);
 	return chain_pass(ctx);
 }
