@@ -2,17 +2,23 @@
 
 An NF's flow table is a `registers` statistic whose cells hold a flow key (src_addr,
 dst_addr, src_port, dst_port, proto) and a packet estimate (and maybe bytes); the cms
-candidates and the precision flows both are one. The pure functions here take register
+candidates and the precision key table both are one. The pure functions here take register
 arrays as `Controller.read_registers` returns them (field -> numpy array), so a benchmark
 that reads maps itself can use them too. `SketchEpochs` closes the epochs of an NF with
 two banks (cms): it flips the bank, waits for packets in flight, then reads and resets
 the closed bank.
+
+Any flow's Count-Min estimate, held as a candidate or not: `flow_estimate` (the epoch so
+far) and `Epoch.estimate` (a closed one); they find the flow's cells with the data plane's
+own hashes (`sketch_columns`). What an instance's state really costs: `state_memory`.
 """
 from __future__ import annotations
 
 import ipaddress
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -182,6 +188,8 @@ class Epoch:
     ended: float
     sketch: dict[str, np.ndarray]    # [row][column]
     flows: dict[str, np.ndarray]     # [slot]
+    totals: dict[str, int] | None = None   # every packet and byte of the epoch, when the NF counts them apart
+    columns: Callable[["Flow"], list[int]] | None = None   # a flow's column in each row (sketch_columns)
 
     @property
     def duration(self) -> float:
@@ -189,11 +197,16 @@ class Epoch:
 
     @property
     def packets(self) -> int:
-        """Every packet counted in the epoch: each one adds 1 to exactly one cell of each row."""
+        """Every packet counted in the epoch (without totals: a plain sketch adds each packet to
+        exactly one cell of each row)."""
+        if self.totals is not None:
+            return self.totals["packets"]
         return int(self.sketch["packets"][0].sum())
 
     @property
     def bytes(self) -> int:
+        if self.totals is not None:
+            return self.totals["bytes"]
         return int(self.sketch["bytes"][0].sum())
 
     def top(self, k: int, by: str = "packets") -> list[FlowCount]:
@@ -203,6 +216,14 @@ class Epoch:
         """Rates of the top-k flows, or of every flow the epoch kept (k None)."""
         counts = flow_counts(self.flows) if k is None else self.top(k, by)
         return rates(counts, self.duration)
+
+    def estimate(self, flow: "Flow") -> FlowCount:
+        """The sketch's estimate of any flow in this epoch (candidate or not): never below its
+        true count."""
+        if self.columns is None:
+            raise StatsError("this epoch does not know its sketch's hashes",
+                             hint="close epochs with SketchEpochs, which gives them")
+        return sketch_estimate(self.sketch, self.columns(flow), flow)
 
 
 class SketchEpochs:
@@ -218,10 +239,11 @@ class SketchEpochs:
             raise StatsError(f"NF {spec.name} (instance {instance}) has no epochs (no control.active_bank)",
                              hint="read its flow table with read_flows instead")
         self.flow_stat = flow_table(spec)
-        params = controller.instance(node, instance).params
+        row = controller.instance(node, instance)
+        self.columns = sketch_hash(row.target, row.params)
         # cells per bank of each banked statistic: the shape after its leading [bank] axis
-        self.per_bank = {stat: int(np.prod(spec.stat(stat).shape(params)[1:]))
-                         for stat in ("sketch", self.flow_stat)}
+        banked = ("sketch", self.flow_stat, *(["totals"] if "totals" in spec.stats else []))
+        self.per_bank = {stat: int(np.prod(spec.stat(stat).shape(row.params)[1:])) for stat in banked}
         self.grace_s = grace_s
         self.started = time.monotonic()
 
@@ -240,10 +262,13 @@ class SketchEpochs:
         time.sleep(self.grace_s)
         sketch = self.ctl.read_registers(self.node, self.nf, "sketch")
         flows = self.ctl.read_registers(self.node, self.nf, self.flow_stat)
+        totals = None
+        if "totals" in self.per_bank:
+            totals = {f: int(a[bank]) for f, a in self.ctl.read_registers(self.node, self.nf, "totals").items()}
         sketch_bank = {f: a[bank].copy() for f, a in sketch.items()}
         flows_bank = {f: a[bank].copy() for f, a in flows.items()}
         self._reset_bank(bank)
-        epoch = Epoch(bank, self.started, ended, sketch_bank, flows_bank)
+        epoch = Epoch(bank, self.started, ended, sketch_bank, flows_bank, totals, self.columns)
         self.started = ended
         return epoch
 
@@ -306,3 +331,178 @@ class FlowMonitor:
 def read_flows(controller, node: str, instance: str) -> list[FlowCount]:
     """Every flow an NF instance's flow table holds now (both banks of a banked NF)."""
     return flow_counts(controller.read_registers(node, instance, flow_table(controller.spec(node, instance))))
+
+
+# ---- any flow's Count-Min estimate ---------------------------------------------------------
+
+U32 = 0xFFFFFFFF
+# The seeds and multipliers of ebpf/cms.bpf.c (CMS_ROW_SEED) and p4/cms.p4 (count rows), row by row.
+XDP_ROW_SEEDS = tuple((0x9E3779B9 * (2 * r + 1)) & U32 for r in range(8))
+BMV2_ROW_MULTIPLIERS = (0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F, 0x165667B1, 0xD3A2646D, 0xFD7046C5, 0xB55A4F09)
+
+
+def _rotl32(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & U32
+
+
+def murmur3_flow(words: tuple[int, ...], seed: int) -> int:
+    """flow_key_hash of ebpf/include/flowkey.h: MurmurHash3_x86_32 over the key's ten 32-bit words."""
+    h = seed
+    for w in words:
+        k = _rotl32((w * 0xCC9E2D51) & U32, 15) * 0x1B873593 & U32
+        h = (_rotl32(h ^ k, 13) * 5 + 0xE6546B64) & U32
+    h ^= 4 * len(words)
+    h ^= h >> 16
+    h = h * 0x85EBCA6B & U32
+    h ^= h >> 13
+    h = h * 0xC2B2AE35 & U32
+    return h ^ (h >> 16)
+
+
+def _key_fields(flow: Flow, key_mode: int) -> tuple[int, int, int, int, int]:
+    """The flow as the data plane keys it: IPv4 as IPv4-mapped IPv6, no ports in key mode 1."""
+    def addr128(a) -> int:
+        return int(a) | 0xFFFF00000000 if a.version == 4 else int(a)
+    sport, dport = (0, 0) if key_mode == 1 else (flow.sport, flow.dport)
+    return addr128(flow.src), addr128(flow.dst), sport, dport, flow.proto
+
+
+def xdp_flow_words(flow: Flow, key_mode: int = 0) -> tuple[int, ...]:
+    """struct flow_key as ten little-endian 32-bit words: addresses in network order, ports in
+    host order, the protocol, three zero bytes."""
+    src, dst, sport, dport, proto = _key_fields(flow, key_mode)
+    raw = (src.to_bytes(16, "big") + dst.to_bytes(16, "big") + sport.to_bytes(2, "little")
+           + dport.to_bytes(2, "little") + bytes([proto, 0, 0, 0]))
+    return tuple(int.from_bytes(raw[i:i + 4], "little") for i in range(0, 40, 4))
+
+
+def bmv2_fingerprint(flow: Flow, key_mode: int = 0) -> int:
+    """flow_fingerprint of p4/include/pipeline.p4: CRC-32 of the key's fields, concatenated."""
+    src, dst, sport, dport, proto = _key_fields(flow, key_mode)
+    return zlib.crc32(src.to_bytes(16, "big") + dst.to_bytes(16, "big") + sport.to_bytes(2, "big")
+                      + dport.to_bytes(2, "big") + bytes([proto]))
+
+
+def sketch_hash(target: str, params: dict) -> Callable[[Flow], list[int]]:
+    """A flow's column in each row of a cms instance's sketch, as the data plane picks it."""
+    rows, columns, key_mode = params["rows"], params["columns"], params.get("key_mode", 0)
+    if target == "bmv2":
+        def columns_of(flow: Flow) -> list[int]:
+            fp = bmv2_fingerprint(flow, key_mode)
+            return [((fp * m) >> 32) & (columns - 1) for m in BMV2_ROW_MULTIPLIERS[:rows]]
+    else:
+        def columns_of(flow: Flow) -> list[int]:
+            words = xdp_flow_words(flow, key_mode)
+            return [murmur3_flow(words, seed) & (columns - 1) for seed in XDP_ROW_SEEDS[:rows]]
+    return columns_of
+
+
+def sketch_columns(controller, node: str, instance: str, flow: Flow) -> list[int]:
+    """The flow's column in each row of the instance's sketch."""
+    row = controller.instance(node, instance)
+    return sketch_hash(row.target, row.params)(flow)
+
+
+def sketch_estimate(sketch: dict[str, np.ndarray], columns: list[int], flow: Flow) -> FlowCount:
+    """A flow's estimate in one bank's sketch ([row][column] arrays): the minimum over its cells."""
+    cells = (np.arange(len(columns)), np.asarray(columns))
+    return FlowCount(flow, int(np.asarray(sketch["packets"])[cells].min()),
+                     int(np.asarray(sketch["bytes"])[cells].min()) if "bytes" in sketch else None)
+
+
+def flow_estimate(controller, node: str, instance: str, flow: Flow, bank: int | None = None) -> FlowCount:
+    """Any flow's Count-Min estimate in a bank of a cms instance (default: the active bank, the
+    epoch so far), whether the candidates hold it or not; never below its true count there."""
+    spec = controller.spec(node, instance)
+    if not has_epochs(spec) or "sketch" not in spec.stats:
+        raise StatsError(f"NF {spec.name} (instance {instance}) has no Count-Min sketch to estimate flows from",
+                         hint="estimate flows of a cms instance; read precision's tracked flows with read_flows")
+    if bank is None:
+        bank = int(controller.read_registers(node, instance, "control")["active_bank"].reshape(-1)[0]) & 1
+    if bank not in (0, 1):
+        raise StatsError(f"a sketch has banks 0 and 1, not {bank}")
+    sketch = {f: a[bank] for f, a in controller.read_registers(node, instance, "sketch").items()}
+    return sketch_estimate(sketch, sketch_columns(controller, node, instance, flow), flow)
+
+
+# ---- real state memory -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StateMap:
+    """One map (XDP) or register array (BMv2) of an instance: entries x bytes per entry."""
+    name: str
+    entries: int
+    entry_bytes: int   # as the target stores it: XDP rounds a value up to 8 bytes, per CPU for per-CPU maps
+
+    @property
+    def bytes(self) -> int:
+        return self.entries * self.entry_bytes
+
+
+@dataclass(frozen=True)
+class StateMemory:
+    node: str
+    instance: str
+    target: str
+    maps: tuple[StateMap, ...] = field(default_factory=tuple)
+
+    @property
+    def bytes(self) -> int:
+        return sum(m.bytes for m in self.maps)
+
+
+def state_memory(controller, node: str, instance: str) -> StateMemory:
+    """What a deployed instance's state really takes: on XDP every map the instance pinned (its
+    program excluded), max_entries x the value size as the kernel stores it; on BMv2 the
+    register arrays its catalog statistics bind, cells x bitwidth in whole bytes."""
+    row = controller.instance(node, instance)
+    if row.target == "bmv2":
+        maps = _bmv2_registers(controller, node, instance)
+    else:
+        maps = _xdp_maps(controller, node, instance)
+    return StateMemory(node, instance, row.target, tuple(maps))
+
+
+def _xdp_maps(controller, node: str, instance: str) -> list[StateMap]:
+    from controller.bpf import libbpf
+    from controller.targets.chain import PROG_PIN
+
+    pins = controller.target("xdp").pin_dir(controller.node(node), instance)
+    if not pins.is_dir():
+        raise StatsError(f"instance {instance} on {node} has no pinned maps at {pins}",
+                         hint=f"is it running? innet nf list {node}; innet reconcile repairs it")
+    out = []
+    for pin in sorted(pins.iterdir()):
+        if pin.name == PROG_PIN:
+            continue
+        m = libbpf.BpfMap.from_pin(str(pin))
+        try:
+            out.append(StateMap(pin.name, m.max_entries, m.read_size if m.per_cpu else m.stride))
+        finally:
+            m.close()
+    return out
+
+
+def _bmv2_registers(controller, node: str, instance: str) -> list[StateMap]:
+    import json
+    from pathlib import Path
+
+    from controller.targets.bmv2 import RECORD_PREFIX
+
+    record = controller.target("bmv2").records.get(node, RECORD_PREFIX + instance)
+    if record is None:
+        raise StatsError(f"instance {instance} is not deployed on the BMv2 switch of {node}",
+                         hint=f"innet nf list {node}")
+    arrays = {r["name"]: r for r in json.loads(Path(record["json"]).read_text()).get("register_arrays", [])}
+    wanted = []
+    for stat in controller.spec(node, instance).stats.values():
+        for names in stat.bmv2.get("registers", {}).values():
+            wanted += names if isinstance(names, list) else [names]
+    out = []
+    for name in dict.fromkeys(wanted):
+        found = [r for full, r in arrays.items() if full == name or full.endswith("." + name)]
+        if len(found) != 1:
+            raise StatsError(f"{instance} on {node}: the P4 program has {'no' if not found else 'several'} "
+                             f"register '{name}'", hint="the program and the catalog disagree: fix one of them")
+        out.append(StateMap(name, found[0]["size"], (found[0]["bitwidth"] + 7) // 8))
+    return out

@@ -1,4 +1,5 @@
-"""Heavy-hitter NFs (cms, precision) on XDP: real frames from scapy through the attached programs.
+"""Heavy-hitter NFs (cms, precision): real frames from scapy through the attached XDP programs,
+and through a real BMv2 switch where one is installed.
 
 A bare namespace holds two veth pairs: cms runs on va (frames sent from vb), precision on
 vc (frames sent from vd). IPv6 is off in the namespace so the kernel adds no frames of its
@@ -8,6 +9,7 @@ import functools
 import math
 import random
 import time
+from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
@@ -23,8 +25,9 @@ from controller.catalog import get_nf
 from controller.errors import CatalogError, StatsError, TargetError
 from controller.netns import netns
 from controller.node import Node
-from controller.stats import (Flow, FlowCount, FlowMonitor, SketchEpochs, elephant_threshold, elephants, flow_counts, heavy_hitters,
-                              rates, top_k)
+from controller.p4 import switch
+from controller.stats import (Flow, FlowCount, FlowMonitor, SketchEpochs, elephant_threshold, elephants, flow_counts,
+                              flow_estimate, heavy_hitters, rates, sketch_columns, state_memory, top_k)
 from controller.service import Controller
 from testbed import cli, traffic
 from testbed.scratch import Veth, namespace, sh
@@ -140,6 +143,8 @@ def test_count_min_never_undercounts_and_stays_within_its_bound(hh):
 
     n, total_bytes, width = len(frames), epoch.bytes, CMS_PARAMS["columns"]
     cells = sketch_cells(name, flows)
+    for f in flows:   # the controller finds a flow's cells with the program's own hashes
+        assert [r * width + c for r, c in enumerate(sketch_columns(ctl, name, "cms", f))] == cells[f].tolist()
     sketch_packets = epoch.sketch["packets"].reshape(-1)
     sketch_bytes = epoch.sketch["bytes"].reshape(-1)
     for f in flows:
@@ -147,6 +152,10 @@ def test_count_min_never_undercounts_and_stays_within_its_bound(hh):
         est_bytes = int(sketch_bytes[cells[f]].min())
         assert sent[f] <= est_packets <= sent[f] + math.e * n / width, f"{f}: packets {est_packets} vs {sent[f]}"
         assert sent_bytes[f] <= est_bytes <= sent_bytes[f] + math.e * total_bytes / width, f"{f}: bytes"
+
+    for f in flows[:20]:   # any flow's estimate, candidate or not, from the closed epoch
+        assert epoch.estimate(f) == FlowCount(f, int(sketch_packets[cells[f]].min()),
+                                              int(sketch_bytes[cells[f]].min()))
 
     # candidates: sent flows only, each held with its estimate at its last packet
     counted = flow_counts(epoch.flows)
@@ -237,6 +246,53 @@ def test_address_pair_key_mode_drops_ports(bare):
     assert [(c.flow, c.packets) for c in got] == [(Flow.of("10.3.0.1", "10.3.0.2", 0, 0, 17), 20)]
 
 
+def test_conservative_update_never_undercounts_and_over_counts_less_than_plain():
+    """The same frames, in the same order, through plain cms (va) and conservative cms (vc)
+    with the same hashes: a conservative cell never exceeds the plain one, so every estimate lies
+    between the exact count and the plain estimate, and the mice's excess shrinks."""
+    with _node([Veth("va", "vb"), Veth("vc", "vd")]) as (ctl, name):
+        ctl.deploy(name, "cms", ["va"], CMS_PARAMS)
+        ctl.deploy(name, "cms", ["vc"], {**CMS_PARAMS, "conservative": 1}, instance="cms-cu")
+        flows = test_flows(300)
+        sent = {f: max(1, 3000 // (i + 1)) for i, f in enumerate(flows)}
+        frames = [frame(f, i % 50) for i, f in enumerate(flows) for _ in range(sent[f])]
+        random.Random(3).shuffle(frames)
+        sent_bytes = Counter()
+        for raw in frames:
+            sent_bytes[raw] += len(raw)
+        epochs = {inst: SketchEpochs(ctl, name, inst) for inst in ("cms", "cms-cu")}
+        for e in epochs.values():
+            e.restart()
+        send(ctl, name, "vb", "va", frames)
+        send(ctl, name, "vd", "vc", frames)
+        plain, cu = epochs["cms"].close(), epochs["cms-cu"].close()
+
+        assert plain.packets == cu.packets == len(frames), "the totals count every packet"
+        assert plain.bytes == cu.bytes == sum(len(f) for f in frames)
+        assert cu.sketch["packets"].sum(axis=1).max() < len(frames), "conservative rows skip cells"
+        excess = {"plain": 0, "cu": 0}
+        for i, f in enumerate(flows):
+            exact = FlowCount(f, sent[f], sent_bytes[frame(f, i % 50)])
+            p, c = plain.estimate(f), cu.estimate(f)
+            assert exact.packets <= c.packets <= p.packets, f"{f}: exact {exact}, conservative {c}, plain {p}"
+            assert exact.bytes <= c.bytes <= p.bytes, f"{f}: bytes"
+            excess["plain"] += p.packets - exact.packets
+            excess["cu"] += c.packets - exact.packets
+        assert excess["cu"] < excess["plain"] / 2, excess
+
+        for c in flow_counts(cu.flows):   # candidates: estimates, never under the exact count
+            assert c.packets >= sent[c.flow]
+        heaviest = sorted(flows, key=lambda f: -sent[f])
+        assert {c.flow for c in cu.top(10)} == set(heaviest[:10])
+
+        # the live estimate through the stats library: the epoch so far holds 7 packets of one flow
+        send(ctl, name, "vd", "vc", [frame(flows[5])] * 7)
+        time.sleep(0.05)
+        assert flow_estimate(ctl, name, "cms-cu", flows[5]) == FlowCount(flows[5], 7, 7 * len(frame(flows[5])))
+        assert flow_estimate(ctl, name, "cms-cu", flows[6]).packets == 0
+        assert flow_estimate(ctl, name, "cms-cu", flows[5], bank=cu.bank).packets == 0, "the closed bank was zeroed"
+
+
 # ---- PRECISION -------------------------------------------------------------------------------
 def reset_precision(ctl, name: str, instance: str = "precision") -> None:
     """Empty the stages and the key table alike: a flow whose stage slot survived would count on."""
@@ -261,10 +317,31 @@ def test_precision_finds_elephants_among_mice(hh):
     send(ctl, name, "vd", "vc", frames)
     time.sleep(0.05)
     top = heavy_hitters(ctl.read_registers(name, "precision", "flows"), 8)
+    assert {f.src.version for f in big} == {4, 6}
     assert {c.flow for c in top} == set(big)
     for c in top:
         assert 0.9 * 400 <= c.packets <= 400 + 10, f"{c.flow}: counter {c.packets} for 400 packets"
     assert top[0].bytes is None
+
+
+def test_the_heaviest_flows_keep_the_key_table(bare):
+    """One key set (8 keys) for 208 tracked flows: the 8 heavy ones, IPv4 and IPv6, end up
+    holding it, whatever order their packets came in, with their stage counters."""
+    ctl, name = bare
+    ctl.deploy(name, "precision", ["va"], {"stages": 2, "slots": 1024, "key_sets": 1})
+    flows = test_flows(208)
+    big, mice = flows[:8], flows[8:]
+    frames = [frame(f) for f in big for _ in range(40)] + [frame(f) for f in mice for _ in range(3)]
+    random.Random(4).shuffle(frames)
+    send(ctl, name, "vb", "va", frames)
+    time.sleep(0.05)
+    held = flow_counts(ctl.read_registers(name, "precision", "flows"))
+    assert {c.flow for c in held} == set(big)
+    assert {c.flow.src.version for c in held} == {4, 6}
+    stages = ctl.read_registers(name, "precision", "stages")
+    assert sorted(c.packets for c in held) == sorted(stages["packets"].ravel().tolist())[-8:], \
+        "a key entry holds its flow's stage counter"
+    assert all(36 <= c.packets <= 40 for c in held), held
 
 
 # ---- monitoring, CLI ---------------------------------------------------------------------------
@@ -295,6 +372,23 @@ def test_cli_prints_the_top_flows(hh, capsys):
     assert "top-k needs k >= 1" in capsys.readouterr().err
     assert cli.main(["hh", name, "precision", "--once", "--elephant", "1mbit"]) == 1
     assert "precision counts packets only" in capsys.readouterr().err
+
+
+# ---- state memory ------------------------------------------------------------------------------
+def test_state_memory_counts_every_map_of_the_instance(hh):
+    ctl, name = hh
+    cpus = libbpf.num_possible_cpus()
+    cms = state_memory(ctl, name, "cms")
+    assert cms.target == "xdp"
+    assert {m.name: (m.entries, m.entry_bytes) for m in cms.maps} == {
+        "chain_next": (1, 8), "cms_control": (1, 8), "cms_sketch": (2 * 4 * 256, 16),
+        "cms_candidates": (2 * 1024, 56), "cms_totals": (2, 16 * cpus)}
+    precision = state_memory(ctl, name, "precision")   # defaults: 2 x 1024 stage slots, 64 x 8 keys
+    assert {m.name: (m.entries, m.entry_bytes) for m in precision.maps} == {
+        "chain_next": (1, 8), "precision_stages": (2048, 8), "precision_keys": (512, 48)}
+    assert precision.bytes == 8 + 2048 * 8 + 512 * 48
+    with pytest.raises(TargetError, match=f"no NF instance 'nope' on {name}"):
+        state_memory(ctl, name, "nope")
 
 
 # ---- bad input ---------------------------------------------------------------------------------
