@@ -196,6 +196,7 @@ class _Placer:
         path.links_ms = sum(self.topology.graph.edges[a, b]["link"].delay_ms for a, b in zip(nodes, nodes[1:]))
         path.processing_ms = sum(HOP_MS[self.topology.nodes[r].target] for r in path.routers)
         path.budget_ms = graph.delay_budget_ms
+        # a relative margin: a budget written as the exact sum must not fail on float rounding
         if path.budget_ms is not None and path.delay_ms > path.budget_ms * (1 + 1e-9):
             per_hop = " + ".join(f"{n} router hops × {_ms(HOP_MS[t])} ms" for t, n in
                                  Counter(self.topology.nodes[r].target for r in path.routers).items())

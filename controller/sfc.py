@@ -255,7 +255,8 @@ def plan_summary(service: Service, p: Plan, topology: Topology) -> dict:
         "instances": [{"id": i.id, "nf": i.nf, "node": i.node, "target": topology.nodes[i.node].target,
                        "slot": i.slot, "params": i.params} for i in p.instances],
         "paths": [{"graph": x.graph, "direction": direction[x.graph], "spi": x.spi,
-                   "path": [x.hosts[0], *x.routers, x.hosts[1]], "hops": [list(h) for h in x.hops],
+                   # a plan stored before paths recorded their hosts has none: its routers alone
+                   "path": x.hosts[:1] + x.routers + x.hosts[1:], "hops": [list(h) for h in x.hops],
                    "links_ms": round(x.links_ms, 6), "processing_ms": round(x.processing_ms, 6),
                    "delay_ms": round(x.delay_ms, 6), "budget_ms": x.budget_ms} for x in p.paths],
         "rules": [{"node": r.node, "table": r.table, "match": r.match, "action": r.action, "params": r.params}

@@ -57,10 +57,6 @@ class TopoLink:
     bw: float | None = None
     delay_ms: float = 0.0       # declared one-way delay; 0 where none is declared
 
-    @property
-    def label(self) -> str:
-        return f"link {self.index} ({self.a.node}–{self.b.node})"
-
 
 @dataclass(frozen=True)
 class StaticRoute:

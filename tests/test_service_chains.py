@@ -196,3 +196,53 @@ def test_kill_9_mid_deploy_then_one_command_leaves_the_chain_whole_or_absent(lin
     else:
         assert chain_instances == set()
         assert all(not ctl.store.entries(n, "sff") for n in ("r1", "r2", "r3"))
+
+
+def _innet(scope: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "testbed.cli", *argv], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "INNET_SCOPE": scope})
+
+
+def test_service_plan_shows_the_placement_beside_what_runs_and_installs_nothing(line3, chains, tmp_path):
+    ctl, scope = line3.controller, line3.controller.scope.name
+    held = lambda: ({(i.node, i.id) for i in ctl.instances()}, ctl.store.services())  # noqa: E731
+    before = held()
+    planned = _innet(scope, "service", "plan", str(DESCRIPTOR), "--json")
+    assert planned.returncode == 0, planned.stderr
+    fresh = json.loads(planned.stdout)
+    assert fresh["change"] == "created"
+    assert [(i["nf"], i["node"], i["slot"]) for i in fresh["instances"]] == [
+        ("cms", "r1", 0), ("precision", "r2", 0), ("cms", "r3", 0)]
+    assert fresh["paths"][0]["path"] == ["h1", "r1", "r2", "r3", "h2"]
+    assert held() == before, "planning installs nothing"
+    p, spi = deployed(chains)
+    again = json.loads(_innet(scope, "service", "plan", str(DESCRIPTOR), "--json").stdout)
+    assert again["change"] == "unchanged" and {x["graph"]: x["spi"] for x in again["paths"]} == spi
+    # another service beside it: its cms goes where a slot is free, on a fresh SPI
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"applications": [{"application_name": "app", "microservices": [
+        {"microservice_name": "src", "ns_ref": "app_a"}, {"microservice_name": "dst", "ns_ref": "app_b"}]}],
+        "net_services": [{"ns_name": "other", "network_functions": [{"nf_ref": "m", "type": "cms"}],
+                          "forwarding_graphs": [{"graph_name": "g", "links": [{"id": "to_dst", "connection_points": [
+                              {"microservice_ref": "app_a:1"}, {"nf_ref": "m"}, {"microservice_ref": "app_b:1"}]}]}]}]}))
+    beside = json.loads(_innet(scope, "service", "plan", str(other), "--bind", "src=h1", "--bind", "dst=h2",
+                               "--json").stdout)
+    assert [(i["node"], i["slot"]) for i in beside["instances"]] == [("r1", 1)]
+    assert beside["paths"][0]["spi"] not in spi.values()
+    assert set(ctl.store.services()) == {SERVICE}
+
+
+def test_a_delay_budget_the_testbed_cannot_meet_is_refused_and_nothing_is_deployed(line3, chains):
+    from controller.chains import HOP_MS, ChainError
+
+    doc = json.loads((REPO / "nsds" / "ping-demo.json").read_text())
+    doc["net_services"][0]["forwarding_graphs"][0]["e2e_delay_budget"] = "1us"
+    with pytest.raises(ChainError, match=rf"^service ping-demo, graph to_dst: delay budget 0\.001 ms cannot be met: "
+                                         rf"the best path h1–r1–r2–r3–h2 takes {3 * HOP_MS['xdp']:.4g} ms"):
+        chains.deploy(doc, bind={"src": "h1", "dst": "h2"})
+    ctl = line3.controller
+    assert ctl.store.services() == {}
+    assert all([i.id for i in ctl.instances(r)] == ["nfrouter"] for r in ("r1", "r2", "r3"))
+    shipped = _innet(ctl.scope.name, "service", "plan", str(REPO / "nsds" / "ping-demo.json"), "--bind", "src=h1",
+                     "--bind", "dst=h2")
+    assert shipped.returncode == 0, "the shipped 5 ms budget is met on line3: " + shipped.stderr
