@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StrictInt, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StrictInt, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from controller.catalog import NFSpec
@@ -44,6 +44,11 @@ def _valid_prefix(text: str) -> str:
 
 
 Prefix = Annotated[str, Field(max_length=64, examples=["203.0.113.0/24"]), AfterValidator(_valid_prefix)]
+# (forwarder instance, slot), schema'd without `prefixItems`: schemathesis 4 misreads a 3.1 tuple
+# inside anyOf (a nullable one) as an invalid schema, so the pair is spelt as a draft-neutral array
+ForwarderSlot = Annotated[tuple[str, int], WithJsonSchema({
+    "type": "array", "minItems": 2, "maxItems": 2, "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+    "examples": [["sff", 0]]})]
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -137,7 +142,7 @@ class DeploymentOut(BaseModel):
     modes: dict[str, str]
     problem: str | None
     cleared: list[str] = Field(description="instances whose tables this deploy emptied and refilled")
-    behind: tuple[str, int] | None = Field(None, description="(forwarder instance, slot) of an NF behind a service "
+    behind: ForwarderSlot | None = Field(None, description="(forwarder instance, slot) of an NF behind a service "
                                                              "function forwarder")
 
 
