@@ -2,7 +2,8 @@
 
 What should be deployed lives here: the testbed and its nodes, NF instances with their
 parameters, the table entries and routes the controller owns, and a log of operations
-(intent recorded before the data plane is touched, marked done after). The data plane's
+(intent recorded before the data plane is touched, marked done after). The path allocator's
+closed loop (controller.te.loop) keeps its per-flow path overrides and its decision log here too. The data plane's
 own bookkeeping (XdpTarget's deployment records and counter slots, Bmv2Target's records)
 lives in the same database, in its own tables, so it changes in the same transactions.
 
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS operations (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, node TEXT, subject TEXT,
     detail TEXT, state TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
     finished REAL, error TEXT);
+CREATE TABLE IF NOT EXISTS path_overrides (
+    flow TEXT PRIMARY KEY, path TEXT NOT NULL, entries TEXT NOT NULL, retiring TEXT NOT NULL,
+    since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS te_decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, summary TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dp_records (
     node TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (node, key));
 CREATE TABLE IF NOT EXISTS dp_slots (
@@ -96,6 +102,23 @@ class RouteRow:
     mac: str | None
     via: str | None
     local: bool
+
+
+@dataclass(frozen=True)
+class PathOverrideRow:
+    flow: str                 # the flow's key (controller.te.live.flow_key)
+    path: tuple[str, ...]     # the nodes it crosses, source host first
+    entries: list[dict]       # the flow_routes entries that pin it: {"node", "match", "params"}
+    retiring: list[dict]      # entries of the path it left, until they are removed
+    since: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: int
+    at: float
+    summary: str
+    detail: dict
 
 
 @dataclass(frozen=True)
@@ -302,6 +325,39 @@ class Store:
     def delete_service(self, name: str) -> None:
         with self.write() as db:
             db.execute("DELETE FROM services WHERE name = ?", (name,))
+
+    def path_overrides(self) -> dict[str, PathOverrideRow]:
+        rows = self.db.execute("SELECT flow, path, entries, retiring, since FROM path_overrides ORDER BY since")
+        return {r[0]: PathOverrideRow(r[0], tuple(json.loads(r[1])), json.loads(r[2]), json.loads(r[3]), r[4])
+                for r in rows}
+
+    def put_path_override(self, row: PathOverrideRow) -> None:
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO path_overrides VALUES (?, ?, ?, ?, ?)",
+                       (row.flow, json.dumps(row.path), json.dumps(row.entries, sort_keys=True),
+                        json.dumps(row.retiring, sort_keys=True), row.since))
+
+    def delete_path_override(self, flow: str) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM path_overrides WHERE flow = ?", (flow,))
+
+    def log_decision(self, summary: str, detail: dict, keep: int = 1000) -> None:
+        """Append to the path allocator's decision log, which keeps its latest `keep` entries."""
+        with self.write() as db:
+            db.execute("INSERT INTO te_decisions (at, summary, detail) VALUES (?, ?, ?)",
+                       (time.time(), summary, json.dumps(detail, sort_keys=True)))
+            db.execute("DELETE FROM te_decisions WHERE id <= (SELECT MAX(id) FROM te_decisions) - ?", (keep,))
+
+    def decisions(self, limit: int = 20) -> list[Decision]:
+        """The latest decisions, newest first."""
+        rows = self.db.execute("SELECT id, at, summary, detail FROM te_decisions ORDER BY id DESC LIMIT ?", (limit,))
+        return [Decision(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def clear_paths(self) -> None:
+        """Every path override and decision: they live on a testbed, and go with it."""
+        with self.write() as db:
+            db.execute("DELETE FROM path_overrides")
+            db.execute("DELETE FROM te_decisions")
 
     def clear_services(self) -> None:
         """Every service: they live on a testbed, and go with it."""

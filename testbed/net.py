@@ -6,7 +6,8 @@ are Mininet hosts running simple_switch_grpc (testbed.bmv2): the controller push
 pipeline and the same routes; their kernel takes no part, so neighbours get permanent
 neighbour entries for them. Interfaces that face a native-XDP router, and do not run XDP
 themselves, run `rxcount`, because a veth only accepts XDP-redirected frames when its peer
-runs an XDP program.
+runs an XDP program. A link with a bandwidth that ends at an XDP router runs through a link
+emulator (testbed.linkemu), because XDP redirects skip the qdiscs that would shape it.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from controller.routes import ROUTER as ROUTER_NF
 from controller.routes import Route, RouteService
 from controller.scope import ScopeError
 from controller.service import Controller
-from controller.topology import Topology
+from controller.topology import TopoLink, Topology
+from testbed import linkemu
 from testbed.bmv2 import Bmv2Router
 from testbed.leftovers import alive
 
@@ -54,6 +56,7 @@ class Testbed:
         self.progress = progress
         self._scope_fd: int | None = None   # the scope's testbed lock, held while the testbed runs
         self.host_pids: dict[str, int] = {}   # node -> its Mininet shell, to check teardown against
+        self.emulators: dict[str, TopoLink] = {}   # link emulator (testbed.linkemu) -> the link it carries
 
     # ---- life cycle ------------------------------------------------------------------
     def start(self, deploy: bool = True) -> "Testbed":
@@ -76,7 +79,11 @@ class Testbed:
         net = self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False, waitConnected=False)
         for n in self.topo.nodes.values():
             net.addHost(n.name, cls=ROUTER_CLASSES[n.target] if n.role == "router" else Host, ip=None)
+        shaped = {link.index for link in linkemu.emulated(self.topo)}
         for link in self.topo.links:
+            if link.index in shaped:
+                self.emulators[linkemu.add_emulated_link(net, self.topo, link)] = link
+                continue
             extra = {"cls": TCLink, "bw": link.bw} if link.bw else {"cls": Link}
             net.addLink(link.a.node, link.b.node, intfName1=link.a.name, intfName2=link.b.name,
                         addr1=link.a.mac, addr2=link.b.mac, **extra)
@@ -86,6 +93,11 @@ class Testbed:
             if {self.topo.nodes[link.a.node].role, self.topo.nodes[link.b.node].role} == {"router"}:
                 for end in (link.a, link.b):
                     net[end.node].cmd(f"ip link set dev {end.name} mtu {CHAIN_LINK_MTU}")
+        for name, link in self.emulators.items():
+            routers = {self.topo.nodes[link.a.node].role, self.topo.nodes[link.b.node].role} == {"router"}
+            net[name].bridge(linkemu.ports(name), CHAIN_LINK_MTU if routers else 1500)
+            self.controller.add_node(Node(name, f"/proc/{net[name].pid}/ns/net", linkemu.ROLE, "xdp",
+                                          kernel_slow_path=False))
         for n in self.topo.nodes.values():
             host = net[n.name]
             for iface in n.interfaces:
@@ -114,6 +126,9 @@ class Testbed:
 
     def deploy_routers(self) -> None:
         """NFRouter on every router, rxcount where XDP routers redirect into, and all static routes."""
+        if self.emulators:
+            self.progress(f"[testbed] {len(self.emulators)} link emulator(s) give links with a bandwidth a "
+                          f"shaped queue: {', '.join(f'{n} ({l.a.node}-{l.b.node}, {l.bw:g} Mbit/s)' for n, l in self.emulators.items())}")
         for name, interfaces in self._receivers().items():
             # on a BMv2 router's node, rxcount runs in XDP beside the switch, on its kernel's view
             self.controller.deploy(name, RX_NF, interfaces, target="xdp")
@@ -126,12 +141,19 @@ class Testbed:
             self.routes.add_many(r.name, [Route(x.prefix, x.interface, x.mac, x.via, x.local) for x in routes])
 
     def _receivers(self) -> dict[str, list[str]]:
-        """node -> its interfaces that face an XDP router but do not run NFRouter in XDP themselves."""
+        """node -> its interfaces that face an XDP router but do not run NFRouter in XDP themselves
+        (a link emulator's port among them)."""
         out: dict[str, list[str]] = {}
+        emulated = {(end.node, end.name): (name, port) for name, link in self.emulators.items()
+                    for end, port in zip((link.a, link.b), linkemu.ports(name))}
         for r in self.topo.routers:
             if r.target != "xdp":
                 continue
             for iface in r.interfaces:
+                if (r.name, iface.name) in emulated:   # the emulator's port faces the router
+                    emulator, port = emulated[(r.name, iface.name)]
+                    out.setdefault(emulator, []).append(port)
+                    continue
                 peer = self.topo.nodes[iface.peer.node]
                 if not (peer.role == "router" and peer.target == "xdp"):
                     out.setdefault(peer.name, []).append(iface.peer.name)
@@ -143,7 +165,8 @@ class Testbed:
         if self._scope_fd is None:
             return
         self.controller.store.clear_services()   # their rules and instances go with the nodes below
-        for name in self.topo.nodes:
+        self.controller.store.clear_paths()      # so do the path allocator's overrides
+        for name in [*self.topo.nodes, *self.emulators]:
             if name in self.controller.nodes:
                 try:
                     self.controller.forget_node(name)
@@ -152,7 +175,7 @@ class Testbed:
         if self.net is not None:
             self.progress(f"[testbed] stopping {self.topo.name}")
             for host in self.net.hosts:
-                if not _kernel_stack(host):
+                if isinstance(host, Bmv2Router):
                     host.stop_switch()
             self.net.stop()
             self.net = None
@@ -215,6 +238,7 @@ def clear_stale(controller: Controller) -> list[str]:
     controller.scope.drop_empty_pin_root()
     if stale is not None:
         controller.store.clear_services()
+        controller.store.clear_paths()
         controller.store.clear_testbed()
         report.append(f"cleared testbed {stale['topology']} of pid {stale['pid']}, which ended without teardown")
     return report
