@@ -11,7 +11,9 @@
    ChainService.deploy, takes the time until the first TTL-63 probe, then deletes the service
    and waits for plainly routed probes again. Twice: cold (no other service, so the deploy puts
    the forwarder on r1, r2, r3 and the delete takes it away) and warm (another service keeps the
-   forwarders). Where a deploy spends its time is taken from the controller calls it makes.
+   forwarders; its cms holds a slot on r1, so placement, which balances, runs the chain's first
+   cms on r2 and the rest on r3). Where a deploy spends its time is taken from the controller
+   calls it makes.
    Then the one-way latency of the probes (each carries its send time), routed plainly and
    through the chain, and from it the per-hop processing figure placement counts against delay
    budgets (controller.chains.HOP_MS: the chained p50 over the 3 routers).

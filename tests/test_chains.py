@@ -14,8 +14,8 @@ from controller.topology import Topology, load_topology, parse_topology
 NSDS = Path(__file__).resolve().parent.parent / "nsds"
 
 
-def placed(descriptor, topology: str, bind=None, used=None, kept=None, limits=None):
-    topo = load_topology(topology)
+def placed(descriptor, topology: str | Topology, bind=None, used=None, kept=None, limits=None):
+    topo = load_topology(topology) if isinstance(topology, str) else topology
     service = resolve_endpoints(load_descriptor(NSDS / descriptor, bind=bind) if isinstance(descriptor, str)
                                 else parse_descriptor(descriptor, bind=bind), topo)
     spis = {g.name: 100 + i for i, g in enumerate(service.forwarding_graphs)}
@@ -125,9 +125,7 @@ def with_delays(topology: str, **delays: str) -> Topology:
 
 
 def planned_on(topo: Topology, doc: dict, used=None, kept=None, limits=None):
-    service = resolve_endpoints(parse_descriptor(doc, bind=BOUND), topo)
-    return plan(service, topo, {g.name: 100 + i for i, g in enumerate(service.forwarding_graphs)}, used or {},
-                kept, limits)
+    return placed(doc, topo, BOUND, used, kept, limits)[0]
 
 
 def budgeted(hops: list[dict], budget: str) -> dict:
