@@ -114,7 +114,9 @@ def test_every_request_but_healthz_needs_the_token(router):
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert anonymous.get("/static/page.js").headers["content-type"].startswith("text/javascript")
         assert router.ctl.instances(router.name) == [], "a refused request changes nothing"
-        assert [n["name"] for n in ok(right.get("/nodes"))] == [router.name]
+        nodes = right.get("/nodes")
+        assert [n["name"] for n in ok(nodes)] == [router.name]
+        assert float(nodes.headers["server-timing"].removeprefix("app;dur=")) > 0, "the server's time, in ms"
         schema = ok(right.get("/openapi.json"))
         assert schema["paths"]["/healthz"]["get"]["security"] == [] and schema["security"] == [{"bearer": []}]
 

@@ -183,7 +183,9 @@ class Metrics:
 
 class Timing:
     """ASGI middleware: observes each request's time in the operation histogram, labelled by
-    the operation id of the route it reached ('unrouted' when none did)."""
+    the operation id of the route it reached ('unrouted' when none did), and tells the client
+    the time to its answer in a `Server-Timing: app;dur=MILLISECONDS` header (W3C Server
+    Timing), so a client can tell the server's time from the network's and its own."""
 
     def __init__(self, app: ASGIApp, histogram: Histogram):
         self.app, self.histogram = app, histogram
@@ -198,6 +200,8 @@ class Timing:
             nonlocal code
             if message["type"] == "http.response.start":
                 code = message["status"]
+                took = f"app;dur={1000 * (time.perf_counter() - started):.3f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", took)]}
             await send(message)
         try:
             await self.app(scope, receive, send_status)
