@@ -562,6 +562,74 @@ def cmd_hh(args) -> int:
             ops.samplers.close()
 
 
+def cmd_te(args) -> int:
+    """The path allocator's closed loop (controller.te.loop): run it, show its overrides and
+    decisions, clear them, or demo it on a fresh diamond."""
+    if args.api and args.action != "status":
+        raise InnetError(f"innet te {args.action} runs on this machine: the API serves only the loop's status",
+                         hint="run it where the testbed runs, without --api")
+    if args.action == "demo":
+        from testbed.te_demo import run_demo
+        return run_demo(args.topology, args.target, args.seconds, args.plot or None)
+    if args.action == "status":
+        from controller.api.paths import paths_view
+        view = _operations(args).paths(args.limit) if args.api else paths_view(_controller(need_nodes=False), args.limit)
+        return _answer(args, view, _print_paths)
+    from controller.te.loop import clear_overrides
+    ctl = _controller()
+    if args.action == "clear":
+        removed = clear_overrides(ctl)
+        print(f"removed {len(removed)} path override(s); those flows take their routed paths again", file=sys.stderr)
+        return 0
+    return _run_loop(ctl, args)
+
+
+def _run_loop(ctl, args) -> int:
+    import threading
+
+    from controller.te.elephants import parse_threshold
+    from controller.te.loop import Monitor, PathLoop
+
+    monitors = None
+    if args.monitor:
+        monitors = []
+        for item in args.monitor:
+            node, slash, instance = item.partition("/")
+            if not slash or not node or not instance:
+                raise InnetError(f"--monitor {item}: expected NODE/INSTANCE", hint="e.g. --monitor r1/cms")
+            monitors.append(Monitor(node, instance))
+    log = lambda line: print(f"[te] {line}", flush=True)   # noqa: E731
+    loop = PathLoop(ctl, monitors, parse_threshold(args.elephant), args.allocator, args.k, args.min_gain,
+                    act=not args.dry_run, progress=log)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.duration:
+        threading.Timer(args.duration, stop.set).start()
+    log(f"watching {', '.join(map(str, loop.monitors))} every {args.interval:g} s; elephants: "
+        f"{loop.policy.describe()}; allocator {args.allocator}{' (dry run)' if args.dry_run else ''}; "
+        "Ctrl-C or SIGTERM stops (overrides stay: innet te clear removes them)")
+    for line in loop.start():
+        log(line)
+    try:
+        loop.run(args.interval, stop, args.epochs)
+    except KeyboardInterrupt:
+        pass
+    log(f"stopped after {loop.epoch} epochs; {len(ctl.store.path_overrides())} override(s) in place")
+    return 0
+
+
+def _print_paths(view) -> None:
+    import datetime
+
+    _table("path overrides", ["flow", "path", "pinned on", "since"],
+           [[o.shown, " > ".join(o.path), " ".join(p.node for p in o.pins) + (f" (+{o.retiring} retiring)"
+             if o.retiring else ""), datetime.datetime.fromtimestamp(o.since).strftime("%H:%M:%S")]
+            for o in view.overrides])
+    _table("decisions (newest first)", ["at", "decision"],
+           [[datetime.datetime.fromtimestamp(d.at).strftime("%H:%M:%S.%f")[:-3], d.summary] for d in view.decisions])
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `innet ... | head` ends quietly
     parser = argparse.ArgumentParser(prog="innet", description="in-network offloading control plane")
@@ -680,6 +748,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", choices=["packets", "bytes"], default="packets", help="rank flows by")
     p.add_argument("--elephant", help="flag flows at or above RATE bit/s (e.g. 10mbit), or P%% of --link")
     p.add_argument("--link", help="the link's rate, for --elephant P%%")
+    p = command("te", cmd_te, "the path allocator's closed loop: run it, its status (overrides, decisions), "
+                "clear its overrides, or a demo on diamond", json_output=True)
+    p.add_argument("action", choices=["run", "status", "clear", "demo"])
+    p.add_argument("--monitor", action="append", default=[], metavar="NODE/INSTANCE",
+                   help="run: read flows from this heavy-hitter instance (repeat; default: every cms or "
+                        "precision on a router)")
+    p.add_argument("--interval", type=float, default=0.25, help="run: seconds per epoch (default 0.25)")
+    p.add_argument("--elephant", default="10%", help="run: a flow is an elephant at this rate (e.g. 20mbit) or "
+                                                     "share of its path's bottleneck (default 10%%)")
+    p.add_argument("--allocator", default="local-search",
+                   choices=["random", "subset-sum", "global-first-fit", "brute-force", "local-search"])
+    p.add_argument("--k", type=int, default=3, help="run: candidate paths per flow besides its own (default 3)")
+    p.add_argument("--min-gain", type=float, default=0.05, help="run: move flows only if the objective gains this "
+                                                                "share (default 0.05)")
+    p.add_argument("--dry-run", action="store_true", help="run: decide and log, install nothing")
+    p.add_argument("--epochs", type=int, help="run: stop after this many epochs")
+    p.add_argument("--duration", type=float, help="run: stop after this many seconds")
+    p.add_argument("--limit", type=int, default=20, help="status: how many decisions (default 20)")
+    p.add_argument("--topology", default="diamond", help="demo: the topology (default diamond)")
+    p.add_argument("--target", choices=["xdp", "bmv2"], help="demo: run every router on this target")
+    p.add_argument("--seconds", type=float, default=8.0, help="demo: seconds per run (default 8)")
+    p.add_argument("--plot", default="te-demo.png", help="demo: the PNG to write ('' for none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from controller.api import errors
+from controller.api import errors, paths
 from controller.api.auth import MAX_BODY, STATIC_PREFIX, Guard
 from controller.api.flows import FlowSamplers
 from controller.api.links import LinkLoad
@@ -227,6 +227,7 @@ def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, 
         return res.services_delete(name)
 
     app.include_router(api)
+    app.include_router(paths.router(controller), responses=ERRORS)
     return app
 
 

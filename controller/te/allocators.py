@@ -20,7 +20,8 @@ closed loop takes: candidates, allocator, Allocation with each flow's path as a 
   flows whose candidates share an arc moved together), iterated: at a local optimum the best
   allocation so far is kicked (a few flows to random candidates), and every fourth time the
   search restarts from a random allocation. It stops when the twin has computed its budget of
-  flow rates, so its time grows with the instance but stays bounded. The kicks and restarts
+  flow rates, so its time grows with the instance but stays bounded; an instance whose every
+  allocation fits in the budget is scored whole instead (brute force: exact, and faster). The kicks and restarts
   come from the seeded rng: a seed reproduces the allocation.
 """
 from __future__ import annotations
@@ -128,6 +129,8 @@ class LocalSearch:
     name: str = "local-search"
 
     def choose(self, twin: Twin, objective: Objective, rng: np.random.Generator) -> np.ndarray:
+        if combinations(twin) * twin.flows <= self.budget:   # the whole space costs less than the budget
+            return BruteForce(limit=self.budget).choose(twin, objective, rng)
         moves = _Moves(twin)
         current = SubsetSum().choose(twin, objective, rng)
         score = float(twin.scores(current, objective)[0])

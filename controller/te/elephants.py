@@ -74,15 +74,16 @@ class ElephantTracker:
     quiet: dict[FlowKey, int] = field(default_factory=dict)   # elephant -> epochs below its leave rate
 
     @property
-    def elephants(self) -> set[FlowKey]:
-        return set(self.quiet)
+    def elephants(self) -> list[FlowKey]:
+        """The elephants, the longest-standing first."""
+        return list(self.quiet)
 
     def update(self, rates: dict[FlowKey, float], thresholds: dict[FlowKey, float | None]) -> tuple[set, set]:
         """Fold in one epoch's rates (Mbit/s; flows not listed ran at 0); returns (joined, left)."""
         joined, left = set(), set()
-        for flow, rate in rates.items():
+        for flow in sorted(rates, key=FlowKey.sort_key):
             limit = thresholds.get(flow)
-            if flow not in self.quiet and limit is not None and rate >= limit:
+            if flow not in self.quiet and limit is not None and rates[flow] >= limit:
                 self.quiet[flow] = 0
                 joined.add(flow)
         for flow in list(self.quiet):

@@ -115,7 +115,7 @@ def discover_monitors(controller) -> list[Monitor]:
 class PathLoop:
     def __init__(self, controller, monitors: list[Monitor] | None = None, policy: ElephantPolicy | None = None,
                  allocator: str = BEST, k: int = 3, min_gain: float = 0.05, top: int = 64,
-                 objective: Objective = EFFICIENCY, router_instance: str = ROUTER,
+                 objective: Objective = EFFICIENCY, router_instance: str = ROUTER, act: bool = True,
                  progress: Callable[[str], None] | None = None):
         testbed = controller.store.testbed()
         if testbed is None or not testbed.get("doc"):
@@ -132,6 +132,7 @@ class PathLoop:
         self.policy = policy or ElephantPolicy()
         self.allocator, self.k, self.min_gain, self.objective = allocator, k, min_gain, objective
         self.router_instance = router_instance
+        self.act = act   # False: decide and log, install nothing (a dry run)
         self.progress = progress or (lambda line: None)
         self.tracker = ElephantTracker(self.policy)
         self._flow_monitors = [FlowMonitor(controller, m.node, m.instance, k=top, by="bytes") for m in self.monitors]
@@ -168,7 +169,7 @@ class PathLoop:
         self.live.refresh()
         overrides = self.ctl.store.path_overrides()
         paths = {}
-        for flow in set(rates) | self.tracker.elephants:
+        for flow in {*rates, *self.tracker.elephants}:
             key = flow_key(flow)
             path = overrides[key].path if key in overrides else self.live.default_path(flow)
             if path is not None:
@@ -178,7 +179,7 @@ class PathLoop:
         report = EpochReport(self.epoch, time.time(), duration, {flow_key(f): round(r, 3) for f, r in rates.items()},
                              joined=sorted(map(flow_key, joined)), left=sorted(map(flow_key, left)))
         start = time.perf_counter()
-        for flow in left:
+        for flow in left if self.act else ():
             key = flow_key(flow)
             if key in overrides:
                 self._repin(flow, None)
@@ -188,7 +189,7 @@ class PathLoop:
         if active:
             self._allocate(active, paths, report)
         report.install_s = time.perf_counter() - start - (report.decision_s or 0.0)
-        if report.joined or report.left or report.moves:
+        if report.joined or report.left or report.moves or report.note.startswith("dry run"):
             self.ctl.store.log_decision(report.summary(), report.as_doc())
             self.progress(report.summary())
         return report
@@ -208,7 +209,9 @@ class PathLoop:
     def _allocate(self, rates: dict[FlowKey, float], paths: dict[FlowKey, tuple[str, ...]],
                   report: EpochReport) -> None:
         live = self.live
-        flows = sorted(rates, key=FlowKey.sort_key)
+        # the longest-standing elephants first: where moving either of two flows scores the same,
+        # the allocators (subset-sum's stable order, strict improvement after) move the newer one
+        flows = [f for f in self.tracker.elephants if f in rates]
         arcs = {f: live.arcs(paths[f]) for f in flows}
         demands = estimate_demands(rates, arcs, live.capacity, {f: live.bottleneck(paths[f]) for f in flows})
         for f in flows:
@@ -217,14 +220,12 @@ class PathLoop:
         start = time.perf_counter()
         te_flows = tuple(Flow(flow_key(f), paths[f][0], (paths[f][-1],), demands[f]) for f in flows)
         candidates = candidate_paths(live.network, [(t.source, t.destinations) for t in te_flows], self.k, SHORTEST)
-        options, current = [], []
+        options = []
         for f, found in zip(flows, candidates):
             here = Path(WIRED, paths[f])
-            ranked = found if here in found else (here, *found)
-            options.append(ranked)
-            current.append(ranked.index(here))
+            options.append((here, *(p for p in found if p != here)))   # staying put is option 0
         instance = Instance(live.network, te_flows, tuple(options))
-        before = Twin(instance).figures(np.array(current))
+        before = Twin(instance).figures(np.zeros(len(flows), dtype=np.int64))
         allocation = run(self.allocator, instance, self.objective)
         report.decision_s = time.perf_counter() - start
         report.before, report.after = _figures(before), _figures(allocation.figures)
@@ -235,6 +236,9 @@ class PathLoop:
             return
         for f, path in zip(flows, allocation.paths):
             if path.nodes == paths[f]:
+                continue
+            if not self.act:
+                report.note = f"dry run: would move {flow_key(f)} to {_shown(path.nodes)}"
                 continue
             routed = live.default_path(f)
             self._repin(f, None if path.nodes == routed else path.nodes)
