@@ -11,9 +11,8 @@
  * epoch's packets, so the totals are counted apart (cms_totals, per CPU).
  *
  * Candidates: CMS_CANDIDATES slots in sets of CMS_CANDIDATE_WAYS, the set picked by
- * another hash of the key. A flow held in its set takes its latest estimates; a flow not
- * held replaces the set's smallest packet estimate when its own is larger. So the flows
- * with the largest estimates stay, whatever order their packets come in.
+ * another hash of the key, each counting the packets and bytes of the flow it holds. A flow
+ * not held may take over the slot with its set's smallest count (see offer_candidate).
  *
  * Two banks of sketch, candidates and totals: the packet reads cms_control.active_bank
  * once and counts only there, so when the controller flips the bank (and waits out the
@@ -40,11 +39,11 @@
 #ifndef FLOW_KEY_MODE
 #define FLOW_KEY_MODE FLOW_KEY_5TUPLE
 #endif
-#define CMS_CANDIDATE_WAYS 8
+#define CMS_CANDIDATE_WAYS 16
 
 #if CMS_ROWS < 1 || (CMS_COLUMNS & (CMS_COLUMNS - 1)) || (CMS_CANDIDATES & (CMS_CANDIDATES - 1)) || \
 	CMS_CANDIDATES < CMS_CANDIDATE_WAYS
-#error "CMS_ROWS must be at least 1; CMS_COLUMNS and CMS_CANDIDATES powers of two, CMS_CANDIDATES at least 8"
+#error "CMS_ROWS must be at least 1; CMS_COLUMNS and CMS_CANDIDATES powers of two, CMS_CANDIDATES at least 16"
 #endif
 
 #define CMS_CANDIDATE_SETS (CMS_CANDIDATES / CMS_CANDIDATE_WAYS)
@@ -106,17 +105,27 @@ struct {
 	__uint(max_entries, 2);
 } cms_totals SEC(".maps");
 
-/* Keep the flow's estimates in its candidate set: in its own slot, or in the slot with the
- * set's smallest packet estimate when that is below the flow's (an empty slot holds 0). */
-static __always_inline void offer_candidate(__u32 bank, struct flow_key *key, __u64 packets, __u64 bytes)
+/* True with probability 1/(n+1): a uniform 32-bit r is below 2^32/(n+1). */
+static __always_inline int coin_flip(__u64 n)
+{
+	if (n >= CANDIDATE_PACKETS_MAX)
+		return 0;
+	return (((__u64)bpf_get_prandom_u32() * (n + 1)) >> 32) == 0;
+}
+
+/* Count the packet in the flow's candidate slot, if its set holds it. Else the flow may take
+ * over the slot with the set's smallest count `min`: only if its sketch estimate is larger
+ * (it may be the heavier flow), and then with probability 1/(min+1), as PRECISION admits
+ * flows, inheriting min+1 packets and the slot's bytes plus this packet's. The sketch's
+ * estimates of a wide sketch keep mice out; the coin keeps a narrow sketch's inflated
+ * estimates from churning the table. */
+static __always_inline void offer_candidate(__u32 bank, struct flow_key *key, __u64 est_packets, __u64 len)
 {
 	__u32 base = bank * CMS_CANDIDATES +
 		     (flow_key_hash(key, CMS_CANDIDATE_SEED) & (CMS_CANDIDATE_SETS - 1)) * CMS_CANDIDATE_WAYS;
 	struct cms_candidate *cand, *min_cand = NULL;
 	__u32 min_packets = CANDIDATE_PACKETS_MAX;
 
-	if (packets > CANDIDATE_PACKETS_MAX)
-		packets = CANDIDATE_PACKETS_MAX;
 #pragma unroll
 	for (int w = 0; w < CMS_CANDIDATE_WAYS; w++) {
 		__u32 slot = base + w;
@@ -130,11 +139,9 @@ static __always_inline void offer_candidate(__u32 bank, struct flow_key *key, __
 		if (flow_key_equal(cand, key)) {
 			bpf_spin_lock(&cand->lock);
 			if (flow_key_equal(cand, key)) {
-				/* another CPU may have stored a later estimate of the same flow already */
-				if (packets > cand->packets)
-					cand->packets = packets;
-				if (bytes > cand->bytes)
-					cand->bytes = bytes;
+				if (cand->packets < CANDIDATE_PACKETS_MAX)
+					cand->packets++;
+				cand->bytes += len;
 			}
 			bpf_spin_unlock(&cand->lock);
 			return;
@@ -145,13 +152,13 @@ static __always_inline void offer_candidate(__u32 bank, struct flow_key *key, __
 			min_cand = cand;
 		}
 	}
-	if (!min_cand || min_packets >= packets)
+	if (!min_cand || est_packets <= min_packets || !coin_flip(min_packets))
 		return;
 	bpf_spin_lock(&min_cand->lock);
-	if (min_cand->packets < packets) { /* another CPU may have claimed it meanwhile */
+	if (min_cand->packets == min_packets) { /* no other CPU changed it meanwhile */
 		__builtin_memcpy(min_cand, key, sizeof(*key));
-		min_cand->packets = packets;
-		min_cand->bytes = bytes;
+		min_cand->packets = min_packets + 1;
+		min_cand->bytes += len;
 	}
 	bpf_spin_unlock(&min_cand->lock);
 }
@@ -166,7 +173,7 @@ int cms(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	__u64 len = bpf_xdp_get_buff_len(ctx);
-	__u64 est_packets = ~0ULL, est_bytes = ~0ULL;
+	__u64 est_packets = ~0ULL;
 	struct cms_control *control;
 	struct cms_cell *total;
 	struct flow_key key;
@@ -186,6 +193,8 @@ int cms(struct xdp_md *ctx)
 	total->bytes += len;
 
 #if CMS_CONSERVATIVE
+	__u64 est_bytes = ~0ULL;
+
 	/* first the estimate before this packet: the minimum over the rows */
 #pragma unroll
 	for (int r = 0; r < CMS_ROWS; r++) {
@@ -228,19 +237,17 @@ int cms(struct xdp_md *ctx)
 	for (int r = 0; r < CMS_ROWS; r++) {
 		__u32 idx = cell_index(bank, r, &key);
 		struct cms_cell *cell = bpf_map_lookup_elem(&cms_sketch, &idx);
-		__u64 packets, bytes;
+		__u64 packets;
 
 		if (!cell)
 			return chain_pass(ctx);
 		packets = __sync_fetch_and_add(&cell->packets, 1) + 1;
-		bytes = __sync_fetch_and_add(&cell->bytes, len) + len;
+		__sync_fetch_and_add(&cell->bytes, len);
 		if (packets < est_packets)
 			est_packets = packets;
-		if (bytes < est_bytes)
-			est_bytes = bytes;
 	}
 #endif
-	offer_candidate(bank, &key, est_packets, est_bytes);
+	offer_candidate(bank, &key, est_packets, len);
 	return chain_pass(ctx);
 }
 

@@ -12,10 +12,10 @@
  * over with counter min+1 once its pass over the stages is done: the write the paper's
  * recirculated packet makes, effective for the flow's later packets.
  *
- * Key table: PRECISION_KEY_SETS sets of PRECISION_KEY_WAYS (flow key, packets) entries,
- * the set picked by the fingerprint. After its stage counter moved (counted or taken
- * over) a flow writes the counter into its entry, or, not holding one, replaces the
- * entry of its set with the smallest counter when its own is larger. So the heaviest
+ * Key table: PRECISION_KEY_SETS sets of PRECISION_KEY_WAYS (flow key, packets) entries; a
+ * flow may sit in either of two sets picked by its fingerprint. After its stage counter
+ * moved (counted or taken over) a flow writes the counter into its entry, or, not holding
+ * one, replaces the entry of its two sets with the smallest counter when its own is larger. So the heaviest
  * tracked flows keep their keys, and the key table is what the controller reads: a key
  * costs 48 bytes once per flow worth naming, where a stage slot costs 8.
  *
@@ -87,17 +87,23 @@ static __always_inline int coin_flip(__u64 n)
 	return (((__u64)bpf_get_prandom_u32() * (n + 1)) >> 32) == 0;
 }
 
-/* Note the flow's new counter in its key entry, or claim the entry of its set with the
- * smallest counter when that is below the flow's. */
+/* The flow's two candidate key sets (two choices balance the sets' loads): multiply-shifts
+ * of the fingerprint and of a bijective remix of it. */
+#define KEY_SET(fp) ((__u32)(((__u64)(fp) * PRECISION_KEY_SETS) >> 32))
+#define KEY_REMIX 0x9e3779b1u
+
+/* Note the flow's new counter in its key entry, or claim the entry with the smallest counter
+ * in its two sets when that is below the flow's. */
 static __always_inline void offer_key(const struct flow_key *key, __u32 fingerprint, __u32 packets)
 {
-	__u32 base = (__u32)(((__u64)fingerprint * PRECISION_KEY_SETS) >> 32) * PRECISION_KEY_WAYS;
+	__u32 bases[2] = { KEY_SET(fingerprint) * PRECISION_KEY_WAYS,
+			   KEY_SET(fingerprint * KEY_REMIX) * PRECISION_KEY_WAYS };
 	struct precision_key *entry, *min_entry = NULL;
 	__u32 min_packets = COUNTER_MAX;
 
 #pragma unroll
-	for (int w = 0; w < PRECISION_KEY_WAYS; w++) {
-		__u32 idx = base + w;
+	for (int i = 0; i < 2 * PRECISION_KEY_WAYS; i++) {
+		__u32 idx = bases[i / PRECISION_KEY_WAYS] + i % PRECISION_KEY_WAYS;
 		__u32 held;
 
 		entry = bpf_map_lookup_elem(&precision_keys, &idx);

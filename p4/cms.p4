@@ -5,9 +5,11 @@
  * cms_active_bank once and counts only in that bank. It reads its cells first: the new
  * estimate is their minimum plus this packet. Then each cell gains the packet, or, with
  * CMS_CONSERVATIVE (conservative update), only a cell below the new estimate is raised to
- * it. The estimate then goes to the candidate set picked by another hash of the flow (sets
- * of CMS_CANDIDATE_WAYS slots): into the flow's own slot, or into the slot with the set's
- * smallest estimate when that is below the flow's. Row and set indices differ from the XDP
+ * it. Then the candidate set picked by another hash of the flow (CMS_CANDIDATE_WAYS slots,
+ * each counting the packets and bytes of its flow): the flow's own slot counts the packet;
+ * a flow not held takes over the slot with the set's smallest count `min` if its estimate is
+ * larger, with probability 1/(min+1) (v1model random() over 0..min), inheriting min+1
+ * packets and the slot's bytes plus this packet's. Row and set indices differ from the XDP
  * program's (CRC-32 and multiply-shift instead of MurmurHash3); controller/stats.py knows
  * both. Bytes are the frame length as received; cms_total_* count every packet per bank.
  */
@@ -28,11 +30,11 @@
 #ifndef FLOW_KEY_MODE
 #define FLOW_KEY_MODE 0
 #endif
-#define CMS_CANDIDATE_WAYS 8
+#define CMS_CANDIDATE_WAYS 16
 
 #if CMS_ROWS < 1 || CMS_ROWS > 8 || (CMS_COLUMNS & (CMS_COLUMNS - 1)) || \
     (CMS_CANDIDATES & (CMS_CANDIDATES - 1)) || CMS_CANDIDATES < CMS_CANDIDATE_WAYS
-#error "CMS_ROWS must be 1..8; CMS_COLUMNS and CMS_CANDIDATES powers of two, CMS_CANDIDATES at least 8"
+#error "CMS_ROWS must be 1..8; CMS_COLUMNS and CMS_CANDIDATES powers of two, CMS_CANDIDATES at least 16"
 #endif
 
 #define CMS_CELLS (2 * CMS_ROWS * CMS_COLUMNS)
@@ -53,12 +55,12 @@
         raise(idx##row, p##row, b##row); \
     }
 
-/* One slot of the flow's candidate set: update it if it holds the flow, else keep the minimum. */
+/* One slot of the flow's candidate set: count the packet if it holds the flow, else keep the minimum. */
 #define CMS_CANDIDATE_VISIT(way) \
     if (!cand_done) { \
         read_candidate(cand_base + (way)); \
         if (held_is_flow) { \
-            raise_candidate(cand_index); \
+            count_candidate(cand_index); \
             cand_done = true; \
         } else if (held_packets < cand_min) { \
             cand_min = held_packets; \
@@ -88,7 +90,6 @@ control Cms(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_
     bit<64> min_bytes = 0xffffffffffffffff;
     bit<64> est_packets;
     bit<64> est_bytes;
-    bit<32> est_candidate;   /* est_packets, saturated to the candidates' 32 bits */
     bit<32> idx0; bit<32> idx1; bit<32> idx2; bit<32> idx3;
     bit<32> idx4; bit<32> idx5; bit<32> idx6; bit<32> idx7;
     bit<64> p0; bit<64> p1; bit<64> p2; bit<64> p3; bit<64> p4; bit<64> p5; bit<64> p6; bit<64> p7;
@@ -132,21 +133,23 @@ control Cms(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_
                        held.proto == key.proto;
     }
 
-    @hidden action raise_candidate(bit<32> index) {
+    @hidden action count_candidate(bit<32> index) {
         bit<64> held_bytes;
         cand_bytes.read(held_bytes, index);
-        cand_packets.write(index, est_candidate > held_packets ? est_candidate : held_packets);
-        cand_bytes.write(index, est_bytes > held_bytes ? est_bytes : held_bytes);
+        cand_packets.write(index, held_packets == CMS_CANDIDATE_MAX ? held_packets : held_packets + 1);
+        cand_bytes.write(index, held_bytes + len);
     }
 
     @hidden action claim_candidate(bit<32> index) {
+        bit<64> held_bytes;
+        cand_bytes.read(held_bytes, index);
         ADDR_WRITE(cand_src_addr, index, key.src_addr);
         ADDR_WRITE(cand_dst_addr, index, key.dst_addr);
         cand_src_port.write(index, key.src_port);
         cand_dst_port.write(index, key.dst_port);
         cand_proto.write(index, key.proto);
-        cand_packets.write(index, est_candidate);
-        cand_bytes.write(index, est_bytes);
+        cand_packets.write(index, cand_min + 1);
+        cand_bytes.write(index, held_bytes + len);
     }
 
     @hidden action count_total() {
@@ -183,7 +186,6 @@ control Cms(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_
         CMS_LOCATE(7, 0xb55a4f09)
         est_packets = min_packets + 1;
         est_bytes = min_bytes + len;
-        est_candidate = est_packets > CMS_CANDIDATE_MAX ? CMS_CANDIDATE_MAX : (bit<32>)est_packets;
         CMS_RAISE(0)
         CMS_RAISE(1)
         CMS_RAISE(2)
@@ -202,8 +204,20 @@ control Cms(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_
         CMS_CANDIDATE_VISIT(5)
         CMS_CANDIDATE_VISIT(6)
         CMS_CANDIDATE_VISIT(7)
-        if (!cand_done && cand_min < est_candidate) {
-            claim_candidate(cand_min_index);
+        CMS_CANDIDATE_VISIT(8)
+        CMS_CANDIDATE_VISIT(9)
+        CMS_CANDIDATE_VISIT(10)
+        CMS_CANDIDATE_VISIT(11)
+        CMS_CANDIDATE_VISIT(12)
+        CMS_CANDIDATE_VISIT(13)
+        CMS_CANDIDATE_VISIT(14)
+        CMS_CANDIDATE_VISIT(15)
+        if (!cand_done && est_packets > (bit<64>)cand_min && cand_min != CMS_CANDIDATE_MAX) {
+            bit<32> coin;
+            random(coin, 0, cand_min);
+            if (coin == 0) {
+                claim_candidate(cand_min_index);
+            }
         }
     }
 }

@@ -13,10 +13,11 @@
  * pass goes nowhere). The slot and the counter travel with the packet in field list
  * PRECISION_FIELD_LIST.
  *
- * Key table: PRECISION_KEY_SETS sets of PRECISION_KEY_WAYS (flow key, counter) entries, the
- * set picked by the fingerprint. A flow whose stage counter moved (counted, or taken over on
- * the second pass) writes it into its entry, or replaces the entry of its set with the
- * smallest counter when its own is larger.
+ * Key table: PRECISION_KEY_SETS sets of PRECISION_KEY_WAYS (flow key, counter) entries; a
+ * flow may sit in either of two sets picked by its fingerprint (as ebpf/precision.bpf.c
+ * picks them). A flow whose stage counter moved (counted, or taken over on the second pass)
+ * writes it into its entry, or replaces the entry of its two sets with the smallest counter
+ * when its own is larger.
  */
 #include "include/pipeline.p4"
 
@@ -41,7 +42,7 @@
 
 #define PRECISION_CELLS (PRECISION_STAGES * PRECISION_SLOTS)
 #define PRECISION_KEY_CELLS (PRECISION_KEY_SETS * PRECISION_KEY_WAYS)
-#define PRECISION_KEY_MULTIPLIER 0x165667b1
+#define PRECISION_KEY_REMIX 0x9e3779b1
 #define PRECISION_COUNTER_MAX 0xffffffff
 
 /* One stage: read the flow's slot; count there if it holds the flow, else keep the minimum. */
@@ -58,10 +59,11 @@
         } \
     }
 
-/* One way of the flow's key set: note the counter if it holds the flow, else keep the minimum. */
-#define PRECISION_KEY_VISIT(way) \
+/* One way of one of the flow's key sets: note the counter if it holds the flow, else keep
+ * the minimum. */
+#define PRECISION_KEY_VISIT(base, way) \
     if (!key_done) { \
-        read_key(key_base + (way)); \
+        read_key((base) + (way)); \
         if (held_is_flow) { \
             packets.write(key_index, count); \
             key_done = true; \
@@ -91,6 +93,7 @@ control Precision(inout headers_t hdr, inout metadata_t meta, inout standard_met
     bit<32> min_packets = PRECISION_COUNTER_MAX;
     bit<32> min_slot = 0;
     bit<32> key_base;
+    bit<32> key_base2;
     bit<32> key_index;
     bool held_is_flow;
     bit<32> held_count;
@@ -166,17 +169,25 @@ control Precision(inout headers_t hdr, inout metadata_t meta, inout standard_met
             }
         }
         if (tracked) {   /* the counter moved: the key table hears of it */
-            /* multiply-shift twice: a mixed 32-bit value, then its share of the sets */
-            bit<64> mixed = ((bit<64>)fp * PRECISION_KEY_MULTIPLIER) >> 32;
-            key_base = (bit<32>)(((mixed & 0xffffffff) * PRECISION_KEY_SETS) >> 32) * PRECISION_KEY_WAYS;
-            PRECISION_KEY_VISIT(0)
-            PRECISION_KEY_VISIT(1)
-            PRECISION_KEY_VISIT(2)
-            PRECISION_KEY_VISIT(3)
-            PRECISION_KEY_VISIT(4)
-            PRECISION_KEY_VISIT(5)
-            PRECISION_KEY_VISIT(6)
-            PRECISION_KEY_VISIT(7)
+            key_base = (bit<32>)(((bit<64>)fp * PRECISION_KEY_SETS) >> 32) * PRECISION_KEY_WAYS;
+            key_base2 = (bit<32>)(((bit<64>)(fp * PRECISION_KEY_REMIX) * PRECISION_KEY_SETS) >> 32) *
+                        PRECISION_KEY_WAYS;
+            PRECISION_KEY_VISIT(key_base, 0)
+            PRECISION_KEY_VISIT(key_base, 1)
+            PRECISION_KEY_VISIT(key_base, 2)
+            PRECISION_KEY_VISIT(key_base, 3)
+            PRECISION_KEY_VISIT(key_base, 4)
+            PRECISION_KEY_VISIT(key_base, 5)
+            PRECISION_KEY_VISIT(key_base, 6)
+            PRECISION_KEY_VISIT(key_base, 7)
+            PRECISION_KEY_VISIT(key_base2, 0)
+            PRECISION_KEY_VISIT(key_base2, 1)
+            PRECISION_KEY_VISIT(key_base2, 2)
+            PRECISION_KEY_VISIT(key_base2, 3)
+            PRECISION_KEY_VISIT(key_base2, 4)
+            PRECISION_KEY_VISIT(key_base2, 5)
+            PRECISION_KEY_VISIT(key_base2, 6)
+            PRECISION_KEY_VISIT(key_base2, 7)
             if (!key_done && key_min < count) {
                 write_key(key_min_index);
             }
