@@ -570,11 +570,9 @@ def cmd_te(args) -> int:
                          hint="run it where the testbed runs, without --api")
     if args.action == "demo":
         from testbed.te_demo import run_demo
-        return run_demo(args.topology, args.target, args.seconds, args.plot or None)
+        return run_demo(args.topology, args.target, args.seconds, args.plot or None, args.bw)
     if args.action == "status":
-        from controller.api.paths import paths_view
-        view = _operations(args).paths(args.limit) if args.api else paths_view(_controller(need_nodes=False), args.limit)
-        return _answer(args, view, _print_paths)
+        return _answer(args, _operations(args, need_nodes=False).te_status(args.limit), _print_paths)
     from controller.te.loop import clear_overrides
     ctl = _controller()
     if args.action == "clear":
@@ -770,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=["xdp", "bmv2"], help="demo: run every router on this target")
     p.add_argument("--seconds", type=float, default=8.0, help="demo: seconds per run (default 8)")
     p.add_argument("--plot", default="te-demo.png", help="demo: the PNG to write ('' for none)")
+    p.add_argument("--bw", type=float, help="demo: every link with a bandwidth gets this one, Mbit/s (default: the "
+                                            "topology's; 10 on BMv2, which forwards less than diamond's 100)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -24,6 +24,10 @@ from controller.te.loop import EpochReport, Monitor, PathLoop
 from testbed.processes import end
 
 MONITOR_NF = "cms"
+# BMv2 forwards some tens of Mbit/s on this machine (four switches on two cores): its demo links
+# are slower than that, so the links, not the switches, are what the flows share
+BMV2_BW_MBPS = 10.0
+PROBE_SHARE = 0.16   # the probe's rate, as a share of its path's bottleneck: an elephant (> 10%)
 EPOCH_S = 0.2
 SETTLE_S = 1.0      # after a move, TCP takes this long to settle on its new path
 
@@ -104,6 +108,20 @@ def start_loop(tb, src: str, policy: ElephantPolicy | None = None, act: bool = T
     loop = PathLoop(tb.controller, [monitor_ingress(tb, src)], policy or ElephantPolicy(share=0.1), act=act,
                     progress=progress)
     return LoopThread(loop)
+
+
+def probe_pps(tb, src: str, dst: str, size: int = 1000) -> int:
+    """The probe's packet rate: PROBE_SHARE of the bottleneck on the routed path."""
+    from controller.te.live import LiveNetwork
+    from controller.stats import Flow as FlowKey
+
+    live = LiveNetwork(tb.topo, tb.controller.store)
+    path = live.default_path(FlowKey.of(_address(tb, src), _address(tb, dst), 1, 1, 17))
+    mbps = live.bottleneck(path) if path else None
+    if mbps is None:
+        raise InnetError(f"no link between {src} and {dst} has a bandwidth: nothing for the loop to balance",
+                         hint="give the links a bw (Mbit/s) in the topology")
+    return max(1, int(PROBE_SHARE * mbps * 1e6 / 8 / size))
 
 
 def _wait_out(runner: LoopThread) -> None:
@@ -226,14 +244,19 @@ def _probe_series(arrivals: list, began: float, size: int, step: float = 0.25) -
 
 
 def run_demo(topology: str = "diamond", target: str | None = None, seconds: float = 8.0,
-             plot: str | None = "te-demo.png") -> int:
-    """Both runs on a fresh testbed, printed; a plot of every flow's throughput with the moves."""
+             plot: str | None = "te-demo.png", bw: float | None = None) -> int:
+    """Both runs on a fresh testbed, printed; a plot of every flow's throughput with the moves.
+    `bw` replaces the bandwidth of every link that has one (default: BMV2_BW_MBPS on BMv2)."""
     from controller.topology import load_topology
     from testbed.net import Testbed
 
     topo = load_topology(topology)
     if target:
         topo = topo.retarget(target)
+    bw = bw or (BMV2_BW_MBPS if all(r.target == "bmv2" for r in topo.routers) else None)
+    if bw:
+        for link in topo.links:
+            link.bw = bw if link.bw else None
     if len(topo.hosts) < 2:
         raise InnetError(f"topology {topo.name} has fewer than two hosts: no flow to move")
     src, dst = topo.hosts[0].name, topo.hosts[-1].name
@@ -243,7 +266,7 @@ def run_demo(topology: str = "diamond", target: str | None = None, seconds: floa
         print(f"[te] both flows: {pair.before_mbps:.1f} Mbit/s sharing a path, {pair.after_mbps:.1f} Mbit/s after "
               f"the move ({pair.after_mbps / max(pair.before_mbps, 1e-9):.2f}x)")
         print(f"[te] a TCP flow, then a UDP probe on its path ({seconds:g} s)")
-        probe = run_probe(tb, src, dst, seconds)
+        probe = run_probe(tb, src, dst, seconds, pps=probe_pps(tb, src, dst))
         onset = "not moved" if probe.onset_to_override_s is None else \
             f"moved {1000 * probe.onset_to_override_s:.0f} ms after its first packet"
         print(f"[te] probe: {onset}; {probe.sent} sent, {probe.received} received, "

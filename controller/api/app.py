@@ -227,7 +227,7 @@ def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, 
         return res.services_delete(name)
 
     app.include_router(api)
-    app.include_router(paths.router(controller), responses=ERRORS)
+    app.include_router(paths.router(res), responses=ERRORS)
     return app
 
 

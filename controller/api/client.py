@@ -14,6 +14,7 @@ import urllib.request
 from controller.api.models import (DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut, OperationOut, Removed,
                                    RoutesChanged, RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut,
                                    ServiceSummary, StatusOut, TopFlows, TopologyOut)
+from controller.api.paths import PathsOut
 from controller.errors import InnetError
 from controller.routes import ROUTER, Route
 
@@ -60,6 +61,9 @@ class ApiClient:
 
     def topology(self) -> TopologyOut:
         return TopologyOut.model_validate(self._call("GET", "/topology"))
+
+    def te_status(self, limit: int = 20) -> PathsOut:
+        return PathsOut.model_validate(self._call("GET", "/paths", limit=limit))
 
     def operations(self, state: str | None = None, limit: int = 50) -> list[OperationOut]:
         return [OperationOut.model_validate(o) for o in self._call("GET", "/operations", state=state, limit=limit)]

@@ -1,8 +1,5 @@
-"""GET /paths: the path allocator's per-flow overrides and its latest decisions.
-
-The closed loop (controller.te.loop, `innet te run`) keeps both in the store; this reads them,
-for the API and for `innet te status` alike.
-"""
+"""GET /paths (operation te_status): the path allocator's per-flow overrides and its latest
+decisions. The closed loop (controller.te.loop, `innet te run`) keeps both in the store."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -56,14 +53,14 @@ def paths_view(controller, limit: int = 20) -> PathsOut:
     return PathsOut(overrides=overrides, decisions=decisions)
 
 
-def router(controller) -> APIRouter:
+def router(resources) -> APIRouter:
     api = APIRouter()
 
-    @api.get("/paths", operation_id="paths", tags=["traffic engineering"])
-    def paths(limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> PathsOut:
+    @api.get("/paths", operation_id="te_status", tags=["traffic engineering"])
+    def te_status(limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> PathsOut:
         """The per-flow path overrides the closed loop (innet te run) holds, and its latest
         decisions: elephants, their demands and paths, moves and their timing."""
-        return paths_view(controller, limit)
+        return resources.te_status(limit)
     return api
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from controller.api.errors import NotFound
 from controller.api.flows import FlowSamplers
 from controller.api.links import LinkLoad
+from controller.api.paths import PathsOut, paths_view
 from controller.api.models import (ClassifierOut, DeploymentOut, ForwarderOut, HopOut, InstanceIn, InstanceOut,
                                    LinkEndOut, LinkLoadOut, LinkOut, NFOut, NodeOut, OperationOut, PlacedInstanceOut,
                                    Removed, RoutesChanged, RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut,
@@ -59,6 +60,10 @@ class Resources:
 
     def operations(self, state: str | None = None, limit: int = 50) -> list[OperationOut]:
         return [OperationOut(**asdict(op)) for op in self.controller.store.operations(state, limit)]
+
+    def te_status(self, limit: int = 20) -> PathsOut:
+        """The closed loop's path overrides and its latest decisions."""
+        return paths_view(self.controller, limit)
 
     def topology(self) -> TopologyOut:
         """The testbed's nodes and links, each link with its load over the latest interval."""
