@@ -424,6 +424,10 @@ def test_bad_statistics_requests_say_what_is_wrong(hh):
     ctl, name = hh
     with pytest.raises(StatsError, match=r"NF precision \(instance precision\) has no epochs"):
         SketchEpochs(ctl, name, "precision")
+    with pytest.raises(StatsError, match=r"NF precision \(instance precision\) has no Count-Min sketch"):
+        flow_estimate(ctl, name, "precision", Flow.of("10.0.0.1", "10.0.0.2"))
+    with pytest.raises(StatsError, match="a sketch has banks 0 and 1, not 2"):
+        flow_estimate(ctl, name, "cms", Flow.of("10.0.0.1", "10.0.0.2"), bank=2)
     with pytest.raises(StatsError, match="top-k needs k >= 1"):
         top_k([], 0)
     with pytest.raises(StatsError, match="counts packets only"):
