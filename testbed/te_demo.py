@@ -1,6 +1,6 @@
 """The path allocator's closed loop on a running testbed: elephants found and moved.
 
-    run_tcp_pair   two long TCP flows (iperf3) start on one path; the loop moves one of them
+    run_tcp_flows  long TCP flows (iperf3) start on one path; the loop spreads them
     run_probe      a TCP elephant, then a sequence-numbered UDP probe on its path, which the
                    loop moves (the newer of two equal elephants moves): loss and order
     run_demo       both on a fresh testbed (diamond), printed, with a plot of each flow's
@@ -40,14 +40,14 @@ class Series:
 
 
 @dataclass
-class PairRun:
+class FlowsRun:
     began: float                        # wall clock, when the flows started
     series: list[Series]
     moves: list[dict]
     observe_s: float                    # the loop watched without acting this long
     onset_to_override_s: float | None   # the flows' start (or the end of watching) to the first move
-    before_mbps: float                  # both flows together, before the first move
-    after_mbps: float                   # and from SETTLE_S after it
+    before_mbps: float                  # all flows together, before the first move
+    after_mbps: float                   # and from SETTLE_S after the last
 
 
 @dataclass
@@ -164,10 +164,12 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def run_tcp_pair(tb, src: str, dst: str, seconds: float = 8.0, observe_s: float = 2.0, progress=print) -> PairRun:
-    """Two TCP flows from src to dst at once; the loop watches them for `observe_s` (a dry run:
-    the throughput they get sharing one path), then acts. Throughput before and after."""
-    ports, cports = [5201, 5202], [40001, 40002]
+def run_tcp_flows(tb, src: str, dst: str, count: int = 2, seconds: float = 8.0, observe_s: float = 2.0,
+                  progress=print) -> FlowsRun:
+    """`count` TCP flows from src to dst at once, all on the routed path; the loop watches them
+    for `observe_s` (a dry run: the throughput they get sharing it), then acts. Throughput of
+    all of them together before the first move and after the last."""
+    ports, cports = [5201 + i for i in range(count)], [40001 + i for i in range(count)]
     servers = _servers(tb, dst, ports)
     try:
         with start_loop(tb, src, act=not observe_s, progress=progress) as runner:
@@ -184,12 +186,13 @@ def run_tcp_pair(tb, src: str, dst: str, seconds: float = 8.0, observe_s: float 
     keys = {_tcp_key(tb, src, dst, c, p) for p, c in zip(ports, cports)}
     moves = [m for m in runner.moves() if m["flow"] in keys and m["to"]]
     first = moves[0]["installed_at"] - began if moves else None
-    totals = [a + b for a, b in zip(series[0].mbps, series[1].mbps)]
+    last = moves[-1]["installed_at"] - began if moves else None
+    totals = [sum(rates) for rates in zip(*(s.mbps for s in series))]
     ends = series[0].times
     before = [t for t, e in zip(totals, ends) if first is None or e <= first]
-    after = [t for t, e in zip(totals, ends) if first is not None and e - 0.25 >= first + SETTLE_S]
-    return PairRun(began, series, moves, observe_s, None if first is None else first - observe_s,
-                   _mean(before[1:] or before), _mean(after))
+    after = [t for t, e in zip(totals, ends) if last is not None and e - 0.25 >= last + SETTLE_S]
+    return FlowsRun(began, series, moves, observe_s, None if first is None else first - observe_s,
+                    _mean(before[1:] or before), _mean(after))
 
 
 def run_probe(tb, src: str, dst: str, seconds: float = 8.0, pps: int = 2000, size: int = 1000,
@@ -262,7 +265,7 @@ def run_demo(topology: str = "diamond", target: str | None = None, seconds: floa
     src, dst = topo.hosts[0].name, topo.hosts[-1].name
     with Testbed(topo) as tb:
         print(f"[te] two TCP flows {src} -> {dst}; the loop watches for 2 s, then acts")
-        pair = run_tcp_pair(tb, src, dst, seconds)
+        pair = run_tcp_flows(tb, src, dst, 2, seconds)
         print(f"[te] both flows: {pair.before_mbps:.1f} Mbit/s sharing a path, {pair.after_mbps:.1f} Mbit/s after "
               f"the move ({pair.after_mbps / max(pair.before_mbps, 1e-9):.2f}x)")
         print(f"[te] a TCP flow, then a UDP probe on its path ({seconds:g} s)")
@@ -277,7 +280,7 @@ def run_demo(topology: str = "diamond", target: str | None = None, seconds: floa
     return 0 if pair.moves and probe.moves else 1
 
 
-def plot_runs(pair: PairRun, probe: ProbeRun, path: str) -> str:
+def plot_runs(pair: FlowsRun, probe: ProbeRun, path: str) -> str:
     """Each run's flows over time, one panel per run, every move a dashed line."""
     try:
         import matplotlib

@@ -117,9 +117,9 @@ def test_routed_paths_follow_the_desired_routes_and_pins_hold_every_router_hop(d
 
 @pytest.mark.testbed
 def test_two_tcp_flows_on_one_path_one_is_moved_and_throughput_nearly_doubles(diamond):
-    from testbed.te_demo import run_tcp_pair
+    from testbed.te_demo import run_tcp_flows
 
-    run = run_tcp_pair(diamond, "h1", "h2", seconds=7, observe_s=2.0, progress=lambda line: None)
+    run = run_tcp_flows(diamond, "h1", "h2", 2, seconds=7, observe_s=2.0, progress=lambda line: None)
     tcp_moves = [m for m in run.moves if m["to"]]
     assert len(tcp_moves) == 1, run.moves
     assert tcp_moves[0]["from"][1:-1] != tcp_moves[0]["to"][1:-1]
@@ -186,3 +186,4 @@ def test_a_move_cut_short_by_a_kill_is_completed_on_the_next_start(diamond):
         assert not [e for r in ("r1", "r2", "r3", "r4") for e in ctl.read(r, "nfrouter", "flow_routes")]
     finally:
         ctl.remove("r1", "cms")
+
