@@ -8,6 +8,7 @@
  * agrees with the fast path.
  */
 #include "include/flowkey.h"
+#include "include/port_macs.h"
 #include "include/ports.h"
 
 #ifndef MAX_ROUTES
@@ -58,7 +59,12 @@ enum verdict {
 	VERDICT_PASS_LOCAL = 6,       /* for this node, multicast, link-local */
 	VERDICT_PASS_TOO_BIG = 7,     /* the kernel fragments or answers ICMP */
 	VERDICT_PASS_NO_PORT = 8,     /* egress port missing from tx_ports */
-	VERDICT_MAX = 9,
+	VERDICT_DROP_OTHER_HOST = 9,  /* another station's MAC: the kernel drops PACKET_OTHERHOST */
+	VERDICT_PASS_L2_BROADCAST = 10, /* broadcast/multicast MAC: the kernel never forwards it */
+	VERDICT_DROP_MARTIAN_SOURCE = 11, /* loopback, unspecified, multicast, broadcast source */
+	VERDICT_PASS_LOCAL_SOURCE = 12, /* IPv4 source is the node's own (a `local` route) */
+	VERDICT_PASS_HAIRPIN = 13,    /* egress == ingress: the kernel also sends a redirect */
+	VERDICT_MAX = 14,
 };
 
 struct {
@@ -106,6 +112,11 @@ struct verdict_counts {
 	__u64 pass_local;
 	__u64 pass_too_big;
 	__u64 pass_no_port;
+	__u64 drop_other_host;
+	__u64 pass_l2_broadcast;
+	__u64 drop_martian_source;
+	__u64 pass_local_source;
+	__u64 pass_hairpin;
 };
 
 struct {
@@ -158,6 +169,58 @@ static __always_inline int verdict(enum verdict v, int action)
 	if (counts && v < VERDICT_MAX)
 		counts[v] += 1;
 	return action;
+}
+
+/* The link-layer rule: only a frame addressed to its ingress interface is routed (Linux's
+ * ip_forward takes PACKET_HOST frames only). VERDICT_FORWARDED: it may be forwarded. The
+ * controller describes every interface the program is attached to; an ingress it did not
+ * describe (a BPF_PROG_TEST_RUN's loopback) has no address to compare with, so the rule
+ * does not apply there. */
+static __always_inline enum verdict l2_rule(struct xdp_md *ctx, struct ethhdr *eth)
+{
+	switch (classify_l2_dest(eth->h_dest, ctx->ingress_ifindex)) {
+	case L2_GROUP:
+		return VERDICT_PASS_L2_BROADCAST;
+	case L2_OTHERHOST:
+		return VERDICT_DROP_OTHER_HOST;
+	default:
+		return VERDICT_FORWARDED;
+	}
+}
+
+/* Count `v` and drop the packet (drop_*) or hand it to the kernel (pass_*). */
+static __always_inline int refuse(enum verdict v)
+{
+	return verdict(v, v == VERDICT_DROP_OTHER_HOST || v == VERDICT_DROP_MARTIAN_SOURCE ? XDP_DROP : XDP_PASS);
+}
+
+/* Sources ip_route_input_slow calls martian: multicast, limited broadcast, 0.0.0.0 (the rest
+ * of 0/8 is forwarded since Linux 5.3) and loopback (127/8). `src` in host order. */
+static __always_inline int ipv4_martian_source(__u32 src)
+{
+	return (src >> 28) == 0xe || src == 0xffffffff || src == 0 || (src >> 24) == 127;
+}
+
+/* Sources ip6_rcv_core and ip6_forward drop: multicast, unspecified (::) and loopback (::1). */
+static __always_inline int ipv6_martian_source(const struct in6_addr *src)
+{
+	const __u32 *w = src->in6_u.u6_addr32;
+
+	if (src->in6_u.u6_addr8[0] == 0xff)
+		return 1;
+	return (w[0] | w[1] | w[2]) == 0 && (w[3] == 0 || w[3] == bpf_htonl(1));
+}
+
+/* Whether the IPv4 source is one of the node's own addresses (a `local` route holds it):
+ * Linux's fib_validate_source refuses those, unless accept_local says otherwise. */
+static __always_inline int ipv4_local_source(const struct iphdr *iph)
+{
+	struct ipv4_lpm_key key = { .prefixlen = 32 };
+	struct route_entry *route;
+
+	__builtin_memcpy(key.dst_addr, &iph->saddr, sizeof(key.dst_addr));
+	route = bpf_map_lookup_elem(&ipv4_routes, &key);
+	return route && route->action == ROUTE_ACTION_LOCAL;
 }
 
 /* Forward the frame to route->egress_port, or tell why not. `l2_len` is the frame
@@ -231,6 +294,11 @@ static __always_inline int forward_ipv4(struct xdp_md *ctx, struct cursor *c, st
 	/* multicast, limited broadcast, loopback and "this network" are never routed */
 	if ((dst >> 28) == 0xe || dst == 0xffffffff || (dst >> 24) == 127 || (dst >> 24) == 0)
 		return verdict(VERDICT_PASS_LOCAL, XDP_PASS);
+	why = l2_rule(ctx, eth);
+	if (why != VERDICT_FORWARDED)
+		return refuse(why);
+	if (ipv4_martian_source(bpf_ntohl(iph->saddr)))
+		return refuse(VERDICT_DROP_MARTIAN_SOURCE);
 	if (iph->ttl <= 1)
 		return verdict(VERDICT_PASS_TTL_EXPIRED, XDP_PASS);
 
@@ -238,8 +306,13 @@ static __always_inline int forward_ipv4(struct xdp_md *ctx, struct cursor *c, st
 	route = bpf_map_lookup_elem(&ipv4_routes, &key);
 	if (!route)
 		return verdict(VERDICT_PASS_NO_ROUTE, XDP_PASS);
-	if (route->action == ROUTE_ACTION_FORWARD)
+	if (route->action == ROUTE_ACTION_FORWARD) {
+		if (route->egress_port == ctx->ingress_ifindex)
+			return verdict(VERDICT_PASS_HAIRPIN, XDP_PASS);
+		if (ipv4_local_source(iph))
+			return verdict(VERDICT_PASS_LOCAL_SOURCE, XDP_PASS);
 		route = flow_route(route, iph, c->end, 0);
+	}
 
 	action = redirect_to_next_hop(ctx, route, l2_len, &why);
 	if (action == XDP_REDIRECT) {
@@ -278,6 +351,11 @@ static __always_inline int forward_ipv6(struct xdp_md *ctx, struct cursor *c, st
 	if (dst0 == 0xff || (dst0 == 0xfe && (dst1 & 0xc0) == 0x80) ||
 	    (src0 == 0xfe && (src1 & 0xc0) == 0x80))
 		return verdict(VERDICT_PASS_LOCAL, XDP_PASS);
+	why = l2_rule(ctx, eth);
+	if (why != VERDICT_FORWARDED)
+		return refuse(why);
+	if (ipv6_martian_source(&ip6h->saddr))
+		return refuse(VERDICT_DROP_MARTIAN_SOURCE);
 	if (ip6h->hop_limit <= 1)
 		return verdict(VERDICT_PASS_TTL_EXPIRED, XDP_PASS);
 
@@ -285,8 +363,11 @@ static __always_inline int forward_ipv6(struct xdp_md *ctx, struct cursor *c, st
 	route = bpf_map_lookup_elem(&ipv6_routes, &key);
 	if (!route)
 		return verdict(VERDICT_PASS_NO_ROUTE, XDP_PASS);
-	if (route->action == ROUTE_ACTION_FORWARD)
+	if (route->action == ROUTE_ACTION_FORWARD) {
+		if (route->egress_port == ctx->ingress_ifindex)
+			return verdict(VERDICT_PASS_HAIRPIN, XDP_PASS);
 		route = flow_route(route, ip6h, c->end, 1);
+	}
 
 	action = redirect_to_next_hop(ctx, route, l2_len, &why);
 	if (action == XDP_REDIRECT) {

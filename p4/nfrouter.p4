@@ -5,6 +5,10 @@
  * (Ethernet padding past the IP length trimmed). What the XDP router hands to the kernel
  * goes to the CPU port or is dropped (to_cpu_or_drop), counted under the same verdicts.
  *
+ * port_macs (ingress port -> the port's MAC) is written by the controller (Bmv2Target) when
+ * it deploys the NF, from the MACs of the switch's interfaces: only frames addressed to
+ * their ingress port are routed, as Linux routes PACKET_HOST frames only.
+ *
  * flow_routes (per-flow path overrides, 5-tuple exact on meta.flow as FlowKey fills it):
  * looked up only for a packet a `forward` route forwards, its entry replaces the route's
  * next hop. Every pass_* rule comes first, as on XDP.
@@ -36,6 +40,9 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
     bit<48> next_dst_mac = 0;
     bit<48> next_src_mac = 0;
     bit<32> ip_len = 0;          /* the IP packet's length, once a route was looked up */
+    bit<32> ingress_port = 0;    /* the catalog's `port` is 32 bits */
+    bit<48> ingress_mac = 0;
+    bool ingress_known = false;  /* port_macs holds the ingress port */
 
     /* The route's next hop, applied only once the packet is known to fit (as on XDP). */
     action forward(bit<32> egress_port, bit<48> dst_mac, bit<48> src_mac) {
@@ -65,6 +72,18 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
         size = MAX_ROUTES;
     }
 
+    action port_mac(bit<48> mac) {
+        ingress_mac = mac;
+        ingress_known = true;
+    }
+
+    table port_macs {
+        key = { ingress_port: exact @name("port"); }
+        actions = { port_mac; @defaultonly NoAction; }
+        default_action = NoAction();
+        size = 64;
+    }
+
     /* A per-flow next hop: its forward() replaces the route's. */
     table flow_routes {
         key = {
@@ -87,10 +106,23 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
     }
 
     apply {
+        ingress_port = (bit<32>)std.ingress_port;
+        port_macs.apply();
+        /* the link-layer rule, applied after the destination-class rule (as on XDP): a
+         * broadcast/multicast MAC goes to the CPU (Linux never forwards it), another
+         * station's MAC is dropped (PACKET_OTHERHOST); a port the controller did not
+         * describe has no address to compare with */
+        verdict_t l2_verdict = VERDICT_FORWARDED;
+        if (hdr.ethernet.dstAddr[40:40] == 1) {
+            l2_verdict = VERDICT_PASS_L2_BROADCAST;
+        } else if (ingress_known && hdr.ethernet.dstAddr != ingress_mac) {
+            l2_verdict = VERDICT_DROP_OTHER_HOST;
+        }
         if (!hdr.ethernet.isValid()) {
             verdict = VERDICT_PASS_MALFORMED;
         } else if (hdr.ethernet.etherType == ETHERTYPE_IPV4) {
             bit<32> dst = hdr.ipv4.dstAddr;
+            bit<32> src = hdr.ipv4.srcAddr;
             if (!hdr.ipv4.isValid() || hdr.ipv4.version != 4 || hdr.ipv4.ihl < 5) {
                 verdict = VERDICT_PASS_MALFORMED;
             } else if (hdr.ipv4.ihl > 5) {
@@ -103,6 +135,12 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
                        dst[31:24] == 0) {
                 /* multicast, limited broadcast, loopback and "this network" */
                 verdict = VERDICT_PASS_LOCAL;
+            } else if (l2_verdict != VERDICT_FORWARDED) {
+                verdict = l2_verdict;
+            } else if (src[31:28] == 0xe || src == 0xffffffff || src[31:24] == 127 || src == 0) {
+                /* martian sources: multicast, limited broadcast, loopback, 0.0.0.0 (the rest
+                 * of 0/8 Linux forwards) */
+                verdict = VERDICT_DROP_MARTIAN_SOURCE;
             } else if (hdr.ipv4.ttl <= 1) {
                 verdict = VERDICT_PASS_TTL_EXPIRED;
             } else {
@@ -121,6 +159,11 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
             } else if (dst[127:120] == 0xff || dst[127:118] == 0x3fa || src[127:118] == 0x3fa) {
                 /* multicast (NDP among it) and link-local (fe80::/10) stay on the link */
                 verdict = VERDICT_PASS_LOCAL;
+            } else if (l2_verdict != VERDICT_FORWARDED) {
+                verdict = l2_verdict;
+            } else if (src[127:120] == 0xff || src == 0 || src == 1) {
+                /* martian sources: multicast, unspecified (::), loopback (::1) */
+                verdict = VERDICT_DROP_MARTIAN_SOURCE;
             } else if (hdr.ipv6.hopLimit <= 1) {
                 verdict = VERDICT_PASS_TTL_EXPIRED;
             } else {
@@ -129,6 +172,10 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
             }
         } else {
             verdict = VERDICT_PASS_NOT_IP;
+        }
+        /* A route back out of the ingress port: Linux forwards it and sends a redirect. */
+        if (verdict == VERDICT_FORWARDED && next_port == ingress_port) {
+            verdict = VERDICT_PASS_HAIRPIN;
         }
         /* A route forwards the packet (verdict forwarded): a flow_routes entry may replace
          * its next hop, before the MTU check (one apply: BMv2 takes a table once). */

@@ -8,6 +8,7 @@ from controller.bpf.build import compile_program
 from controller.bpf.libbpf import BpfObject, map_info
 from controller.catalog import load_catalog, get_nf, load_nf
 from controller.errors import CatalogError
+from controller.targets.xdp import PORT_MAC_SLOTS, PORT_MACS_MAP
 
 CATALOG = load_catalog()
 BPF_MAP_TYPE_PROG_ARRAY = 3
@@ -69,6 +70,12 @@ def test_xdp_program_exposes_catalog(name):
                 f"{name}: map {stat.xdp['map']} is not sized {stat.cells} for the default parameters"
         elif fields:
             assert list(fields) == list(stat.index), f"{name}: stat {stat.name} fields differ from the catalog"
+    if "port_macs" in nf.programs["xdp"]:   # the interfaces' MACs, as XdpTarget writes them
+        m = nf.programs["xdp"]["port_macs"]
+        assert m == PORT_MACS_MAP and m in ids, f"{name}: port_macs is the map {PORT_MACS_MAP} (include/port_macs.h)"
+        key, value = (btf.members(i) for i in ids[m])
+        assert value["ifindex"].size == 4 and value["addr"].size == 6, f"{name}: {m} holds (ifindex, 6-byte MAC)"
+        assert _max_entries(btf, m) == PORT_MAC_SLOTS, f"{name}: {m} has the PORT_MAC_SLOTS XdpTarget places into"
     if "classes_map" in nf.programs["xdp"]:   # queueing NFs: one class id per level
         assert nf.programs["xdp"]["classes_map"] in ids, f"{name}: no map {nf.programs['xdp']['classes_map']}"
     source = (nf.source.parent.parent / nf.programs["xdp"]["source"]).read_text()
@@ -126,6 +133,15 @@ def test_bmv2_program_exposes_catalog(name):
             assert p4_params == {f.name: f.width for f in fields}, f"{where} action {action}: parameters"
         assert t.has_counters == bool(table.counters), f"{where}: direct counters"
         assert t.table.size == nf.table_size(table, params), f"{where}: size"
+    if "port_macs" in nf.programs["bmv2"]:   # the ports' MACs, as Bmv2Target writes them
+        from controller.targets.bmv2 import PORT_MACS
+        where = f"{name} port_macs"
+        t = info.table(nf.programs["bmv2"]["port_macs"], where)
+        assert {f.name: (p4info_kind(f), f.bitwidth) for f in t.table.match_fields} == \
+            {f.name: ("EXACT", f.width) for f in PORT_MACS.match}, f"{where}: match fields"
+        for action, fields in PORT_MACS.actions.items():
+            assert action in t.actions, f"{where}: no action {action}"
+            assert {p.name: p.bitwidth for p in t.actions[action].params} == {f.name: f.width for f in fields}
     registers = _registers(build.json)
     for stat in nf.stats.values():
         where = f"{name} statistic {stat.name}"

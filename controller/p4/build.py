@@ -1,7 +1,8 @@
 """Compile P4_16 (v1model) with p4c for BMv2, cached by content hash.
 
-The key covers the program, every .p4 under its directory's include/, the -D defines and the
-compiler's version, so an edit anywhere recompiles and nothing else does. Outputs, per build:
+The key covers the program, every .p4 beside it (the composed p4/innet.p4 #includes the NFs'
+programs) and under its directory's include/, the -D defines and the compiler's version, so an
+edit anywhere recompiles and nothing else does. Outputs, per build:
 <cache>/<name>-<digest>/<name>.json (BMv2's pipeline) and <name>.p4info.txtpb (P4Runtime's).
 """
 from __future__ import annotations
@@ -69,7 +70,8 @@ def compile_p4(source: str | Path, defines: dict[str, int] | None = None) -> P4B
         raise CompileError(f"P4 source {source} does not exist", hint="check the NF catalog's programs.bmv2.source")
     defines = defines or {}
     compiler = p4c()
-    digest = inputs_digest(compiler, P4C_FLAGS, defines, [source, *sorted((source.parent / "include").glob("*.p4"))])
+    sources = sorted({source, *source.parent.glob("*.p4"), *(source.parent / "include").glob("*.p4")})
+    digest = inputs_digest(compiler, P4C_FLAGS, defines, sources)
     out = CACHE_DIR / f"{source.stem}-{digest}"
     build = P4Build(out / f"{source.stem}.json", out / f"{source.stem}.p4info.txtpb")
     if build.json.exists() and build.p4info.exists():

@@ -57,6 +57,10 @@ NOT_FOUND, ALREADY_EXISTS = 5, 6   # google.rpc.Code
 QUEUE_PACKET_BYTES = 1500
 QUEUE_DEPTH_PACKETS = 64   # simple_switch's default depth, put back when an instance's queues go
 UNLIMITED_RATE = 0         # simple_switch: a queue rate of 0 packets/s is no limit
+# The table an NF names as programs.bmv2.port_macs: the MAC of each port it runs on, written here
+# (not by the NF's user) whenever the NF is deployed, as XdpTarget fills an XDP NF's port_macs.
+PORT_MACS = Table("port_macs", "the MAC of each port", (Field("port", "port"),), {"port_mac": (Field("mac", "mac"),)},
+                  64, ())
 
 
 @dataclass(frozen=True)
@@ -252,11 +256,29 @@ class Bmv2Target(Target, QueueingTarget):
                 self._put(node, instance, record)
         if record["enable_mask"]:
             self._sync_enable(node, pipeline, {**carried, instance: record})
+        self._fill_port_macs(node, pipeline, {**carried, instance: record})
         log.info("%s deployed on %s (ports %s)%s", label, node.name,
                  ", ".join(f"{i}={sw.ports[i]}" for i in interfaces),
                  f"; a new pipeline emptied {', '.join(cleared)}" if cleared else "")
         return Deployment(node.name, instance, nf.name, self.kind, tuple(interfaces), values,
                           {i: f"bmv2 port {sw.ports[i]}" for i in interfaces}, cleared=cleared)
+
+    def _fill_port_macs(self, node: Node, pipeline: _Pipeline, instances: dict[str, dict]) -> None:
+        """Write the MAC of each port of the instances whose NF names a port_macs table."""
+        links = None
+        for instance, record in instances.items():
+            p4_table = _nf_of(record).programs["bmv2"].get("port_macs")
+            if not p4_table:
+                continue
+            links = links or node.interfaces()
+            where = f"{_label(instance, record['nf'])} table {p4_table}"
+            try:
+                codec = _Codec(PORT_MACS, pipeline.p4info.table(p4_table, where), self._switch(node).ports, where)
+            except CatalogError as exc:
+                raise TargetError(exc.message, hint=exc.hint) from None
+            entries = [normalize(PORT_MACS, TableEntry(PORT_MACS.name, {"port": i}, "port_mac", {"mac": links[i]["mac"]}))
+                       for i in record["interfaces"]]
+            self._apply(node, [(e, codec.insertion(e)) for e in entries])
 
     @staticmethod
     def _check_one_per_type(node: Node, instance: str, nf: NFSpec, old: dict | None,

@@ -58,7 +58,8 @@ from controller.errors import BpfError, EntryError, QueueError, TargetError, Top
 from controller.netns import netns
 from controller.node import Node
 from controller.queues import QueueLevel, QueueStats, check_levels
-from controller.tables import EntryCounters, TableEntry, address_bytes, address_text, ip_packed, normalize, parse_mac
+from controller.tables import (EntryCounters, TableEntry, address_bytes, address_text, ip_packed, mac_bytes, normalize,
+                               parse_mac)
 from controller.targets import chain, tc
 from controller.targets.base import Deployment, QueueingTarget, Target, check_instance_id
 from controller.targets.chain import PROG_PIN, NodeChains, Placement, record_key
@@ -69,7 +70,23 @@ log = logging.getLogger("innet.xdp")
 BPFFS = Path("/sys/fs/bpf")
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
 PORT_MAP = "tx_ports"   # DEVMAP of the NF's interfaces, when the program redirects
+PORT_MACS_MAP = "port_macs"   # the interfaces' MACs, when the program checks them (include/port_macs.h)
+PORT_MAC_SLOTS, PORT_MAC_PROBES = 256, 4   # as include/port_macs.h defines them
 XDP, TC_EGRESS = "xdp", "tc_egress"
+
+
+def write_port_macs(macs_map: libbpf.BpfMap, macs: dict[int, bytes], where: str) -> None:
+    """Put each interface's MAC (ifindex -> 6 bytes) in a port_macs array: in slot ifindex %
+    PORT_MAC_SLOTS, or the first of the next ones that is free or its own already."""
+    for ifindex, mac in macs.items():
+        for probe in range(PORT_MAC_PROBES):
+            key = struct.pack("=I", (ifindex + probe) % PORT_MAC_SLOTS)
+            if struct.unpack_from("=I", macs_map.lookup(key))[0] in (0, ifindex):
+                macs_map.update(key, struct.pack("=I6sH", ifindex, mac, 0))
+                break
+        else:
+            raise TargetError(f"{where}: interface {ifindex}'s port_macs slots are all taken by other interfaces",
+                              hint="deploy on fewer interfaces; the router cannot tell its own frames apart")
 
 
 def ensure_bpffs() -> None:
@@ -523,6 +540,8 @@ class XdpTarget(Target, QueueingTarget):
                 chains.link(pin, follows, obj.maps[chain.NEXT_MAP])
             if PORT_MAP in obj.maps:
                 self._fill_ports(node, obj.maps[PORT_MAP], new["ifindexes"])
+            if PORT_MACS_MAP in obj.maps:
+                self._fill_port_macs(node, obj.maps[PORT_MACS_MAP], new["ifindexes"])
             if new["nf_slots"]:
                 if new["nf_slots"] not in obj.maps:
                     raise TargetError(f"{nf.name}'s catalog entry names NF slots {new['nf_slots']}, but "
@@ -542,13 +561,19 @@ class XdpTarget(Target, QueueingTarget):
                 key = struct.pack("=I", ifindex)
                 port_map.update(key, key)
 
+    @staticmethod
+    def _fill_port_macs(node: Node, macs_map: libbpf.BpfMap, ifindexes: dict[str, int]) -> None:
+        links = node.interfaces()
+        write_port_macs(macs_map, {idx: mac_bytes(links[i]["mac"]) for i, idx in ifindexes.items()}, node.name)
+
     def _fill_pinned_ports(self, node: Node, pin: Path, ifindexes: dict[str, int]) -> None:
-        if (pin / PORT_MAP).exists():
-            port_map = libbpf.BpfMap.from_pin(str(pin / PORT_MAP))
-            try:
-                self._fill_ports(node, port_map, ifindexes)
-            finally:
-                port_map.close()
+        for name, fill in ((PORT_MAP, self._fill_ports), (PORT_MACS_MAP, self._fill_port_macs)):
+            if (pin / name).exists():
+                pinned = libbpf.BpfMap.from_pin(str(pin / name))
+                try:
+                    fill(node, pinned, ifindexes)
+                finally:
+                    pinned.close()
 
     # ---- instances behind a forwarder -----------------------------------------------------
     @staticmethod

@@ -106,7 +106,12 @@ const verdict_t VERDICT_PASS_NO_ROUTE = 5;
 const verdict_t VERDICT_PASS_LOCAL = 6;
 const verdict_t VERDICT_PASS_TOO_BIG = 7;
 const verdict_t VERDICT_PASS_NO_PORT = 8;
-#define VERDICT_COUNT 9
+const verdict_t VERDICT_DROP_OTHER_HOST = 9;
+const verdict_t VERDICT_PASS_L2_BROADCAST = 10;
+const verdict_t VERDICT_DROP_MARTIAN_SOURCE = 11;
+const verdict_t VERDICT_PASS_LOCAL_SOURCE = 12;
+const verdict_t VERDICT_PASS_HAIRPIN = 13;
+#define VERDICT_COUNT 14
 
 const bit<8> PRECISION_FIELD_LIST = 1;
 
