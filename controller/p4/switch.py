@@ -14,12 +14,20 @@ scopes never see each other's switches: its P4Runtime server's unix socket p4rt.
 (reachable from any namespace), its notification socket, its logs, and switch.json, what the
 controller needs to reach it (pid, ports, gRPC address, Thrift port, device id, logs). The
 switch starts with no pipeline (--no-p4): Bmv2Target pushes one over P4Runtime.
+
+Before the first start, the binary is asked what it is (`--version`, `--help`): innet needs
+BMv2 1.15 or later with its P4Runtime gRPC server (simple_switch_grpc, BMv2 configured
+--with-pi) and its Thrift server (--with-thrift, which simple_switch_grpc lacks otherwise);
+what is missing is said with how to rebuild it. INNET_BMV2_SWITCH names the binary to run
+instead of the one found on PATH or in /opt/p4/bin.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +45,12 @@ from controller.scope import Scope, _flock
 log = logging.getLogger("innet.bmv2")
 
 SWITCH_BINARY = "simple_switch_grpc"
+SWITCH_BINARY_ENV = "INNET_BMV2_SWITCH"   # a simple_switch_grpc to run instead of the one found
+MIN_VERSION = (1, 15)
+PROBE_TIMEOUT = 10.0
+REBUILD = ("rebuild BMv2 as the README's P4 toolchain section says: PI v0.1.2 (--with-proto) first, then "
+           "behavioral-model 1.15.5 configured --with-pi --with-thrift (`make -C targets/simple_switch_grpc "
+           "clean` before `make && make install` if it was built before)")
 LOG_LEVEL = os.environ.get("INNET_BMV2_LOG_LEVEL", "warn")   # 'info' and below log every packet
 LOG_TAIL_LINES = 15
 START_TIMEOUT = 30.0
@@ -66,10 +80,72 @@ class SwitchInfo:
 
 def unavailable() -> str | None:
     """Why BMv2 switches cannot run here, or None: what tests skip with."""
-    for tool in ("p4c", SWITCH_BINARY):
-        if not find_tool(tool):
-            return f"{tool} not found on PATH or in {P4_HOME}/bin: p4c and BMv2 come from no package registry"
+    try:
+        check_binary(switch_binary())
+    except TargetError as exc:
+        return f"{exc.message} ({exc.hint})"
+    if not find_tool("p4c"):
+        return f"p4c not found on PATH or in {P4_HOME}/bin: p4c and BMv2 come from no package registry"
     return None
+
+
+def switch_binary() -> str:
+    """The simple_switch_grpc to run: $INNET_BMV2_SWITCH, else the one on PATH or in /opt/p4/bin."""
+    binary = os.environ.get(SWITCH_BINARY_ENV) or find_tool(SWITCH_BINARY)
+    if not binary:
+        raise TargetError(f"{SWITCH_BINARY} not found on PATH or in {P4_HOME}/bin",
+                          hint="build BMv2 with P4Runtime support into /opt/p4 (see the README's P4 toolchain section) "
+                               f"or put it on PATH, or name it in {SWITCH_BINARY_ENV}")
+    return binary
+
+
+def check_binary(binary: str) -> str:
+    """Its version, if `binary` is a BMv2 switch innet can drive (MIN_VERSION or later, with a
+    P4Runtime gRPC server and a Thrift server); else TargetError saying what to rebuild, how."""
+    try:
+        stat = os.stat(binary)
+    except OSError as exc:
+        raise TargetError(f"BMv2 switch {binary}: {exc.strerror}",
+                          hint=f"build it (see the README's P4 toolchain section), or fix {SWITCH_BINARY_ENV}") from None
+    return _probe(binary, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(binary: str, mtime_ns: int, size: int) -> str:
+    """check_binary's work, once per binary as it is on disk."""
+    version_text = _ask(binary, "--version")
+    found = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", version_text)
+    if not found:
+        first = version_text.strip().splitlines()[0] if version_text.strip() else "nothing"
+        raise TargetError(f"{binary} is not BMv2's {SWITCH_BINARY}: `--version` printed {first[:80]!r}",
+                          hint=f"point {SWITCH_BINARY_ENV} at simple_switch_grpc, or unset it; or {REBUILD}")
+    version = ".".join(found.groups())
+    if tuple(int(n) for n in found.groups()[:2]) < MIN_VERSION:
+        raise TargetError(f"{binary} is BMv2 {version}; innet needs {'.'.join(map(str, MIN_VERSION))} or later",
+                          hint=REBUILD)
+    help_text = _ask(binary, "--help")
+    missing = [what for option, what in (("--grpc-server-addr", "P4Runtime gRPC server (simple_switch_grpc of a BMv2 "
+                                                                "configured --with-pi)"),
+                                         ("--thrift-port", "Thrift server (BMv2 configured --with-thrift)"))
+               if option not in help_text]
+    if missing:
+        raise TargetError(f"{binary} (BMv2 {version}) has no {' and no '.join(missing)}: innet programs the switch "
+                          f"over P4Runtime and reads registers and queues over Thrift", hint=REBUILD)
+    return version
+
+
+def _ask(binary: str, option: str) -> str:
+    """What `binary option` prints (stdout and stderr)."""
+    try:
+        res = subprocess.run([binary, option], capture_output=True, text=True, errors="replace",
+                             timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"{binary} {option} did not finish within {PROBE_TIMEOUT:.0f}s: it is not BMv2's "
+                          f"{SWITCH_BINARY}", hint=f"point {SWITCH_BINARY_ENV} at simple_switch_grpc, or unset it") from None
+    except OSError as exc:
+        raise TargetError(f"cannot run BMv2 switch {binary}: {exc.strerror}",
+                          hint=f"point {SWITCH_BINARY_ENV} at simple_switch_grpc, or unset it; or {REBUILD}") from None
+    return res.stdout + res.stderr
 
 
 def state_dir(scope: Scope, node: str) -> Path:
@@ -155,10 +231,8 @@ def start(scope: Scope, node: str, interfaces: list[str] | dict[str, int], netns
     once a second. A failed start leaves nothing behind and raises TargetError with the
     relevant lines of the switch's log.
     """
-    binary = find_tool(SWITCH_BINARY)
-    if not binary:
-        raise TargetError(f"{SWITCH_BINARY} not found on PATH or in {P4_HOME}/bin",
-                          hint="build BMv2 with P4Runtime support into /opt/p4 (see the README's P4 toolchain section) or put it on PATH")
+    binary = switch_binary()
+    check_binary(binary)
     ports = dict(interfaces) if isinstance(interfaces, dict) else {i: n for n, i in enumerate(interfaces, start=1)}
     if not ports:
         raise TargetError(f"starting the BMv2 switch of {node}: no interfaces given")
@@ -217,22 +291,44 @@ def _wait_ready(sw: SwitchInfo, proc: subprocess.Popen, cmd: str, progress, time
     from controller.p4.runtime import grpc_ready   # grpc is imported only when a switch is used
     began = time.monotonic()
     announced = 0
+    grpc_up = thrift_up = False
     while True:
         if proc.poll() is not None:
             raise TargetError(f"the BMv2 switch of {sw.node} exited with status {proc.returncode} while starting:\n"
                               f"{log_tail(sw)}",
                               hint=f"check the switch's options; the command was: {cmd}")
         waited = time.monotonic() - began
-        if Path(sw.grpc_addr[len("unix:"):]).exists() and grpc_ready(sw.grpc_addr, 0.5) and _thrift_ready(sw):
+        grpc_up = grpc_up or (Path(sw.grpc_addr[len("unix:"):]).exists() and grpc_ready(sw.grpc_addr, 0.5))
+        thrift_up = thrift_up or _thrift_ready(sw)
+        if grpc_up and thrift_up:
             log.info("BMv2 switch of %s ready after %.1fs (pid %d)", sw.node, waited, sw.pid)
             return
         if waited > timeout:
-            raise TargetError(f"the BMv2 switch of {sw.node} did not answer within {timeout:.0f}s:\n{log_tail(sw)}",
-                              hint=f"the machine may be overloaded; try again. The command was: {cmd}")
+            raise _not_ready(sw, cmd, timeout, grpc_up, thrift_up)
         if waited >= announced + 1:
             announced = int(waited)
             progress(f"[bmv2] waiting for the switch of {sw.node} ({announced}s)")
         time.sleep(0.1)
+
+
+def _not_ready(sw: SwitchInfo, cmd: str, timeout: float, grpc_up: bool, thrift_up: bool) -> TargetError:
+    """Why a running switch is not ready after `timeout`: the server that never answered, and
+    what its log says of it."""
+    tail = log_tail(sw)
+    if not thrift_up:
+        grpc = "its P4Runtime server answers" if grpc_up else f"nor answered P4Runtime on {sw.grpc_addr}"
+        if "Could not bind" in tail:
+            why = f"another process holds port {sw.thrift_port} in the node's namespace (see the log above)"
+        elif grpc_up:
+            why = f"a switch built without --with-thrift has no Thrift server: {REBUILD}"
+        else:
+            why = "its log above may say why; with nothing there, the machine may be overloaded: try again"
+        return TargetError(f"the BMv2 switch of {sw.node} never opened its Thrift port {sw.thrift_port} "
+                           f"({grpc}) in {timeout:.0f}s:\n{tail}", hint=f"{why}. The command was: {cmd}")
+    return TargetError(f"the BMv2 switch of {sw.node} opened its Thrift port but never answered P4Runtime on "
+                       f"{sw.grpc_addr} in {timeout:.0f}s:\n{tail}",
+                       hint=f"its log above may say why; with nothing there, the machine may be overloaded: try "
+                            f"again. The command was: {cmd}")
 
 
 def _thrift_ready(sw: SwitchInfo) -> bool:
