@@ -1,6 +1,9 @@
 import os
+import re
 import tempfile
 import uuid
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,45 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionfinish(session, exitstatus):
     """The suite's scope goes with it (each test removes what it deployed)."""
     current().drop()
+
+
+# ---- the BMv2 half of the suite, counted at the end: a green run that skipped it shows as such ----
+BMV2_OUTCOMES: dict[str, str] = {}   # nodeid -> passed, failed or skipped, for tests that involve BMv2
+BMV2_SKIPS: Counter = Counter()      # why BMv2 tests skipped
+# a switch of this session (its scope, or a scope named after it) in a process's command line
+SESSION_SWITCH = re.compile(rb"simple_switch_grpc\0.*/" + re.escape(os.environ["INNET_SCOPE"].encode()) + rb"[^/]*/bmv2/")
+
+
+def _session_switch_runs() -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if SESSION_SWITCH.search(cmdline.read_bytes()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def pytest_runtest_logreport(report):
+    """A test involves BMv2 if its id says so (file, name, parameter), if it skipped for want of
+    BMv2 or p4c, or if a switch of this session ran while it did (a module's testbed)."""
+    if report.when != "call" and report.passed:
+        return
+    reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
+    if ("bmv2" in report.nodeid.lower() or any(w in reason.lower() for w in ("bmv2", "simple_switch", "p4c"))
+            or (report.when == "call" and _session_switch_runs())):
+        BMV2_OUTCOMES[report.nodeid] = report.outcome
+        if report.skipped:
+            BMV2_SKIPS[reason.removeprefix("Skipped: ")] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    counts = Counter(BMV2_OUTCOMES.values())
+    ran = counts["passed"] + counts["failed"]
+    terminalreporter.write_sep("-", f"BMv2: {ran} tests ran ({counts['passed']} passed, {counts['failed']} failed), "
+                                    f"{counts['skipped']} skipped")
+    for reason, n in BMV2_SKIPS.most_common(5):
+        terminalreporter.write_line(f"  {n} skipped: {reason[:200]}")
 
 
 @pytest.fixture(scope="module")
