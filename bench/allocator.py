@@ -43,16 +43,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
 
 from bench.harness import REPO, run, say  # noqa: E402
-from controller.te.allocators import BEST, BruteForce, GlobalFirstFit, RandomPaths, combinations  # noqa: E402
+from controller.te.allocators import (BEST, BruteForce, GlobalFirstFit, MaxThroughputMilp, RandomPaths,  # noqa: E402
+                                      combinations)
 from controller.te.allocators import run as allocate_once  # noqa: E402
 from controller.te.generators import DEMAND_RANGES, iab_topology  # noqa: E402
 from controller.te.twin import EFFICIENCY, FAIRNESS, MODELS, Twin  # noqa: E402
 
 NODES, KS, ACTIVITIES = (20, 40, 60), (1, 3), (0.4, 0.8)
 OBJECTIVES = {"efficiency": EFFICIENCY, "fairness": FAIRNESS}
-ALWAYS = (RandomPaths(), GlobalFirstFit())            # blind to the objective: run once
+ALWAYS = (RandomPaths(), GlobalFirstFit(), MaxThroughputMilp())   # blind to the objective: run once
 PER_OBJECTIVE = ("subset-sum", BEST)
-SHOWN = ("random", "global-first-fit", "subset-sum", BEST)
+SHOWN = ("random", "global-first-fit", "milp", "subset-sum", BEST)
 FIG19 = (20, 1, (500.0, 750.0), 1.0)                  # PHaul's brute-force comparison
 TIMING_NODES = (20, 30, 40, 50, 60)
 DEFAULT_PLOT = Path(tempfile.gettempdir()) / "innet-allocator"   # not into the source tree

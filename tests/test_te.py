@@ -235,12 +235,25 @@ def test_allocate_moves_one_of_two_flows_off_a_shared_path_on_diamond():
     assert together.figures.efficiency == pytest.approx(100 / 160)
 
 
-def test_three_flows_take_the_three_spines_of_leafspine():
+@pytest.mark.parametrize("allocator", [BEST, "milp"])
+def test_three_flows_take_the_three_spines_of_leafspine(allocator):
     network, hosts = topology_network(load_topology("leafspine"))
     assert hosts == ("h1", "h2", "h3")
     flows = [Flow(f"f{i}", "h1", ("h3",), 60.0) for i in range(3)]
-    allocation = allocate(network, flows, k=3, method=SHORTEST)
+    allocation = allocate(network, flows, allocator, k=3, method=SHORTEST)
     assert sorted(route[2] for route in allocation.routes().values()) == ["s1", "s2", "s3"]
+    assert allocation.figures.efficiency == 1.0
+
+
+def test_the_milp_carries_the_most_traffic_where_max_min_would_not():
+    """On a line a - b - c of 100 Mbit/s links, a 100 Mbit/s flow a -> c and two b -> c flows
+    that may also go round through d: max-min on the line gives each 33; the MILP sends the
+    b flows round (b - d - c, 100 Mbit/s) and leaves the line to the long flow."""
+    network = Network(("a", "b", "c", "d"), (Link("a", "b", 100.0), Link("b", "c", 100.0), Link("b", "d", 100.0),
+                                             Link("d", "c", 100.0)))
+    flows = [Flow("long", "a", ("c",), 100.0), Flow("short1", "b", ("c",), 50.0), Flow("short2", "b", ("c",), 50.0)]
+    allocation = allocate(network, flows, "milp", k=2, method=SHORTEST)
+    assert allocation.routes() == {"long": ["a", "b", "c"], "short1": ["b", "d", "c"], "short2": ["b", "d", "c"]}
     assert allocation.figures.efficiency == 1.0
 
 

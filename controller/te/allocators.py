@@ -15,6 +15,8 @@ closed loop takes: candidates, allocator, Allocation with each flow's path as a 
   (Hedera leaves it on its ECMP path).
 - brute-force: every combination, the best kept (the first of equals); refuses instances with
   more combinations than its limit.
+- milp: the allocation with the most traffic at its best rates (not necessarily max-min fair
+  ones), exact, by HiGHS (see MaxThroughputMilp).
 - local-search (innet's best): subset-sum's allocation, then steepest descent over a whole
   neighbourhood scored as one batch (every flow moved to each other candidate, and pairs of
   flows whose candidates share an arc moved together), iterated: at a local optimum the best
@@ -161,8 +163,55 @@ class LocalSearch:
         return best
 
 
-ALLOCATORS: dict[str, Allocator] = {a.name: a for a in
-                                    (RandomPaths(), SubsetSum(), GlobalFirstFit(), BruteForce(), LocalSearch())}
+@dataclass(frozen=True)
+class MaxThroughputMilp:
+    """The allocation whose best rates carry the most traffic, solved exactly by HiGHS: one
+    binary per candidate (one per flow), a rate per candidate bounded by the flow's demand
+    when chosen and 0 otherwise, and the arcs' capacities. Those rates need not be max-min
+    fair, so the twin rates the allocation as it rates any other: on the efficiency objective
+    it is an upper bound's allocation, not always the twin's best."""
+    time_limit_s: float = 0.25   # then its best allocation so far (most instances here solve in tens of ms)
+    name: str = "milp"
+
+    def choose(self, twin: Twin, objective: Objective, rng: np.random.Generator) -> np.ndarray:
+        import highspy
+
+        paths = int(twin.options.sum())
+        owner = np.repeat(np.arange(twin.flows), twin.options)          # the flow of each candidate
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("time_limit", self.time_limit_s)
+        # columns: x_p (binary), then r_p (Mbit/s); maximise the sum of the r_p
+        cost = np.concatenate([np.zeros(paths), np.ones(paths)])
+        upper = np.concatenate([np.ones(paths), twin.demand[owner]])
+        h.addVars(2 * paths, np.zeros(2 * paths), upper)
+        h.changeColsCost(2 * paths, np.arange(2 * paths, dtype=np.int32), cost)
+        h.changeColsIntegrality(paths, np.arange(paths, dtype=np.int32),
+                                np.full(paths, highspy.HighsVarType.kInteger))
+        rows = [(1.0, 1.0, [p for p in range(paths) if owner[p] == f], None) for f in range(twin.flows)]
+        rows += [(-highspy.kHighsInf, 0.0, [paths + p, p], [1.0, -twin.demand[owner[p]]]) for p in range(paths)]
+        crossing: dict[int, list[int]] = {}
+        for p in range(paths):
+            flow, option = owner[p], p - twin.first_path[owner[p]]
+            for arc in twin.arcs_of(flow, option):
+                crossing.setdefault(int(arc), []).append(paths + p)
+        rows += [(-highspy.kHighsInf, float(twin.capacity[arc]), cols, None)
+                 for arc, cols in crossing.items() if np.isfinite(twin.capacity[arc])]
+        for lower, up, cols, values in rows:
+            h.addRow(lower, up, len(cols), np.array(cols, dtype=np.int32),
+                     np.array(values if values is not None else [1.0] * len(cols)))
+        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
+        h.run()
+        if h.getModelStatus() not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit) \
+                or h.getInfo().primal_solution_status == 0:
+            raise TeError(f"the MILP found no allocation: {h.modelStatusToString(h.getModelStatus())}")
+        chosen = np.asarray(h.getSolution().col_value[:paths])
+        return np.array([int(np.argmax(chosen[twin.first_path[f]:twin.first_path[f] + twin.options[f]]))
+                         for f in range(twin.flows)], dtype=np.int64)
+
+
+ALLOCATORS: dict[str, Allocator] = {a.name: a for a in (RandomPaths(), SubsetSum(), GlobalFirstFit(), BruteForce(),
+                                                        LocalSearch(), MaxThroughputMilp())}
 BEST = LocalSearch.name
 
 
