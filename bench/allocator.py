@@ -9,7 +9,8 @@ candidate paths by PHaul's least-common heuristic, computed once per topology an
 1. Comparison. Every configuration of nodes (20, 40, 60), K (1, 3 paths per technology), demand
    range (250-500, 500-750 Mbit/s) and node activity (0.4, 0.8): 10 topologies x 50 traffic
    matrices (--quick: 1 x 2). On each instance, under both twin models (max-min, PHaul's
-   water-filling): random and global-first-fit once, subset-sum and local-search (innet's best)
+   water-filling): random, global-first-fit and milp (max throughput, HiGHS) once, subset-sum
+   and local-search (innet's best)
    once per objective, efficiency (gamma = 1) and fairness (gamma = -1). Printed per
    configuration: the mean efficiency under the efficiency objective and the mean fairness under
    the fairness objective of each allocator, and local-search over subset-sum (ratio of the means,
