@@ -24,7 +24,7 @@ from controller.service import Controller
 from controller.tables import TableEntry, ip_str
 from frames import routed
 from testbed import traffic
-from testbed.scratch import Veth, namespace
+from testbed.scratch import Veth, namespace, sh
 
 pytestmark = [pytest.mark.needs_root,
               pytest.mark.skipif(switch.unavailable() is not None, reason=str(switch.unavailable()))]
@@ -42,6 +42,7 @@ BMV2_QUEUE_DEPTH = 64   # simple_switch's default, per priority queue
 def p4sw():
     with namespace("p4d", [Veth("p4a", "p4b"), Veth("p4c", "p4d")], lo_up=True, ipv6=False) as ns:
         name = ns.name
+        sh(name, f"ip link set p4a address {ROUTER_MAC}")   # the frames' destination: nfrouter routes only its own
         ctl = Controller()
         ctl.add_node(Node(name, ns.path, target="bmv2", kernel_slow_path=False))
         try:
