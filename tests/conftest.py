@@ -34,7 +34,8 @@ def pytest_sessionfinish(session, exitstatus):
 BMV2_OUTCOMES: dict[str, str] = {}   # nodeid -> passed, failed or skipped, for tests that involve BMv2
 BMV2_SKIPS: Counter = Counter()      # why BMv2 tests skipped
 # a switch of this session (its scope, or a scope named after it) in a process's command line
-SESSION_SWITCH = re.compile(rb"simple_switch_grpc\0.*/" + re.escape(os.environ["INNET_SCOPE"].encode()) + rb"[^/]*/bmv2/")
+SESSION_SWITCH = re.compile(rb"simple_switch_grpc\0.*/" + re.escape(os.environ["INNET_SCOPE"].encode())
+                            + rb"[^/]*/bmv2/")
 
 
 def _session_switch_runs() -> bool:

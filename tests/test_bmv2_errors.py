@@ -207,7 +207,8 @@ def refused_start(binary: str, monkeypatch) -> TargetError:
 def test_a_binary_that_is_not_bmv2_is_refused_before_it_runs(tmp_path, monkeypatch):
     binary = script(tmp_path, 'echo "frobnicate 0.1, the frobnicator"')
     err = refused_start(binary, monkeypatch)
-    assert err.message == f"{binary} is not BMv2's simple_switch_grpc: `--version` printed 'frobnicate 0.1, the frobnicator'"
+    assert err.message == \
+        f"{binary} is not BMv2's simple_switch_grpc: `--version` printed 'frobnicate 0.1, the frobnicator'"
     assert switch.SWITCH_BINARY_ENV in err.hint
 
 

@@ -105,8 +105,8 @@ def check_binary(binary: str) -> str:
     try:
         stat = os.stat(binary)
     except OSError as exc:
-        raise TargetError(f"BMv2 switch {binary}: {exc.strerror}",
-                          hint=f"build it (see the README's P4 toolchain section), or fix {SWITCH_BINARY_ENV}") from None
+        hint = f"build it (see the README's P4 toolchain section), or fix {SWITCH_BINARY_ENV}"
+        raise TargetError(f"BMv2 switch {binary}: {exc.strerror}", hint=hint) from None
     return _probe(binary, stat.st_mtime_ns, stat.st_size)
 
 
@@ -141,7 +141,8 @@ def _ask(binary: str, option: str) -> str:
                              timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise TargetError(f"{binary} {option} did not finish within {PROBE_TIMEOUT:.0f}s: it is not BMv2's "
-                          f"{SWITCH_BINARY}", hint=f"point {SWITCH_BINARY_ENV} at simple_switch_grpc, or unset it") from None
+                          f"{SWITCH_BINARY}",
+                          hint=f"point {SWITCH_BINARY_ENV} at simple_switch_grpc, or unset it") from None
     except OSError as exc:
         raise TargetError(f"cannot run BMv2 switch {binary}: {exc.strerror}",
                           hint=f"point {SWITCH_BINARY_ENV} at simple_switch_grpc, or unset it; or {REBUILD}") from None

@@ -276,8 +276,8 @@ class Bmv2Target(Target, QueueingTarget):
                 codec = _Codec(PORT_MACS, pipeline.p4info.table(p4_table, where), self._switch(node).ports, where)
             except CatalogError as exc:
                 raise TargetError(exc.message, hint=exc.hint) from None
-            entries = [normalize(PORT_MACS, TableEntry(PORT_MACS.name, {"port": i}, "port_mac", {"mac": links[i]["mac"]}))
-                       for i in record["interfaces"]]
+            entries = [normalize(PORT_MACS, TableEntry(PORT_MACS.name, {"port": i}, "port_mac",
+                                                       {"mac": links[i]["mac"]})) for i in record["interfaces"]]
             self._apply(node, [(e, codec.insertion(e)) for e in entries])
 
     @staticmethod
