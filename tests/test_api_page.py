@@ -151,3 +151,30 @@ def test_without_a_token_the_page_asks_for_it_and_says_when_it_is_wrong(api, bro
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
     wait.until(lambda d: d.find_element(By.ID, "status").is_displayed() and len(rows(d, "links")) == 4)
+
+
+def test_the_page_lists_the_path_overrides_and_the_latest_decision(api, line3, browser):
+    from controller.stats import Flow as FlowKey
+    from controller.store import PathOverrideRow
+    from controller.te.live import LiveNetwork, flow_key
+    from controller.te.loop import clear_overrides
+
+    url, token, _ = api
+    ctl = line3.controller
+    flow = FlowKey.of(str(TOPO.nodes["h1"].interfaces[0].ipv4.ip), str(TOPO.nodes["h2"].interfaces[0].ipv4.ip),
+                      40001, 5201, 6)
+    path = ("h1", "r1", "r2", "r3", "h2")
+    pins = LiveNetwork(TOPO, ctl.store).pin_entries(flow, path)
+    ctl.store.put_path_override(PathOverrideRow(flow_key(flow), path, [p.as_doc() for p in pins], [], time.time()))
+    for pin in pins:
+        ctl.write(pin.node, "nfrouter", [pin.entry])
+    ctl.store.log_decision("epoch 7: 1 elephant(s); pinned for the page test", {"moves": []})
+    try:
+        browser.get(f"{url}/#token={token}")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: rows(d, "paths") and rows(d, "paths")[0][0] != "every flow takes its routed path")
+        assert rows(browser, "paths")[0][:2] == [str(flow), "h1 → r1 → r2 → r3 → h2"]
+        assert "pinned for the page test" in browser.find_element(By.ID, "last-decision").text
+    finally:
+        clear_overrides(ctl)
+    wait.until(lambda d: rows(d, "paths") == [["every flow takes its routed path"]])

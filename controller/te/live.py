@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import cached_property
 
 from controller.routes import ROUTER
 from controller.stats import Flow as FlowKey
@@ -58,12 +59,19 @@ class LiveNetwork:
         self.topology = topology
         self.store = store
         self.router_instance = router_instance
-        self.network = Network.from_topology(topology)
         self._host_of = {ip: host.name for host in topology.hosts for i in host.interfaces
                          for ip in (i.ipv4.ip, i.ipv6.ip)}
         self._interface = {(i.node, i.name): i for n in topology.nodes.values() for i in n.interfaces}
         self._routes: dict[str, list[RouteRow]] = {}
-        self._capacity = self.network.arc_capacities()
+
+    @cached_property
+    def network(self) -> Network:
+        """The TE network (a TeError when no link has a bandwidth: nothing to balance)."""
+        return Network.from_topology(self.topology)
+
+    @cached_property
+    def _capacity(self):
+        return self.network.arc_capacities()
 
     def refresh(self) -> None:
         """Forget the routes read so far (they are read again, once per epoch)."""

@@ -123,6 +123,7 @@ class PathLoop:
                           hint="bring one up first: innet up diamond")
         self.ctl = controller
         self.live = LiveNetwork(parse_topology(testbed["doc"], testbed["topology"]), controller.store, router_instance)
+        self.live.network   # a testbed whose links have no bandwidth is refused here, by name
         self.monitors = monitors if monitors is not None else discover_monitors(controller)
         if not self.monitors:
             raise TeError("no heavy-hitter NF runs on a router, so the loop cannot see flows",

@@ -101,6 +101,19 @@ function showServices(services) {
   if (rows.length === 0) fill("services", [null], (row) => cell(row, "no service deployed"));
 }
 
+function showPaths(paths) {
+  fill("paths", paths.overrides, (row, override) => {
+    row.dataset.flow = override.flow;
+    cell(row, override.shown);
+    cell(row, override.path.join(" → ") + (override.retiring ? ` (${override.retiring} old entries retiring)` : ""));
+    cell(row, new Date(1000 * override.since).toLocaleTimeString());
+  });
+  if (paths.overrides.length === 0) fill("paths", [null], (row) => cell(row, "every flow takes its routed path"));
+  const last = paths.decisions[0];
+  $("last-decision").textContent = last
+    ? `latest decision, ${new Date(1000 * last.at).toLocaleTimeString()}: ${last.summary}` : "";
+}
+
 function showFlows(tops) {
   const sections = tops.map((top) => {
     const section = document.createElement("div");
@@ -172,7 +185,8 @@ async function drawGraph(topology, services) {
 }
 
 async function refresh() {
-  const [topology, status, services] = await Promise.all([api("/topology"), api("/status"), api("/services")]);
+  const [topology, status, services, paths] = await Promise.all(
+    [api("/topology"), api("/status"), api("/services"), api("/paths?limit=1")]);
   const watched = status.nodes.flatMap((n) => n.instances.filter((i) => HEAVY_HITTER_NFS.has(i.nf))
     .map((i) => ({node: n.name, instance: i.id})));
   const tops = await Promise.all(watched.map((w) =>
@@ -185,6 +199,7 @@ async function refresh() {
   showLinks(topology);
   showNodes(topology, status);
   showServices(services);
+  showPaths(paths);
   showFlows(tops);
   $("updated").textContent = `load interval ${topology.interval}, ${new Date().toLocaleTimeString()}`;
   $("status").hidden = false;
