@@ -23,6 +23,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from controller.bpf import libbpf
+from controller.bpf.btf import Btf
 from controller.bpf.build import compile_program
 from controller.catalog import get_nf
 from controller.dataplane import InstanceSpec
@@ -37,7 +38,7 @@ from controller.store import DataplaneRecords, Store
 from controller.tables import TableEntry
 from controller.targets import chain
 from controller.targets.chain import record_key
-from controller.targets.xdp import XdpTarget
+from controller.targets.xdp import XdpTarget, _map_type_ids
 from frames import NSH, routed
 from testbed import traffic
 from testbed.scratch import NO_IPV6, sh
@@ -371,22 +372,29 @@ def test_nfs_key_an_nsh_frame_by_its_inner_packet():
               raw[:40]]                                         # cut inside the inner IP header
     for name in ("cms", "precision"):
         nf = get_nf(name)
-        with libbpf.BpfObject(str(compile_program(nf.programs["xdp"]["source"]))).load() as obj:
+        source = compile_program(nf.programs["xdp"]["source"])
+        table = nf.stat(flow_table(nf)).xdp["map"]
+        with libbpf.BpfObject(str(source)).load() as obj:
             for f in frames + broken:
                 assert libbpf.test_run(obj.programs[name], f).retval == XDP_PASS
-            assert _flows_in(obj.maps[nf.stat(flow_table(nf)).xdp["map"]]) == {flow: 3}, name
+            layout = Btf(source).members(_map_type_ids(source, table)[1])
+            assert _flows_in(obj.maps[table], layout) == {flow: 3}, name
 
 
-def _flows_in(flow_map: libbpf.BpfMap) -> dict[Flow, int]:
-    """Flow -> largest packet count in a cms candidates or precision flows map: cells laid out as
-    struct flow_key (addresses, ports, protocol: 40 bytes), a spin lock, then packets (u64)."""
+def _flows_in(flow_map: libbpf.BpfMap, layout: dict) -> dict[Flow, int]:
+    """Flow -> largest packet count in a cms candidates or precision key map, its cells read by
+    the field positions of the program's BTF."""
+    def field(cell: bytes, name: str) -> bytes:
+        return cell[layout[name].offset:layout[name].offset + layout[name].size]
+
     found = {}
     for _, cell in flow_map.items():
-        if cell[:40] != bytes(40):
-            flow = Flow.of(str(ipaddress.IPv6Address(cell[:16]).ipv4_mapped),
-                           str(ipaddress.IPv6Address(cell[16:32]).ipv4_mapped),
-                           int.from_bytes(cell[32:34], "little"), int.from_bytes(cell[34:36], "little"), cell[36])
-            found[flow] = max(found.get(flow, 0), int.from_bytes(cell[48:56], "little"))
+        if field(cell, "src_addr") != bytes(16):
+            flow = Flow.of(str(ipaddress.IPv6Address(field(cell, "src_addr")).ipv4_mapped),
+                           str(ipaddress.IPv6Address(field(cell, "dst_addr")).ipv4_mapped),
+                           int.from_bytes(field(cell, "src_port"), "little"),
+                           int.from_bytes(field(cell, "dst_port"), "little"), field(cell, "proto")[0])
+            found[flow] = max(found.get(flow, 0), int.from_bytes(field(cell, "packets"), "little"))
     return found
 
 
