@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -119,14 +120,15 @@ def measure(sender: str, receiver: str, rx_ifname: str, dst: str, link_bps: int,
             time.sleep(0.3)
             duration = WARMUP_S + probes * 0.01 + 2
             procs.append(in_ns(sender, ["iperf3", "-c", dst, "-p", str(IPERF_PORT), "-u", "-b", str(2 * link_bps),
-                                        "-l", str(LOAD_DATAGRAM), "-t", f"{duration:.0f}"],
+                                        "-l", str(LOAD_DATAGRAM), "-t", str(math.ceil(duration))],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(WARMUP_S)
         before, began = rx_bytes(receiver, rx_ifname), time.monotonic()
         ping = in_ns(sender, ["ping", "-n", "-c", str(probes), "-i", "0.01", "-W", "3", "-Q", hex(EF_DSCP << 2), dst],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, _ = ping.communicate(timeout=probes * 0.01 + 30)
+        time.sleep(probes * 0.01)   # while the probes go out, not while ping waits for late replies
         received_bps = 8 * (rx_bytes(receiver, rx_ifname) - before) / (time.monotonic() - began)
+        out, _ = ping.communicate(timeout=30)
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
@@ -250,9 +252,10 @@ def bench_bmv2(link_bps: int, probes: int) -> TargetRun:
             before = ctl.read_registers(sw, "prio", "levels")["packets"]
             yield
             classified = ctl.read_registers(sw, "prio", "levels")["packets"] - before
-            result.notes.append(f"packets classified per level (prio's registers, both directions): "
-                                f"{', '.join(f'{lv}: {int(n)}' for lv, n in enumerate(classified))}; "
-                                f"each level's queue at {link_pps} packets/s (BMv2 keeps no queue statistics)")
+            result.notes += [f"packets classified per level (prio's registers, both directions): "
+                             f"{', '.join(f'{lv}: {int(n)}' for lv, n in enumerate(classified))}",
+                             f"each level's queue limited to {link_pps} packets/s on its own (BMv2 has no "
+                             f"port-wide rate, and keeps no queue statistics)"]
 
         try:
             ctl.deploy(sw, "nfrouter", ["pwsa", "pwsb"])
