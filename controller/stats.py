@@ -6,7 +6,8 @@ candidates and the precision key table both are one. The pure functions here tak
 arrays as `Controller.read_registers` returns them (field -> numpy array), so a benchmark
 that reads maps itself can use them too. `SketchEpochs` closes the epochs of an NF with
 two banks (cms): it flips the bank, waits for packets in flight, then reads and resets
-the closed bank.
+the closed bank. Closing is destructive, so an instance's epochs have one owner at a time
+across every process of the scope (`EpochOwner`): a second one is refused, naming the first.
 
 Any flow's Count-Min estimate, held as a candidate or not: `flow_estimate` (the epoch so
 far) and `Epoch.estimate` (a closed one); they find the flow's cells with the data plane's
@@ -14,8 +15,11 @@ own hashes (`sketch_columns`). What an instance's state really costs: `state_mem
 """
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
 import time
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -226,11 +230,38 @@ class Epoch:
         return sketch_estimate(self.sketch, self.columns(flow), flow)
 
 
+class EpochOwner:
+    """The right to close an instance's epochs: an flock on a file in the scope's run
+    directory, held until release() (or the process ends: a killed owner frees it)."""
+
+    def __init__(self, scope, node: str, instance: str):
+        directory = scope.run_dir / "epochs"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{node}--{instance}.owner"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StatsError(f"{instance} on {node}: another reader (pid {holder}) closes its epochs, and closing "
+                             "is destructive, so this one would steal half of every epoch",
+                             hint="read that reader's results (innet api: GET /flows/top; innet te run: innet te "
+                                  "status), or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._release = weakref.finalize(self, os.close, fd)
+
+    def release(self) -> None:
+        self._release()
+
+
 class SketchEpochs:
     """Epochs of a banked NF (cms) on a node: each close() returns the epoch just ended.
 
     The first epoch runs from this object's creation; what the bank held before is
-    dropped by restart(), which a caller wanting exact rates runs first."""
+    dropped by restart(), which a caller wanting exact rates runs first. It owns the
+    instance's epochs until release()."""
 
     def __init__(self, controller, node: str, instance: str = "cms", grace_s: float = DEFAULT_GRACE_S):
         self.ctl, self.node, self.nf = controller, node, instance
@@ -238,6 +269,7 @@ class SketchEpochs:
         if not has_epochs(spec):
             raise StatsError(f"NF {spec.name} (instance {instance}) has no epochs (no control.active_bank)",
                              hint="read its flow table with read_flows instead")
+        self.owner = EpochOwner(controller.scope, node, instance)
         self.flow_stat = flow_table(spec)
         row = controller.instance(node, instance)
         self.columns = sketch_hash(row.target, row.params)
@@ -271,6 +303,10 @@ class SketchEpochs:
         epoch = Epoch(bank, self.started, ended, sketch_bank, flows_bank, totals, self.columns)
         self.started = ended
         return epoch
+
+    def release(self) -> None:
+        """Let another reader own the instance's epochs."""
+        self.owner.release()
 
     def restart(self) -> None:
         """Drop what the active bank holds and start the first epoch now."""
@@ -313,6 +349,11 @@ class FlowMonitor:
         else:
             self._last = {c.flow: c.packets for c in read_flows(self.ctl, self.node, self.nf)}
             self._at = time.monotonic()
+
+    def close(self) -> None:
+        """Give up the instance's epochs (a banked NF's), for another reader to own."""
+        if self.epochs:
+            self.epochs.release()
 
     def sample(self) -> Sample:
         """Close the current interval and report it."""

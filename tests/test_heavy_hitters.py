@@ -7,10 +7,14 @@ own: every counted packet is one the test sent, and exact counts are known.
 """
 import functools
 import math
+import os
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -440,6 +444,22 @@ def test_bad_statistics_requests_say_what_is_wrong(hh):
         rates([], 0)
     with pytest.raises(StatsError, match="lack the flow table field"):
         flow_counts({"packets": np.zeros(4)})
+
+
+def test_an_instances_epochs_have_one_owner_across_processes(hh):
+    """Closing an epoch is destructive: a second reader of the same cms is refused, in this
+    process or another, naming the owner's pid; once the owner lets go, or dies, it may."""
+    ctl, name = hh
+    owner = SketchEpochs(ctl, name, "cms")
+    with pytest.raises(StatsError, match=rf"cms on {name}: another reader \(pid {os.getpid()}\) closes its epochs"):
+        SketchEpochs(ctl, name, "cms")
+    code = ("from controller.service import Controller\nfrom controller.stats import SketchEpochs\n"
+            f"SketchEpochs(Controller(), {name!r}, 'cms')")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert other.returncode != 0 and f"another reader (pid {os.getpid()})" in other.stderr
+    owner.release()
+    SketchEpochs(ctl, name, "cms").close()   # free again: taken, used, and let go with the object
+    SketchEpochs(ctl, name, "cms").release()
 
 
 def test_not_deployed_epochs(bare):

@@ -176,7 +176,9 @@ def test_a_move_cut_short_by_a_kill_is_completed_on_the_next_start(diamond):
                                                 [p.as_doc() for p in new], [p.as_doc() for p in retiring], 0.0))
     ctl.deploy("r1", "cms", ["r1-eth0"])
     try:
-        done = PathLoop(ctl, [Monitor("r1", "cms")]).start()
+        loop = PathLoop(ctl, [Monitor("r1", "cms")])
+        done = loop.start()
+        loop.close()
         assert done == [f"completed the move of {flow_key(A)} to h1>r1>r3>r4>h2"]
         held = {(r, PinEntry(r, e).entry.params["egress_port"]) for r in ("r1", "r2", "r3", "r4")
                 for e in ctl.read(r, "nfrouter", "flow_routes")}

@@ -68,6 +68,8 @@ class FlowSampler:
                 self.error = exc
                 self._changed.notify_all()
             self.samplers.retire(self)
+        finally:
+            self.monitor.close()   # another reader may own the epochs now
 
     @property
     def latest(self) -> Interval | None:

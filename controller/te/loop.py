@@ -155,13 +155,21 @@ class PathLoop:
         stop = stop or threading.Event()
         self.start()
         deadline = time.monotonic()
-        while epochs is None or self.epoch < epochs:
-            deadline += interval_s
-            if stop.wait(max(0.0, deadline - time.monotonic())):
-                return
-            report = self.step()
-            if on_epoch:
-                on_epoch(report)
+        try:
+            while epochs is None or self.epoch < epochs:
+                deadline += interval_s
+                if stop.wait(max(0.0, deadline - time.monotonic())):
+                    return
+                report = self.step()
+                if on_epoch:
+                    on_epoch(report)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Give up the monitors' epochs, for other readers (innet hh, the API) to own."""
+        for monitor in self._flow_monitors:
+            monitor.close()
 
     def step(self) -> EpochReport:
         """Close one epoch: measure, classify, allocate, install."""
