@@ -43,10 +43,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: import from the repository
 os.environ["INNET_SCOPE"] = f"bench-{os.getpid()}"   # before the controller loads: the bench's own scope
@@ -55,18 +53,15 @@ import numpy as np  # noqa: E402
 
 from bench.harness import run, say, start  # noqa: E402
 from bench.nfrouter import udp_frame  # noqa: E402
-from bench.replay import replay  # noqa: E402
+from bench.replay import bench_node, replay  # noqa: E402
 from bench.zipf import Trace, build_frames, zipf_trace  # noqa: E402
 from controller import stats  # noqa: E402
 from controller.bpf import libbpf  # noqa: E402
 from controller.catalog import get_nf  # noqa: E402
 from controller.netns import netns  # noqa: E402
-from controller.node import Node  # noqa: E402
 from controller.routes import RouteService  # noqa: E402
 from controller.scope import current  # noqa: E402
-from controller.service import Controller  # noqa: E402
 from controller.targets.chain import PROG_PIN  # noqa: E402
-from testbed.scratch import Veth, namespace  # noqa: E402
 
 SKEWS = (0.8, 1.0, 1.1, 1.2)
 SEEDS = (11, 12, 13)
@@ -85,22 +80,6 @@ CMS_ROWS = (2, 3, 4)           # a tie in bytes goes to more rows
 CANDIDATE_SHARE = 0.75         # at most this share of the budget for cms's candidate table
 DEFAULT_PLOT = Path(tempfile.gettempdir()) / "innet-heavy-hitters.png"   # not into the source tree
 XDP_ACTIONS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
-
-
-@contextmanager
-def quiet_node(prefix: str, veths: int) -> Iterator[tuple[Controller, str]]:
-    """A fresh namespace `<prefix>-<random>` with IPv6 off (no neighbour discovery or MLD of its
-    own reaches a program) holding veth pairs hb<i>/hp<i>, hb<i> with address 198.18.<i>.1/24
-    (the benchmarking range), as a node of a new controller (in the process's scope). On exit
-    the node is forgotten (every NF instance on it removed) and the namespace deleted."""
-    pairs = [Veth(f"hb{i}", f"hp{i}", f"198.18.{i}.1/24") for i in range(veths)]
-    with namespace(prefix, pairs, ipv6=False) as ns:
-        ctl = Controller()
-        ctl.add_node(Node(ns.name, ns.path))
-        try:
-            yield ctl, ns.name
-        finally:
-            ctl.forget_node(ns.name)
 
 
 # ---- memory: parameters that fit a budget ------------------------------------------------
@@ -302,7 +281,7 @@ def bench_cost(trace: Trace, frames, packets: int) -> list[tuple]:
     """ns/packet of each program on the trace's first `packets` packets and on one 64-byte frame."""
     say(f"[3/3] cost: {packets} Zipf packets (skew {trace.skew}) through each program in round-robin chunks of "
         f"{COST_CHUNK}, then one 64-byte frame x {HOT_REPEAT} repetitions x {HOT_CALLS} calls; catalog defaults")
-    with quiet_node("hhb", len(COST_NFS)) as (ctl, node):
+    with bench_node("hhb", len(COST_NFS), ipv6=False) as (ctl, node):
         fds = {}
         try:
             for name, nf, ifname in COST_NFS:
@@ -472,7 +451,7 @@ def bench_accuracy(cfg: dict, skews: list[float], seeds: list[int], budgets: lis
         "      ns/pkt: the program's kernel time per packet in the replay; replay: its wall time")
     rows, reads = [], []
     cost_trace = None
-    with quiet_node("hhb", 1) as (ctl, node):
+    with bench_node("hhb", 1, ipv6=False) as (ctl, node):
         sizes = {}
         for nf in NFS:   # a first deployment tells each map's real entry size
             ctl.deploy(node, nf, ["hb0"])

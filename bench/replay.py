@@ -7,17 +7,15 @@ libbpf.TestRunner runs every frame in place in the trace's buffer, nothing copie
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import contextmanager
-from typing import Iterator
+from typing import ContextManager
 
 import numpy as np
 
 from bench.zipf import Frames
 from controller.bpf import libbpf
 from controller.errors import BpfError
-from controller.node import Node
 from controller.service import Controller
-from testbed.scratch import Veth, namespace
+from testbed.scratch import Veth, controller_node
 
 
 def replay(prog_fd: int, frames: Frames, order: np.ndarray, verdicts: Counter | None = None) -> int:
@@ -39,17 +37,8 @@ def replay(prog_fd: int, frames: Frames, order: np.ndarray, verdicts: Counter | 
     return total_ns
 
 
-@contextmanager
-def bench_node(prefix: str, veths: int) -> Iterator[tuple[Controller, str]]:
+def bench_node(prefix: str, veths: int, ipv6: bool = True) -> ContextManager[tuple[Controller, str]]:
     """A fresh namespace `<prefix>-<random>` holding veth pairs hb<i>/hp<i>, hb<i> with address
-    198.18.<i>.1/24 (the benchmarking range), as a node of a new controller (in the process's
-    scope). On exit the node is forgotten (every NF instance on it removed, its routes and
-    desired state dropped) and the namespace deleted."""
-    pairs = [Veth(f"hb{i}", f"hp{i}", f"198.18.{i}.1/24") for i in range(veths)]
-    with namespace(prefix, pairs) as ns:
-        ctl = Controller()
-        ctl.add_node(Node(ns.name, ns.path))
-        try:
-            yield ctl, ns.name
-        finally:
-            ctl.forget_node(ns.name)
+    198.18.<i>.1/24 (the benchmarking range), as a node of a new controller (testbed.scratch.
+    controller_node); `ipv6=False`: no neighbour discovery or MLD of its own reaches a program."""
+    return controller_node(prefix, [Veth(f"hb{i}", f"hp{i}", f"198.18.{i}.1/24") for i in range(veths)], ipv6)

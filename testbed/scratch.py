@@ -76,3 +76,21 @@ def namespace(prefix: str, veths: Sequence[Veth], peers_apart: bool = False, lo_
     finally:
         for name in reversed(made):   # every one, even if deleting another fails
             subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@contextmanager
+def controller_node(prefix: str, veths: Sequence[Veth], ipv6: bool = True):
+    """A fresh namespace holding the `veths` (as `namespace` makes it) as a node of a new
+    controller, in the process's scope: yields (controller, node name). On exit the node is
+    forgotten (every NF instance on it removed, its desired state dropped) and the namespace
+    deleted."""
+    from controller.node import Node
+    from controller.service import Controller
+
+    with namespace(prefix, veths, ipv6=ipv6) as ns:
+        ctl = Controller()
+        ctl.add_node(Node(ns.name, ns.path))
+        try:
+            yield ctl, ns.name
+        finally:
+            ctl.forget_node(ns.name)

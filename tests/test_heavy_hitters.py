@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from controller.stats import (Flow, FlowCount, FlowMonitor, SketchEpochs, elepha
                               flow_estimate, heavy_hitters, rates, sketch_columns, state_memory, top_k)
 from controller.service import Controller
 from testbed import cli, traffic
-from testbed.scratch import Veth, namespace, sh
+from testbed.scratch import Veth, controller_node, namespace, sh
 
 pytestmark = pytest.mark.needs_root
 
@@ -42,23 +41,10 @@ CMS_PARAMS = {"rows": 4, "columns": 256, "candidates": 1024}
 PROTO = {"udp": 17, "tcp": 6, "icmp": 1}
 
 
-@contextmanager
-def _node(veths: list[Veth]):
-    """A fresh namespace holding the veths, IPv6 off, as a node of a new controller; on exit
-    the node is forgotten (what runs on it removed) and the namespace deleted."""
-    with namespace("hh", veths, ipv6=False) as ns:
-        ctl = Controller()
-        ctl.add_node(Node(ns.name, ns.path))
-        try:
-            yield ctl, ns.name
-        finally:
-            ctl.forget_node(ns.name)
-
-
 @pytest.fixture(scope="module")
 def hh():
     """cms on va, precision on vc, in one namespace."""
-    with _node([Veth("va", "vb"), Veth("vc", "vd")]) as (ctl, name):
+    with controller_node("hh", [Veth("va", "vb"), Veth("vc", "vd")], ipv6=False) as (ctl, name):
         ctl.deploy(name, "cms", ["va"], CMS_PARAMS)
         ctl.deploy(name, "precision", ["vc"])
         yield ctl, name
@@ -67,7 +53,7 @@ def hh():
 @pytest.fixture
 def bare():
     """A fresh namespace with one veth pair and nothing deployed."""
-    with _node([Veth("va", "vb")]) as node:
+    with controller_node("hh", [Veth("va", "vb")], ipv6=False) as node:
         yield node
 
 
@@ -257,7 +243,7 @@ def test_conservative_update_never_undercounts_and_over_counts_less_than_plain()
     """The same frames, in the same order, through plain cms (va) and conservative cms (vc)
     with the same hashes: a conservative cell never exceeds the plain one, so every estimate lies
     between the exact count and the plain estimate, and the mice's excess shrinks."""
-    with _node([Veth("va", "vb"), Veth("vc", "vd")]) as (ctl, name):
+    with controller_node("hh", [Veth("va", "vb"), Veth("vc", "vd")], ipv6=False) as (ctl, name):
         ctl.deploy(name, "cms", ["va"], CMS_PARAMS)
         ctl.deploy(name, "cms", ["vc"], {**CMS_PARAMS, "conservative": 1}, instance="cms-cu")
         flows = test_flows(300)
