@@ -2,9 +2,9 @@
 
 It lives beside the testbed, not in the library, because `up` and `demo` bring Mininet
 testbeds up. The commands that the REST API serves too (nodes, status, operations, nf,
-routes, stats, nfs, hh, service) call one operation of controller.api.resources each, with the
-same name as the API's operation id (`nf deploy` is nf_deploy; `service deploy`, also spelt
-`services deploy`, is services_deploy), and print its model (`--json`:
+routes, stats, nfs, hh, estimate, service) call one operation of controller.api.resources
+each, with the same name as the API's operation id (`nf deploy` is nf_deploy; `service
+deploy`, also spelt `services deploy`, is services_deploy), and print its model (`--json`:
 the API's JSON). With `--api URL` they call the same operation of a running API instead
 (controller.api.client). `innet api` serves the API. `--scope NAME` picks the state scope
 (controller.scope).
@@ -195,6 +195,8 @@ def cmd_nf(args) -> int:
     if not args.node or not args.nf:
         raise InnetError(f"innet nf {args.action} needs NODE and {'NF' if args.action == 'deploy' else 'INSTANCE'}",
                          hint=f"e.g. innet nf {args.action} r1 cms")
+    if args.action == "show":
+        return _answer(args, ops.nf_show(args.node, args.id or args.nf), _print_instance_state)
     if args.action == "remove":
         removed = ops.nf_remove(args.node, args.id or args.nf)
         _json(removed) if args.json else print(f"removed {removed.instance} from {removed.node}")
@@ -217,6 +219,17 @@ def _print_instances(instances: dict) -> None:
              " ".join(f"{k}={v}" for k, v in i.params.items()), i.health]
             for node, listed in instances.items() for i in listed]
     _table("NF instances", ["node", "instance", "nf", "target", "interfaces", "parameters", "health"], rows)
+
+
+def _print_instance_state(shown) -> None:
+    """An instance (InstanceShown) and its state memory, one line per map."""
+    print(f"{shown.id} ({shown.nf}, {shown.target}) on {shown.node}: "
+          + ", ".join(f"{i} ({shown.modes.get(i, '-')})" for i in shown.interfaces)
+          + f"; {' '.join(f'{k}={v}' for k, v in shown.params.items()) or 'no parameters'}; health {shown.health}")
+    width = max((len(m.name) for m in shown.maps), default=0)
+    for m in shown.maps:
+        print(f"  {m.name:<{width}} {m.entries:>9} x {m.entry_bytes:>5} B = {m.bytes:>11} B")
+    print(f"  {'state memory':<{width}} {shown.state_bytes:>33} B ({shown.state_bytes / 1024:.1f} KiB)")
 
 
 def cmd_status(args) -> int:
@@ -562,6 +575,36 @@ def cmd_hh(args) -> int:
             ops.samplers.close()
 
 
+def _flow_arg(text: str) -> tuple[str, str, int, int, int]:
+    """--flow SRC,DST,PROTO or SRC,DST,SPORT,DPORT,PROTO -> (src, dst, sport, dport, proto); PROTO
+    a number or a name (udp, tcp, icmp, ...)."""
+    from controller.stats import PROTO_NAMES
+
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (3, 5):
+        raise InnetError(f"--flow {text!r} is not SRC,DST,PROTO or SRC,DST,SPORT,DPORT,PROTO",
+                         hint="e.g. --flow 10.0.1.1,10.0.3.2,40000,5001,udp (the data plane keys the protocol "
+                              "in every key mode)")
+    src, dst, *ports, proto = parts
+    numbers = {name: number for number, name in PROTO_NAMES.items()}
+    if proto.lower() not in numbers and not proto.isdigit():
+        raise InnetError(f"--flow {text!r}: protocol {proto!r} is neither a number nor one of "
+                         f"{', '.join(numbers)}")
+    for port in ports:
+        if not port.isdigit():
+            raise InnetError(f"--flow {text!r}: port {port!r} is not a number")
+    sport, dport = (int(p) for p in ports) if ports else (0, 0)
+    return src, dst, sport, dport, numbers.get(proto.lower()) or int(proto)
+
+
+def cmd_estimate(args) -> int:
+    src, dst, sport, dport, proto = _flow_arg(args.flow)
+    estimate = _operations(args).estimate(args.node, args.nf, src, dst, proto, sport, dport, args.bank)
+    return _answer(args, estimate, lambda e: print(
+        f"{e.instance} on {e.node}, bank {e.bank}: {e.flow}: at most {e.packets} packets"
+        + ("" if e.bytes is None else f", {e.bytes} bytes")))
+
+
 def cmd_te(args) -> int:
     """The path allocator's closed loop (controller.te.loop): run it, show its overrides and
     decisions, clear them, or demo it on a fresh diamond."""
@@ -683,10 +726,11 @@ def main(argv: list[str] | None = None) -> int:
     p = command("reconcile", cmd_reconcile, "bring the data plane to the desired state; says what it changed",
                 json_output=True, local_only=True)
     p.add_argument("node", nargs="*", help="only these nodes (default: all)")
-    p = command("nf", cmd_nf, "list, deploy, set (change parameters of) or remove NF instances", json_output=True)
-    p.add_argument("action", choices=["list", "deploy", "set", "remove"])
+    p = command("nf", cmd_nf, "list, show (with the state memory of every map), deploy, set (change parameters "
+                "of) or remove NF instances", json_output=True)
+    p.add_argument("action", choices=["list", "show", "deploy", "set", "remove"])
     p.add_argument("node", nargs="?")
-    p.add_argument("nf", nargs="?", help="deploy: the NF type; set, remove: the instance id")
+    p.add_argument("nf", nargs="?", help="deploy: the NF type; show, set, remove: the instance id")
     p.add_argument("--id", help="the instance id (default: the NF's name)")
     p.add_argument("--target", choices=["xdp", "bmv2"], help="the target (default: the node's)")
     p.add_argument("--iface", action="append", default=[], help="interface (repeat; default: all)")
@@ -746,6 +790,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", choices=["packets", "bytes"], default="packets", help="rank flows by")
     p.add_argument("--elephant", help="flag flows at or above RATE bit/s (e.g. 10mbit), or P%% of --link")
     p.add_argument("--link", help="the link's rate, for --elephant P%%")
+    p = command("estimate", cmd_estimate, "a cms instance's Count-Min estimate of one flow, any flow key (a read: "
+                "no epoch is closed)", json_output=True)
+    p.add_argument("node")
+    p.add_argument("nf", help="the cms instance id")
+    p.add_argument("--flow", required=True, metavar="SRC,DST[,SPORT,DPORT],PROTO",
+                   help="the flow key; PROTO a number or a name (udp, tcp, icmp, ...)")
+    p.add_argument("--bank", type=int, choices=[0, 1], help="the bank to read (default: the active one, the epoch "
+                                                            "so far)")
     p = command("te", cmd_te, "the path allocator's closed loop: run it, its status (overrides, decisions), "
                 "clear its overrides, or a demo on diamond", json_output=True)
     p.add_argument("action", choices=["run", "status", "clear", "demo"])

@@ -20,7 +20,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from controller import stats
@@ -29,11 +30,14 @@ from controller.api.app import create_app
 from controller.api.auth import check_bind, read_token, token_path
 from controller.api.client import ApiClient
 from controller.api.resources import Resources
+from controller.bpf import libbpf
 from controller.errors import InnetError, StatsError
 from controller.node import Node
+from controller.p4 import switch
 from controller.queues import QueueLevel
 from controller.scope import Scope
 from controller.service import Controller
+from controller.targets.chain import PROG_PIN
 from testbed import cli, traffic
 from testbed.scratch import Veth, namespace
 from apiserver import free_port, running_api
@@ -355,6 +359,9 @@ class FakeMonitor:
     def start(self) -> None:
         pass
 
+    def close(self) -> None:   # a sampler lets go of the epochs when it stops
+        pass
+
     def sample(self) -> stats.Sample:
         if FakeMonitor.failure:
             raise FakeMonitor.failure
@@ -390,6 +397,209 @@ def test_flow_samplers_share_retire_and_recover(monkeypatch):
         FakeMonitor.failure = None
         samplers.close()
     assert samplers.latest() == []
+
+
+# ---- state memory and flow estimates ------------------------------------------------------
+CMS_PARAMS = {"rows": 4, "columns": 4096, "candidates": 1024}
+# IPv4 and IPv6, UDP and TCP, heavy and light; four UDP flows share one address pair
+SENT = {stats.Flow.of("192.0.2.2", "10.0.1.9", 40000, 5001, 17): 30,
+        stats.Flow.of("192.0.2.2", "10.0.1.9", 40001, 5001, 17): 12,
+        stats.Flow.of("192.0.2.2", "10.0.1.9", 40002, 53, 17): 7,
+        stats.Flow.of("192.0.2.2", "10.0.1.9", 40003, 5001, 17): 1,
+        stats.Flow.of("192.0.2.7", "10.0.2.9", 33000, 80, 6): 9,
+        stats.Flow.of("2001:db8::2", "2001:db8:1::9", 41000, 443, 6): 5,
+        stats.Flow.of("2001:db8::2", "2001:db8:1::9", 41000, 5001, 17): 2}
+PAYLOAD = 10
+
+
+def frames_into(ctl: Controller, node: str, interface: str, flow: stats.Flow, count: int) -> list[bytes]:
+    """`count` frames of the flow addressed to the node's `interface`."""
+    mac = next(i for i in ctl.plane(node).interfaces() if i.name == interface).mac
+    ip = IP(src=str(flow.src), dst=str(flow.dst)) if flow.src.version == 4 else IPv6(src=str(flow.src),
+                                                                                       dst=str(flow.dst))
+    l4 = (TCP if flow.proto == 6 else UDP)(sport=flow.sport, dport=flow.dport)
+    return [bytes(Ether(src="02:00:00:bb:00:01", dst=mac) / ip / l4 / (b"x" * PAYLOAD))] * count
+
+
+def frame_length(flow: stats.Flow) -> int:
+    """What cms counts per frame: the Ethernet frame as sent."""
+    return 14 + (20 if flow.src.version == 4 else 40) + (20 if flow.proto == 6 else 8) + PAYLOAD
+
+
+def kernel_maps(router: Router, instance: str) -> dict[str, tuple[int, int]]:
+    """Each map the instance pinned, as bpftool reads it from the kernel: (max entries, bytes per
+    entry as the kernel stores the value: rounded up to 8 bytes, once per CPU for a per-CPU map)."""
+    pins = router.ctl.target("xdp").pin_dir(router.ctl.node(router.name), instance)
+    out = {}
+    for pin in pins.iterdir():
+        if pin.name == PROG_PIN:
+            continue
+        info = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "pinned", str(pin)], capture_output=True,
+                                         text=True, check=True).stdout)
+        stored = -(-info["bytes_value"] // 8) * 8
+        cpus = libbpf.num_possible_cpus() if info["type"].startswith("percpu") else 1
+        out[pin.name] = (info["max_entries"], stored * cpus)
+    return out
+
+
+def send_and_count(ctl: Controller, node: str, instance: str, sent: dict[stats.Flow, int], interface: str,
+                   peer: Node, peer_interface: str, burst: int = 1 << 20) -> None:
+    """Send the flows' frames into `interface` from `peer_interface` of `peer`, `burst` at a
+    time, and wait until the instance's totals count them all."""
+    frames = [raw for flow, count in sent.items() for raw in frames_into(ctl, node, interface, flow, count)]
+    before = sum(ctl.read_registers(node, instance, "totals")["packets"])
+    for i in range(0, len(frames), burst):
+        traffic.send(peer, peer_interface, frames[i:i + burst])
+    deadline = time.monotonic() + 10
+    while sum(ctl.read_registers(node, instance, "totals")["packets"]) - before < len(frames):
+        assert time.monotonic() < deadline, f"{instance} did not count the {len(frames)} frames within 10 s"
+        time.sleep(0.05)
+
+
+@pytest.mark.needs_root
+def test_nf_show_reports_every_map_of_an_instance_with_their_total(api, router):
+    base = f"/nodes/{router.name}/nfs"
+    ok(api.post(base, json={"nf": "cms", "interfaces": ["va"], "params": CMS_PARAMS}))
+    ok(api.post(base, json={"nf": "precision", "interfaces": ["vc"]}))
+    listed = {i["id"]: i for i in ok(api.get(base))}
+    shown = {}
+    for instance in ("cms", "precision"):
+        shown[instance] = ok(api.get(f"{base}/{instance}"))
+        assert {k: shown[instance][k] for k in listed[instance]} == listed[instance], "as nf list shows it"
+        assert shown[instance]["node"] == router.name
+        maps = shown[instance]["maps"]
+        assert {m["name"]: (m["entries"], m["entry_bytes"]) for m in maps} == kernel_maps(router, instance)
+        assert all(m["bytes"] == m["entries"] * m["entry_bytes"] for m in maps)
+        assert shown[instance]["state_bytes"] == sum(m["bytes"] for m in maps)
+
+    # twice the columns: the sketch map (two banks of rows x columns) doubles, and so much more state
+    ok(api.patch(f"{base}/cms", json={"params": {"columns": 2 * CMS_PARAMS["columns"]}}))
+    wider = ok(api.get(f"{base}/cms"))
+    before = {m["name"]: m for m in shown["cms"]["maps"]}
+    after = {m["name"]: m for m in wider["maps"]}
+    cells = 2 * CMS_PARAMS["rows"] * CMS_PARAMS["columns"]
+    (sketch,) = [name for name, m in before.items() if m["entries"] == cells]
+    assert after[sketch]["entries"] == 2 * cells
+    assert wider["state_bytes"] - shown["cms"]["state_bytes"] == after[sketch]["bytes"] - before[sketch]["bytes"]
+    assert {n: m for n, m in after.items() if n != sketch} == {n: m for n, m in before.items() if n != sketch}
+
+    for path, status, error in ((f"{base}/nope", 404, f"no NF instance 'nope' on {router.name}"),
+                                ("/nodes/nope/nfs/cms", 404, "unknown node 'nope'")):
+        answer = api.get(path)
+        assert answer.status_code == status and answer.json()["error"] == error, answer.text
+
+
+@pytest.mark.needs_root
+def test_estimates_of_flows_sent_through_cms(api, router):
+    """Real frames through cms on va (keyed by 5-tuple) and on vc (by address pair): each flow's
+    estimate is at least its count, and with 4096 columns by 4 rows no two of these few flows
+    share a cell in every row, so each is exact."""
+    base = f"/nodes/{router.name}/nfs"
+    ok(api.post(base, json={"nf": "cms", "interfaces": ["va"], "params": CMS_PARAMS}))
+    ok(api.post(base, json={"nf": "cms", "id": "pairs", "interfaces": ["vc"],
+                            "params": {**CMS_PARAMS, "key_mode": 1}}))
+    send_and_count(router.ctl, router.name, "cms", SENT, "va", router.peer, "vb")
+    send_and_count(router.ctl, router.name, "pairs", SENT, "vc", router.peer, "vd")
+
+    def estimate(instance: str, flow: stats.Flow, **more) -> dict:
+        return ok(api.get("/flows/estimate", params={"node": router.name, "nf": instance, "src": str(flow.src),
+                                                     "dst": str(flow.dst), "sport": flow.sport,
+                                                     "dport": flow.dport, "proto": flow.proto, **more}))
+    active = int(router.ctl.read_registers(router.name, "cms", "control")["active_bank"][0]) & 1
+    for flow, count in SENT.items():
+        answer = estimate("cms", flow)
+        assert (answer["flow"], answer["bank"]) == (str(flow), active)
+        assert (answer["packets"], answer["bytes"]) == (count, count * frame_length(flow)), flow
+        assert estimate("cms", flow, bank=1 - active)["packets"] == 0, "the other bank counted nothing"
+    unsent = stats.Flow.of("192.0.2.2", "10.0.1.9", 40000, 5002, 17)
+    assert estimate("cms", unsent)["packets"] == 0
+
+    pairs = {}
+    for flow, count in SENT.items():
+        pairs[flow.src, flow.dst, flow.proto] = pairs.get((flow.src, flow.dst, flow.proto), 0) + count
+    for (src, dst, proto), count in pairs.items():
+        answer = estimate("pairs", stats.Flow.of(src, dst, 1234, 5678, proto))
+        assert (answer["sport"], answer["dport"], answer["packets"]) == (0, 0, count), "ports do not count"
+        assert answer["flow"] == str(stats.Flow.of(src, dst, 0, 0, proto))
+
+
+P4_BURST = 24   # BMv2 reads a port through libpcap, whose ring holds 32 frames here (tests/test_p4_programs.py)
+
+
+@pytest.fixture
+def p4_router():
+    """A BMv2 switch on p4a in a throwaway namespace (frames come in from p4b beside it, IPv6 off
+    so the kernel sends none of its own), a node of a scope of its own."""
+    with namespace("apip4", [Veth("p4a", "p4b")], lo_up=True, ipv6=False) as ns:
+        scope = Scope(f"t-{uuid.uuid4().hex[:8]}")
+        ctl = Controller(scope)
+        ctl.add_node(Node(ns.name, ns.path, target="bmv2", kernel_slow_path=False))
+        try:
+            switch.start(scope, ns.name, ["p4a"], netns=ns.path)
+            yield ctl, ns.name
+        finally:
+            try:
+                Controller(scope).forget_node(ns.name)
+            finally:
+                switch.stop(scope, ns.name)
+                scope.drop()
+
+
+@pytest.mark.needs_root
+@pytest.mark.skipif(switch.unavailable() is not None, reason=str(switch.unavailable()))
+def test_nf_show_and_estimates_on_bmv2(p4_router):
+    """nf show counts the register arrays cms binds (the sketch: two banks of rows x columns
+    cells, a packet and a byte counter each); the estimates find each flow's cells with the
+    switch's own CRC-32 hashes, and with 256 columns by 4 rows these few flows share no cell in
+    every row, so each is exact."""
+    ctl, node = p4_router
+    params = {**CMS_PARAMS, "columns": 256}   # BMv2 sizes its registers per cell: keep the program small
+    with TestClient(create_app(ctl, TOKEN), headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        ok(api.post(f"/nodes/{node}/nfs", json={"nf": "cms", "interfaces": ["p4a"], "params": params}))
+        shown = ok(api.get(f"/nodes/{node}/nfs/cms"))
+        assert (shown["target"], shown["health"]) == ("bmv2", "ok")
+        maps = {m["name"]: m for m in shown["maps"]}
+        cells = 2 * params["rows"] * params["columns"]
+        assert (maps["cms_packets"]["entries"], maps["cms_bytes"]["entries"]) == (cells, cells)
+        assert all(m["bytes"] == m["entries"] * m["entry_bytes"] for m in shown["maps"])
+        assert shown["state_bytes"] == sum(m["bytes"] for m in shown["maps"])
+
+        send_and_count(ctl, node, "cms", SENT, "p4a", ctl.node(node), "p4b", burst=P4_BURST)
+        for flow, count in SENT.items():
+            answer = ok(api.get("/flows/estimate", params={"node": node, "nf": "cms", "src": str(flow.src),
+                                                           "dst": str(flow.dst), "sport": flow.sport,
+                                                           "dport": flow.dport, "proto": flow.proto}))
+            assert (answer["packets"], answer["bytes"]) == (count, count * frame_length(flow)), flow
+
+
+@pytest.mark.needs_root
+def test_bad_estimate_requests_say_what_is_wrong(api, router):
+    base = f"/nodes/{router.name}/nfs"
+    ok(api.post(base, json={"nf": "cms", "interfaces": ["va"]}))
+    ok(api.post(base, json={"nf": "precision", "interfaces": ["vc"]}))
+    good = {"node": router.name, "nf": "cms", "src": "192.0.2.2", "dst": "10.0.1.9", "sport": 1, "dport": 2,
+            "proto": 17}
+    assert ok(api.get("/flows/estimate", params=good))["packets"] == 0
+    for change, status, error, location in (
+            ({"node": "nope"}, 404, "unknown node 'nope'", None),
+            ({"nf": "nope"}, 404, f"no NF instance 'nope' on {router.name}", None),
+            ({"nf": "precision"}, 422, "NF precision (instance precision) has no Count-Min sketch to estimate "
+                                       "flows from", None),
+            ({"src": "10.0.0.300"}, 422, "src '10.0.0.300' is not an IPv4 or IPv6 address", None),
+            ({"dst": "2001:db8::1"}, 422, "src 192.0.2.2 and dst 2001:db8::1 are not of one address family", None),
+            ({"sport": 70000}, 422, None, "query.sport"),
+            ({"proto": 256}, 422, None, "query.proto"),
+            ({"proto": "udp"}, 422, None, "query.proto"),
+            ({"bank": 2}, 422, None, "query.bank")):
+        answer = api.get("/flows/estimate", params={**good, **change})
+        assert answer.status_code == status, (change, answer.text)
+        body = answer.json()
+        assert error is None or body["error"] == error, (change, body)
+        assert location is None or body["errors"][0]["location"] == location, (change, body)
+    missing = api.get("/flows/estimate", params={k: v for k, v in good.items() if k != "proto"})
+    assert missing.status_code == 422 and missing.json()["errors"][0]["location"] == "query.proto"
+    with pytest.raises(StatsError, match=r"sport 70000 is out of range \(0-65535\)"):   # the CLI's local path
+        Resources(router.ctl).estimate(router.name, "cms", "192.0.2.2", "10.0.1.9", 17, sport=70000)
 
 
 # ---- CLI parity -----------------------------------------------------------------------------
@@ -478,3 +688,51 @@ def test_a_deploy_in_progress_is_listed_as_a_pending_operation(api, router, monk
         [("deploy", router.name, "cms", os.getpid())]
     assert answer["instance"] == "cms"
     assert ok(api.get("/operations", params={"state": "pending"})) == []
+
+
+@pytest.mark.needs_root
+def test_nf_show_and_estimate_on_the_cli_locally_and_through_the_api(router):
+    router.ctl.deploy(router.name, "cms", ["va"], CMS_PARAMS)
+    router.ctl.deploy(router.name, "precision", ["vc"])
+    heavy, count = next(iter(SENT.items()))
+    send_and_count(router.ctl, router.name, "cms", {heavy: count}, "va", router.peer, "vb")
+    flow_arg = f"{heavy.src},{heavy.dst},{heavy.sport},{heavy.dport},udp"
+    with running_api(router.scope.name) as url:
+        def both(*args: str, check: bool = True) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+            return innet(router.scope, *args, check=check), innet(router.scope, "--api", url, *args, check=check)
+
+        local, remote = both("nf", "show", router.name, "cms", "--json")
+        shown = json.loads(local.stdout)
+        assert json.loads(remote.stdout) == shown
+        text = innet(router.scope, "nf", "show", router.name, "cms").stdout.splitlines()
+        assert text[0].startswith(f"cms (cms, xdp) on {router.name}: va (") and text[0].endswith("health ok")
+        for m, line in zip(shown["maps"], text[1:]):
+            assert line.split() == [m["name"], str(m["entries"]), "x", str(m["entry_bytes"]), "B", "=",
+                                    str(m["bytes"]), "B"]
+        assert text[-1].split()[:4] == ["state", "memory", str(shown["state_bytes"]), "B"]
+        assert len(text) == len(shown["maps"]) + 2
+
+        local, remote = both("estimate", router.name, "cms", "--flow", flow_arg, "--json")
+        assert json.loads(local.stdout) == json.loads(remote.stdout)
+        assert json.loads(local.stdout)["packets"] == count
+        line = innet(router.scope, "estimate", router.name, "cms", "--flow", flow_arg.replace("udp", "17")).stdout
+        assert line.startswith(f"cms on {router.name}, bank ") and f": {heavy}: at most {count} packets, " \
+            f"{count * frame_length(heavy)} bytes" in line
+
+        for args, error in (
+                (("estimate", router.name, "precision", "--flow", flow_arg), "NF precision (instance precision) has "
+                                                                             "no Count-Min sketch"),
+                (("estimate", router.name, "cms", "--flow", "192.0.2.2,10.0.0.300,udp"), "dst '10.0.0.300' is not "
+                                                                                         "an IPv4 or IPv6 address"),
+                (("estimate", router.name, "cms", "--flow", "192.0.2.2,10.0.1.9"), "is not SRC,DST,PROTO or "
+                                                                                   "SRC,DST,SPORT,DPORT,PROTO"),
+                (("estimate", router.name, "cms", "--flow", "192.0.2.2,10.0.1.9,x,1,udp"), "port 'x' is not a "
+                                                                                           "number"),
+                (("estimate", router.name, "cms", "--flow", "192.0.2.2,10.0.1.9,1,1,udq"), "protocol 'udq' is "
+                                                                                           "neither a number"),
+                (("estimate", router.name, "cms", "--flow", "192.0.2.2,10.0.1.9,1,1,300"), "255"),   # proto's range
+                (("nf", "show", router.name, "nope"), f"no NF instance 'nope' on {router.name}")):
+            for failed in both(*args, check=False):
+                assert failed.returncode == 1 and "Traceback" not in failed.stderr, (args, failed.stderr)
+                assert failed.stderr.startswith("innet: error: ") and error in failed.stderr.splitlines()[0], \
+                    (args, failed.stderr)

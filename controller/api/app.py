@@ -26,10 +26,10 @@ from controller.api.auth import MAX_BODY, STATIC_PREFIX, Guard
 from controller.api.flows import FlowSamplers
 from controller.api.links import LinkLoad
 from controller.api.metrics import Metrics, Timing
-from controller.api.models import (ID_PATTERN, MAX_TOP_K, DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut,
-                                   OperationOut, ParamsIn, PrefixesIn, Problem, Removed, RoutesChanged, RoutesIn,
-                                   RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut, ServiceSummary, StatusOut,
-                                   TopFlows, TopologyOut)
+from controller.api.models import (ID_PATTERN, MAX_TOP_K, DeploymentOut, FlowEstimate, InstanceIn, InstanceOut,
+                                   InstanceShown, NFOut, NodeOut, OperationOut, ParamsIn, PrefixesIn, Problem, Removed,
+                                   RoutesChanged, RoutesIn, RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut,
+                                   ServiceSummary, StatusOut, TopFlows, TopologyOut)
 from controller.api.resources import Resources
 from controller.nsd.errors import NSDError
 from controller.routes import ROUTER
@@ -138,6 +138,12 @@ def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, 
         and routes are written again). Completes within the request."""
         return res.nf_deploy(node, spec)
 
+    @api.get("/nodes/{node}/nfs/{instance}", operation_id="nf_show", tags=["NF instances"])
+    def nf_show(node: NodeName, instance: InstanceName) -> InstanceShown:
+        """The instance as GET /nodes/{node}/nfs lists it, with the memory its state really takes:
+        every map (XDP) or bound register array (BMv2), entries x bytes per entry, and their sum."""
+        return res.nf_show(node, instance)
+
     @api.patch("/nodes/{node}/nfs/{instance}", operation_id="nf_set", tags=["NF instances"])
     def nf_set(node: NodeName, instance: InstanceName, change: ParamsIn) -> DeploymentOut:
         """Change some of an instance's parameters (a redeploy); the others keep their values."""
@@ -188,6 +194,24 @@ def create_app(controller: Controller, token: str, *, max_body: int = MAX_BODY, 
         the interval of one sampler per instance (readers never close epochs themselves);
         the first reader of an instance waits for its first interval."""
         return res.hh(node, nf, k, by, after)
+
+    @api.get("/flows/estimate", operation_id="estimate", tags=["flows"])
+    def flows_estimate(node: Annotated[str, Query(pattern=ID_PATTERN)],
+                       nf: Annotated[str, Query(pattern=ID_PATTERN, description="the cms instance")],
+                       src: Annotated[str, Query(max_length=45, examples=["192.0.2.2"])],
+                       dst: Annotated[str, Query(max_length=45, examples=["10.0.1.9"])],
+                       proto: Annotated[int, Query(ge=0, le=255, description="IP protocol number, e.g. 17 (udp); "
+                                                                             "the instance keys it in every key mode")],
+                       sport: Annotated[int, Query(ge=0, le=65535, description="0 for a protocol without "
+                                                                               "ports")] = 0,
+                       dport: Annotated[int, Query(ge=0, le=65535)] = 0,
+                       bank: Annotated[int | None, Query(ge=0, le=1, description="default: the active bank, the "
+                                                                                 "epoch so far")] = None
+                       ) -> FlowEstimate:
+        """A cms instance's Count-Min estimate of any flow, held as a candidate or not: never below
+        its true count in the bank. A pure read: it closes no epoch (but while an hh reader samples
+        the instance, the active bank holds only the current interval)."""
+        return res.estimate(node, nf, src, dst, proto, sport, dport, bank)
 
     @api.get("/services", operation_id="services_list", tags=["services"])
     def services_list() -> list[ServiceSummary]:

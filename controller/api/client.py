@@ -11,9 +11,9 @@ from collections.abc import Mapping
 import urllib.parse
 import urllib.request
 
-from controller.api.models import (DeploymentOut, InstanceIn, InstanceOut, NFOut, NodeOut, OperationOut, Removed,
-                                   RoutesChanged, RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut,
-                                   ServiceSummary, StatusOut, TopFlows, TopologyOut)
+from controller.api.models import (DeploymentOut, FlowEstimate, InstanceIn, InstanceOut, InstanceShown, NFOut,
+                                   NodeOut, OperationOut, Removed, RoutesChanged, RouteOut, ServiceDeleted,
+                                   ServiceDeployed, ServiceOut, ServiceSummary, StatusOut, TopFlows, TopologyOut)
 from controller.api.paths import PathsOut
 from controller.errors import InnetError
 from controller.routes import ROUTER, Route
@@ -71,6 +71,9 @@ class ApiClient:
     def nf_list(self, node: str) -> list[InstanceOut]:
         return [InstanceOut.model_validate(i) for i in self._call("GET", f"/nodes/{node}/nfs")]
 
+    def nf_show(self, node: str, instance: str) -> InstanceShown:
+        return InstanceShown.model_validate(self._call("GET", f"/nodes/{node}/nfs/{instance}"))
+
     def nf_deploy(self, node: str, spec: InstanceIn) -> DeploymentOut:
         return DeploymentOut.model_validate(self._call("POST", f"/nodes/{node}/nfs", spec.model_dump()))
 
@@ -101,6 +104,11 @@ class ApiClient:
     def hh(self, node: str, instance: str, k: int = 10, by: str = "packets", after: int | None = None) -> TopFlows:
         return TopFlows.model_validate(self._call("GET", "/flows/top", node=node, nf=instance, k=k, by=by,
                                                   after=after))
+
+    def estimate(self, node: str, instance: str, src: str, dst: str, proto: int, sport: int = 0, dport: int = 0,
+                 bank: int | None = None) -> FlowEstimate:
+        return FlowEstimate.model_validate(self._call("GET", "/flows/estimate", node=node, nf=instance, src=src,
+                                                      dst=dst, proto=proto, sport=sport, dport=dport, bank=bank))
 
     def services_deploy(self, document: str | bytes | Mapping, bind: Mapping[str, str] | None = None,
                         nf_map: Mapping[str, str] | None = None, source: str | None = None) -> ServiceDeployed:

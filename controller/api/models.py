@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from controller.catalog import NFSpec
 from controller.errors import EntryError
 from controller.routes import Route, check_route
-from controller.stats import FlowRate, Sample
+from controller.stats import FlowCount, FlowRate, Sample, StateMemory
 from controller.targets.base import INSTANCE_ID
 
 # Ids name pin directories and records (controller.targets.xdp.check_instance says the same).
@@ -144,6 +144,29 @@ class DeploymentOut(BaseModel):
     cleared: list[str] = Field(description="instances whose tables this deploy emptied and refilled")
     behind: ForwarderSlot | None = Field(None, description="(forwarder instance, slot) of an NF behind a service "
                                                              "function forwarder")
+
+
+class StateMapOut(BaseModel):
+    """One map (XDP) or register array (BMv2) of an instance."""
+    name: str
+    entries: int
+    entry_bytes: int = Field(description="bytes per entry as the target stores it (XDP: the value rounded up to 8 "
+                                         "bytes, once per CPU for a per-CPU map; BMv2: the bitwidth in whole bytes)")
+    bytes: int = Field(description="entries x entry_bytes")
+
+
+class InstanceShown(InstanceOut):
+    """An NF instance as `nf list` shows it, with the memory its state really takes."""
+    node: str
+    maps: list[StateMapOut] = Field(description="every map the instance pinned (XDP; its program excluded) or "
+                                                "register array its statistics bind (BMv2)")
+    state_bytes: int = Field(description="the maps' bytes, summed")
+
+    @classmethod
+    def of(cls, node: str, listed: InstanceOut, memory: StateMemory) -> "InstanceShown":
+        return cls(**dict(listed), node=node, state_bytes=memory.bytes,
+                   maps=[StateMapOut(name=m.name, entries=m.entries, entry_bytes=m.entry_bytes, bytes=m.bytes)
+                         for m in memory.maps])
 
 
 class Removed(BaseModel):
@@ -294,6 +317,31 @@ class TopFlows(BaseModel):
            flows: list[FlowRate]) -> "TopFlows":
         return cls(node=node, instance=instance, interval=interval, ended=ended, duration=sample.duration,
                    packets=sample.packets, bytes=sample.bytes, flows=[FlowOut.of(r) for r in flows])
+
+
+class FlowEstimate(BaseModel):
+    """A Count-Min instance's estimate of one flow in one bank: never below the flow's true count
+    there, and equal to it when no other flow shares its cell in some row."""
+    node: str
+    instance: str
+    bank: int = Field(description="the bank read: by default the active one, which holds the epoch so far (since "
+                                  "the last epoch closed: while an hh reader samples the instance, its current "
+                                  "interval)")
+    flow: str = Field(description="the flow as the instance keys it (ports 0 when it keys address pairs)",
+                      examples=["192.0.2.2:40000 -> 10.0.1.9:5001 udp"])
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    proto: int
+    packets: int
+    bytes: int | None = Field(description="null: the NF counts packets only")
+
+    @classmethod
+    def of(cls, node: str, instance: str, bank: int, count: FlowCount) -> "FlowEstimate":
+        f = count.flow
+        return cls(node=node, instance=instance, bank=bank, flow=str(f), src=str(f.src), dst=str(f.dst),
+                   sport=f.sport, dport=f.dport, proto=f.proto, packets=count.packets, bytes=count.bytes)
 
 
 # ---- service chains -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ answers is therefore written once, here.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -15,17 +16,19 @@ from controller.api.errors import NotFound
 from controller.api.flows import FlowSamplers
 from controller.api.links import LinkLoad
 from controller.api.paths import PathsOut, paths_view
-from controller.api.models import (ClassifierOut, DeploymentOut, ForwarderOut, HopOut, InstanceIn, InstanceOut,
-                                   LinkEndOut, LinkLoadOut, LinkOut, NFOut, NodeOut, OperationOut, PlacedInstanceOut,
-                                   Removed, RoutesChanged, RouteOut, ServiceDeleted, ServiceDeployed, ServiceOut,
-                                   ServicePathOut, ServiceSummary, StatusOut, TopFlows, TopologyNodeOut, TopologyOut)
+from controller.api.models import (ClassifierOut, DeploymentOut, FlowEstimate, ForwarderOut, HopOut, InstanceIn,
+                                   InstanceOut, InstanceShown, LinkEndOut, LinkLoadOut, LinkOut, NFOut, NodeOut,
+                                   OperationOut, PlacedInstanceOut, Removed, RoutesChanged, RouteOut, ServiceDeleted,
+                                   ServiceDeployed, ServiceOut, ServicePathOut, ServiceSummary, StatusOut, TopFlows,
+                                   TopologyNodeOut, TopologyOut)
 from controller.catalog import load_catalog
 from controller.chains import FORWARDER, Plan
-from controller.errors import InnetError, TargetError, TopologyError
+from controller.errors import InnetError, StatsError, TargetError, TopologyError
 from controller.nsd.model import Service
 from controller.routes import ROUTER, Route, RouteService
 from controller.service import Controller
 from controller.sfc import ChainService, service_key
+from controller.stats import Flow, flow_estimate, has_epochs, state_memory
 from controller.store import InstanceRow
 from controller.tables import TableEntry, normalize
 from controller.topology import Interface, parse_topology
@@ -90,6 +93,13 @@ class Resources:
         (status,) = [n for n in self.status().nodes if n.name == node]
         return status.instances
 
+    def nf_show(self, node: str, instance: str) -> InstanceShown:
+        """The instance as nf_list shows it, with every map (register array) of its state:
+        entries x bytes per entry as the target stores them."""
+        self._instance(node, instance)
+        (listed,) = [i for i in self.nf_list(node) if i.id == instance]
+        return InstanceShown.of(node, listed, state_memory(self.controller, node, instance))
+
     def nf_deploy(self, node: str, spec: InstanceIn) -> DeploymentOut:
         """Deploy the instance, or redeploy it with what changed (its entries and routes stay)."""
         self._node(node)
@@ -140,6 +150,19 @@ class Resources:
         `after` (the number of the interval the caller has), the next one is waited for."""
         self._instance(node, instance)
         return self.samplers.top(node, instance, k, by, after)
+
+    def estimate(self, node: str, instance: str, src: str, dst: str, proto: int, sport: int = 0, dport: int = 0,
+                 bank: int | None = None) -> FlowEstimate:
+        """A cms instance's Count-Min estimate of any flow, held as a candidate or not, in a bank
+        (default: the active one, the epoch so far). A pure read: no epoch is closed."""
+        row = self._instance(node, instance)
+        flow = _flow_key(src, dst, sport, dport, proto)
+        if row.params.get("key_mode") == 1:   # the instance keys address pairs: ports do not count
+            flow = Flow(flow.src, flow.dst, 0, 0, flow.proto)
+        if bank is None and has_epochs(self.controller.spec(node, instance)):
+            bank = int(self.controller.read_registers(node, instance, "control")["active_bank"].reshape(-1)[0]) & 1
+        count = flow_estimate(self.controller, node, instance, flow, bank)
+        return FlowEstimate.of(node, instance, bank, count)
 
     def watch(self, node: str, instance: str) -> None:
         """Sample the instance's flows from now on, read or not (its top flows stay in /metrics)."""
@@ -253,6 +276,23 @@ def _summary(service: Service, placed: Plan) -> dict:
                 instances=[PlacedInstanceOut(node=i.node, id=i.id, nf=i.nf, slot=i.slot, params=i.params)
                            for i in placed.instances],
                 rules=len(placed.rules))
+
+
+def _flow_key(src: str, dst: str, sport: int, dport: int, proto: int) -> Flow:
+    """The flow a caller names, checked: two addresses of one family, ports, an IP protocol number."""
+    for name, text in (("src", src), ("dst", dst)):
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise StatsError(f"{name} {text!r} is not an IPv4 or IPv6 address") from None
+    for name, value, top in (("sport", sport, 65535), ("dport", dport, 65535), ("proto", proto, 255)):
+        if not 0 <= value <= top:
+            raise StatsError(f"{name} {value} is out of range (0-{top})")
+    flow = Flow.of(src, dst, sport, dport, proto)   # IPv4-mapped IPv6 becomes IPv4, as the data plane keys it
+    if flow.src.version != flow.dst.version:
+        raise StatsError(f"src {src} and dst {dst} are not of one address family",
+                         hint="no packet carries both: give two IPv4 or two IPv6 addresses")
+    return flow
 
 
 def _link_load(a: Interface, b: Interface, bw_mbit: float | None, rates: dict) -> LinkLoadOut | None:
