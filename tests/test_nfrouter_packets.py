@@ -166,6 +166,27 @@ def test_ethernet_padding_is_trimmed_like_the_kernel(linear):
     assert got == [routed(udp4(payload=b"x"))] and len(got[0]) == 14 + 20 + 8 + 1
 
 
+
+def test_a_packet_over_the_egress_mtu_goes_to_the_slow_path(linear):
+    """The MTU check takes the IP length, as the kernel's does: a packet of exactly the egress
+    MTU is forwarded (bytes past its IP length trimmed, not counted), one byte more goes to the
+    kernel, which answers "fragmentation needed" for a DF packet."""
+    if linear.node("r1").target != "xdp":
+        pytest.skip("BMv2 knows no port MTU: it holds every packet to NFROUTER_MTU")
+    r1, mtu = linear.host("r1"), 1300
+    udp_overhead = 20 + 8
+    fits = udp4(flags="DF", payload=b"m" * (mtu - udp_overhead))
+    over = udp4(flags="DF", payload=b"m" * (mtu + 1 - udp_overhead))
+    was = int(r1.cmd("cat /sys/class/net/r1-eth1/mtu"))
+    r1.cmd(f"ip link set dev r1-eth1 mtu {mtu}")
+    try:
+        got, moved = through_r1(linear, [bytes(fits) + b"\x00" * 4])
+        assert moved.get("forwarded") == 1 and got == [routed(fits)]
+        answered_or_dropped(linear, over, f"icmp and src host {R1_IN}", "pass_too_big",
+                            lambda r: (r[ICMP].type, r[ICMP].code, r[ICMP].nexthopmtu) == (3, 4, mtu))
+    finally:
+        r1.cmd(f"ip link set dev r1-eth1 mtu {was}")
+
 # ---- flow_routes: per-flow next hops over the LPM routes ------------------------------------
 OVERRIDE_MAC = "02:00:00:0f:00:01"     # the override's source MAC: a frame carrying it took the override
 
