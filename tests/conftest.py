@@ -100,6 +100,21 @@ def linear(request):
     tb.stop()
 
 
+@pytest.fixture(scope="module")
+def line3():
+    """line3 in Mininet, in a scope of its own (which a module's `innet api` process can serve),
+    dropped with it. A module may define its own line3 instead."""
+    from controller.scope import Scope
+    from controller.topology import load_topology
+    from testbed.net import Testbed
+
+    scope = Scope(f"t-{uuid.uuid4().hex[:8]}")
+    tb = Testbed(load_topology("line3"), Controller(scope), progress=lambda msg: None).start()
+    yield tb
+    tb.stop()
+    scope.drop()
+
+
 @pytest.fixture
 def veth_node():
     """A bare namespace with one veth pair inside it: a router-to-be for error-path tests."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -16,8 +15,6 @@ import pytest
 
 from controller.api.app import STATIC_DIR
 from controller.api.auth import read_token, token_path
-from controller.scope import Scope
-from controller.service import Controller
 from controller.topology import load_topology
 from testbed import processes
 from apiserver import running_api
@@ -39,17 +36,6 @@ if not GRAPH_LIBRARY.exists():
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra: pip install -e '.[test]'")
 from selenium.webdriver.common.by import By   # noqa: E402  (after the skips that explain its absence)
 from selenium.webdriver.support.ui import WebDriverWait   # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def line3():
-    from testbed.net import Testbed
-
-    scope = Scope(f"t-{uuid.uuid4().hex[:8]}")
-    tb = Testbed(TOPO, Controller(scope), progress=lambda msg: None).start()
-    yield tb
-    tb.stop()
-    scope.drop()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from controller.api.app import create_app
-from controller.scope import Scope
 from controller.service import Controller
 from controller.topology import load_topology
 from testbed import traffic
@@ -53,17 +52,6 @@ def syn(sport: int) -> bytes:
     """h1 -> h2:5201, as h1 sends it: the forward graph's traffic."""
     return bytes(Ether(src=H1.mac, dst=H1.peer.mac) / IP(src=str(H1.ipv4.ip), dst=str(H2.ipv4.ip), ttl=64)
                  / TCP(sport=sport, dport=5201, flags="S"))
-
-
-@pytest.fixture(scope="module")
-def line3():
-    from testbed.net import Testbed
-
-    scope = Scope(f"t-{uuid.uuid4().hex[:8]}")
-    tb = Testbed(TOPO, Controller(scope), progress=lambda msg: None).start()
-    yield tb
-    tb.stop()
-    scope.drop()
 
 
 @pytest.fixture
