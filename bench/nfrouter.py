@@ -5,7 +5,8 @@
 1. Per-packet cost of the NFRouter program with BPF_PROG_TEST_RUN (unattached, in a
    throwaway namespace, no redirect actually performed; every check of the fast path runs,
    the ingress MAC's too), for IPv4/IPv6 frames of 64 and 1500 bytes, next to a trivial
-   XDP program (xdp_pass) that shows the fixed cost of running any program.
+   XDP program (xdp_pass) that shows the fixed cost of running any program. The router's
+   own_ipv4 holds r1's addresses, as the XDP target writes them.
 2. Forwarded packets per second over h1 - r1 - h2 (topology `linear`): a kernel-side
    generator (ebpf/trafficgen.bpf.c, BPF_PROG_TEST_RUN in live-frames mode) pushes UDP
    frames out of h1-eth0 as fast as one CPU can, with NFRouter on r1 (XDP fast path) and
@@ -42,7 +43,7 @@ from controller.bpf.build import compile_program  # noqa: E402
 from controller.netns import netns  # noqa: E402
 from controller.node import Node  # noqa: E402
 from controller.scope import current  # noqa: E402
-from controller.targets.xdp import write_port_macs  # noqa: E402
+from controller.targets.xdp import write_own_ipv4, write_port_macs  # noqa: E402
 from controller.topology import load_topology  # noqa: E402
 from testbed.scratch import Veth, namespace  # noqa: E402
 
@@ -57,6 +58,7 @@ SRC_V6, DST_V6 = "2001:db8:0:1::2", "2001:db8:0:2::2"
 # topology `linear`'s addressing plan: h1-eth0 -> r1-eth0, then r1-eth1 -> h2-eth0
 SRC_MAC, DST_MAC = "02:00:00:01:01:02", "02:00:00:02:01:01"
 EGRESS_MAC = "02:00:00:02:02:01"
+ROUTER_V4 = ("10.0.1.1", "10.0.2.1")   # r1's own addresses, which the sources are checked against
 
 
 def udp_frame(size: int, v6: bool, ttl: int = 255, src_mac: str = SRC_MAC, dst_mac: str = DST_MAC,
@@ -112,6 +114,7 @@ def _prog_run_rounds(calls: int, egress: int) -> list[tuple]:
         port = struct.pack("=I", egress)
         router.maps["tx_ports"].update(port, port)
         write_port_macs(router.maps["port_macs"], {LO_IFINDEX: mac(DST_MAC)}, "bench")
+        write_own_ipv4(router.maps["own_ipv4"], [ipaddress.ip_address(a).packed for a in ROUTER_V4], "bench")
         progs = {"nfrouter": router.programs["nfrouter"], "xdp_pass": baseline.programs["xdp_pass"]}
         frames = {name: udp_frame(size, v6) for name, v6, size in CASES}
         durations = {(c, p): [] for c in frames for p in progs}

@@ -8,6 +8,7 @@
  * agrees with the fast path.
  */
 #include "include/flowkey.h"
+#include "include/own_ipv4.h"
 #include "include/port_macs.h"
 #include "include/ports.h"
 
@@ -62,7 +63,7 @@ enum verdict {
 	VERDICT_DROP_OTHER_HOST = 9,  /* another station's MAC: the kernel drops PACKET_OTHERHOST */
 	VERDICT_PASS_L2_BROADCAST = 10, /* broadcast/multicast MAC: the kernel never forwards it */
 	VERDICT_DROP_MARTIAN_SOURCE = 11, /* loopback, unspecified, multicast, broadcast source */
-	VERDICT_PASS_LOCAL_SOURCE = 12, /* IPv4 source is the node's own (a `local` route) */
+	VERDICT_PASS_LOCAL_SOURCE = 12, /* IPv4 source is one of the node's own (own_ipv4) */
 	VERDICT_PASS_HAIRPIN = 13,    /* egress == ingress: the kernel also sends a redirect */
 	VERDICT_MAX = 14,
 };
@@ -211,18 +212,6 @@ static __always_inline int ipv6_martian_source(const struct in6_addr *src)
 	return (w[0] | w[1] | w[2]) == 0 && (w[3] == 0 || w[3] == bpf_htonl(1));
 }
 
-/* Whether the IPv4 source is one of the node's own addresses (a `local` route holds it):
- * Linux's fib_validate_source refuses those, unless accept_local says otherwise. */
-static __always_inline int ipv4_local_source(const struct iphdr *iph)
-{
-	struct ipv4_lpm_key key = { .prefixlen = 32 };
-	struct route_entry *route;
-
-	__builtin_memcpy(key.dst_addr, &iph->saddr, sizeof(key.dst_addr));
-	route = bpf_map_lookup_elem(&ipv4_routes, &key);
-	return route && route->action == ROUTE_ACTION_LOCAL;
-}
-
 /* Forward the frame to route->egress_port, or tell why not. `l2_len` is the frame length the
  * IP header accounts for; the MTU check is given the IP length (the L3 length the kernel
  * checks), so Ethernet padding does not count and the frame's length is not needed. The
@@ -310,7 +299,8 @@ static __always_inline int forward_ipv4(struct xdp_md *ctx, struct cursor *c, st
 	if (route->action == ROUTE_ACTION_FORWARD) {
 		if (route->egress_port == ctx->ingress_ifindex)
 			return verdict(VERDICT_PASS_HAIRPIN, XDP_PASS);
-		if (ipv4_local_source(iph))
+		/* Linux's fib_validate_source refuses them, unless accept_local says otherwise */
+		if (is_own_ipv4(iph->saddr))
 			return verdict(VERDICT_PASS_LOCAL_SOURCE, XDP_PASS);
 		route = flow_route(route, iph, c->end, 0);
 	}

@@ -2,6 +2,8 @@
 targets: XDP (with the node's kernel as slow path) and BMv2 (simple_switch_grpc, no CPU port
 in the testbed, so what the XDP router hands to the kernel is counted and dropped there).
 Forwarded frames must come out byte for byte as expected, the same bytes on both targets."""
+import socket
+
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_RR
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6TimeExceeded, IPv6
@@ -186,6 +188,42 @@ def test_a_packet_over_the_egress_mtu_goes_to_the_slow_path(linear):
                             lambda r: (r[ICMP].type, r[ICMP].code, r[ICMP].nexthopmtu) == (3, 4, mtu))
     finally:
         r1.cmd(f"ip link set dev r1-eth1 mtu {was}")
+
+
+def test_sources_are_checked_against_the_addresses_r1_has_when_nfrouter_is_deployed(linear):
+    """XDP's own_ipv4 holds every IPv4 address of r1's namespace, written whole at each deploy:
+    an address added since counts once NFRouter is deployed again (its packets go to the kernel,
+    which drops them as martian), and one removed since is gone from it again."""
+    if linear.node("r1").target != "xdp":
+        pytest.skip("BMv2's node has no addresses: it does not check sources against them")
+    from controller.bpf.libbpf import BpfMap
+
+    ctl, r1, added = linear.controller, linear.host("r1"), "10.0.9.1"
+    interfaces = list(ctl.deployment("r1", "nfrouter").interfaces)
+
+    def own() -> set[str]:
+        pinned = BpfMap.from_pin(str(ctl.target("xdp").pin_dir(ctl.node("r1"), "nfrouter") / "own_ipv4"))
+        try:
+            return {socket.inet_ntoa(v[:4]) for _, v in pinned.items() if v[:4] != bytes(4)}
+        finally:
+            pinned.close()
+
+    def namespace_addresses() -> set[str]:
+        return {line.split()[3].split("/")[0] for line in r1.cmd("ip -4 -o addr show").splitlines()}
+
+    assert own() == namespace_addresses() >= {R1_IN, "10.0.2.1"}
+    r1.cmd(f"ip addr add {added}/32 dev r1-eth1")
+    try:
+        ctl.deploy("r1", "nfrouter", interfaces)
+        assert added in own()
+        frame = udp4()
+        frame[IP].src = added
+        got, moved = through_r1(linear, [frame])
+        assert got == [] and moved.get("pass_local_source") == 1 and moved["forwarded"] == 0
+    finally:
+        r1.cmd(f"ip addr del {added}/32 dev r1-eth1")
+        ctl.deploy("r1", "nfrouter", interfaces)
+    assert own() == namespace_addresses() and added not in own()
 
 # ---- flow_routes: per-flow next hops over the LPM routes ------------------------------------
 OVERRIDE_MAC = "02:00:00:0f:00:01"     # the override's source MAC: a frame carrying it took the override

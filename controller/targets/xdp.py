@@ -41,6 +41,7 @@ import os
 import shutil
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -72,6 +73,8 @@ XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
 PORT_MAP = "tx_ports"   # DEVMAP of the NF's interfaces, when the program redirects
 PORT_MACS_MAP = "port_macs"   # the interfaces' MACs, when the program checks them (include/port_macs.h)
 PORT_MAC_SLOTS, PORT_MAC_PROBES = 256, 4   # as include/port_macs.h defines them
+OWN_IPV4_MAP = "own_ipv4"   # the node's IPv4 addresses, when the program checks sources (include/own_ipv4.h)
+OWN_IPV4_SLOT_BITS, OWN_IPV4_PROBES, OWN_IPV4_HASH = 10, 8, 0x9E3779B1   # as include/own_ipv4.h defines them
 XDP, TC_EGRESS = "xdp", "tc_egress"
 
 
@@ -87,6 +90,26 @@ def write_port_macs(macs_map: libbpf.BpfMap, macs: dict[int, bytes], where: str)
         else:
             raise TargetError(f"{where}: interface {ifindex}'s port_macs slots are all taken by other interfaces",
                               hint="deploy on fewer interfaces; the router cannot tell its own frames apart")
+
+
+def write_own_ipv4(addrs_map: libbpf.BpfMap, addresses: list[bytes], where: str) -> None:
+    """Lay the IPv4 addresses (4 bytes each, as packets carry them) out as an own_ipv4 array
+    and write all of it, so an address gone since the last write is gone from it too: each in
+    the slot its hash gives or the first free one of the next ones."""
+    slots = [0] * (1 << OWN_IPV4_SLOT_BITS)
+    for packed in dict.fromkeys(addresses):
+        word = int.from_bytes(packed, sys.byteorder)   # the program reads it as a native u32
+        first = (word * OWN_IPV4_HASH & 0xFFFFFFFF) >> (32 - OWN_IPV4_SLOT_BITS)
+        for probe in range(OWN_IPV4_PROBES):
+            slot = (first + probe) % len(slots)
+            if slots[slot] == 0:
+                slots[slot] = word
+                break
+        else:
+            raise TargetError(f"{where}: the own_ipv4 slots of {socket.inet_ntoa(packed)} are all taken by other "
+                              f"addresses ({len(addresses)} in all)",
+                              hint="the router checks sources against at most about 128 IPv4 addresses of its node")
+    addrs_map.update_many(struct.pack(f"={len(slots)}I", *range(len(slots))), struct.pack(f"={len(slots)}I", *slots))
 
 
 def ensure_bpffs() -> None:
@@ -367,7 +390,10 @@ class XdpTarget(Target, QueueingTarget):
             and self._pins_problem(node, meta) is None \
             and all(meta["ifindexes"].get(i, idx) == idx for i, idx in new["ifindexes"].items())
         if same_program and meta["interfaces"] == interfaces and self._problem(node, instance, meta) is None:
-            log.info("%s already runs on %s (%s): nothing to do", instance, node.name, ", ".join(interfaces))
+            # what the program knows of the node (MACs, addresses) is read again: a deploy refreshes it
+            self._fill_pinned_ports(node, self.node_pins(node.name) / meta["pin"], new["ifindexes"])
+            log.info("%s already runs on %s (%s): its node's ports and addresses read again", instance, node.name,
+                     ", ".join(interfaces))
             return self._deployment(node, instance, meta)
         return self._redeploy(node, instance, nf, meta, new, same_program)
 
@@ -542,6 +568,8 @@ class XdpTarget(Target, QueueingTarget):
                 self._fill_ports(node, obj.maps[PORT_MAP], new["ifindexes"])
             if PORT_MACS_MAP in obj.maps:
                 self._fill_port_macs(node, obj.maps[PORT_MACS_MAP], new["ifindexes"])
+            if OWN_IPV4_MAP in obj.maps:
+                self._fill_own_ipv4(node, obj.maps[OWN_IPV4_MAP], new["ifindexes"])
             if new["nf_slots"]:
                 if new["nf_slots"] not in obj.maps:
                     raise TargetError(f"{nf.name}'s catalog entry names NF slots {new['nf_slots']}, but "
@@ -566,8 +594,18 @@ class XdpTarget(Target, QueueingTarget):
         links = node.interfaces()
         write_port_macs(macs_map, {idx: mac_bytes(links[i]["mac"]) for i, idx in ifindexes.items()}, node.name)
 
+    @staticmethod
+    def _fill_own_ipv4(node: Node, addrs_map: libbpf.BpfMap, ifindexes: dict[str, int]) -> None:
+        """Every IPv4 address of the node's namespace, on whichever interface: the kernel's
+        `local` table, which it checks a forwarded packet's source against."""
+        with netns(node.netns), IPRoute() as ipr:
+            addresses = [socket.inet_aton(a.get("IFA_LOCAL") or a.get("IFA_ADDRESS"))
+                         for a in ipr.get_addr(family=socket.AF_INET)]
+        write_own_ipv4(addrs_map, addresses, node.name)
+
     def _fill_pinned_ports(self, node: Node, pin: Path, ifindexes: dict[str, int]) -> None:
-        for name, fill in ((PORT_MAP, self._fill_ports), (PORT_MACS_MAP, self._fill_port_macs)):
+        for name, fill in ((PORT_MAP, self._fill_ports), (PORT_MACS_MAP, self._fill_port_macs),
+                           (OWN_IPV4_MAP, self._fill_own_ipv4)):
             if (pin / name).exists():
                 pinned = libbpf.BpfMap.from_pin(str(pin / name))
                 try:
