@@ -60,14 +60,19 @@ def browser():
 
 
 def rows(driver, table: str) -> list[list[str]]:
-    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")]
+    """The table's cells as shown, read in one script: the page redraws its tables every 2 s, so
+    elements found one call earlier may be gone ("stale") by the next."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(tr => [...tr.cells].map(td => td.innerText.trim()))",
+        f"#{table} tbody tr")
 
 
 def link_rate(driver, link: str, direction: int) -> tuple[float, str]:
     """The a->b (0) or b->a (1) rate the page shows for `link` (e.g. 'r1-r2'): its number and text."""
-    cell = driver.find_elements(By.CSS_SELECTOR, f'#links tr[data-link="{link}"] td.rate')[direction]
-    return float(cell.get_attribute("data-bps")), cell.text
+    bps, text = driver.execute_script(
+        "const td = document.querySelectorAll(arguments[0])[arguments[1]]; return [td.dataset.bps, td.innerText.trim()]",
+        f'#links tr[data-link="{link}"] td.rate', direction)
+    return float(bps), text
 
 
 def test_the_page_shows_the_testbed_its_service_flows_and_link_load(api, line3, browser):
@@ -115,8 +120,9 @@ def test_the_page_shows_the_testbed_its_service_flows_and_link_load(api, line3, 
             assert busy < 40e6, "iperf3 sends 20 Mbit/s"
             assert link_rate(browser, "r1-r2", 1)[0] < busy / 5, "the acknowledgements are a fraction of it"
             h2_ip = str(TOPO.nodes["h2"].interfaces[0].ipv4.ip)
-            wait.until(lambda d: any(f"-> {h2_ip}:5201 tcp" in cell.text for cell in
-                                     d.find_elements(By.CSS_SELECTOR, f'#flows [data-instance="r1/{SERVICE}--sketch"] td')))
+            wait.until(lambda d: any(f"-> {h2_ip}:5201 tcp" in text for text in d.execute_script(
+                "return [...document.querySelectorAll(arguments[0])].map(td => td.innerText)",
+                f'#flows [data-instance="r1/{SERVICE}--sketch"] td')))
         finally:
             processes.end(client_proc)
             processes.end(server)
