@@ -43,6 +43,7 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
     bit<32> ingress_port = 0;    /* the catalog's `port` is 32 bits */
     bit<48> ingress_mac = 0;
     bool ingress_known = false;  /* port_macs holds the ingress port */
+    bool own_source = false;     /* own_ipv4 holds the IPv4 source */
 
     /* The route's next hop, applied only once the packet is known to fit (as on XDP). */
     action forward(bit<32> egress_port, bit<48> dst_mac, bit<48> src_mac) {
@@ -82,6 +83,20 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
         actions = { port_mac; @defaultonly NoAction; }
         default_action = NoAction();
         size = 64;
+    }
+
+    action own_address() {
+        own_source = true;
+    }
+
+    /* The node's own IPv4 addresses, the /32 `local` routes of ipv4_routes, which Bmv2Target
+     * mirrors here (a table applies once per packet, and ipv4_routes is taken by the
+     * destination): a packet from one goes to the CPU, as Linux refuses it (fib_validate_source). */
+    table own_ipv4 {
+        key = { hdr.ipv4.srcAddr: exact @name("addr"); }
+        actions = { own_address; @defaultonly NoAction; }
+        default_action = NoAction();
+        size = 256;
     }
 
     /* A per-flow next hop: its forward() replaces the route's. */
@@ -145,6 +160,7 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
                 verdict = VERDICT_PASS_TTL_EXPIRED;
             } else {
                 ipv4_routes.apply();
+                own_ipv4.apply();
                 ip_len = (bit<32>)hdr.ipv4.totalLen;
             }
         } else if (hdr.ethernet.etherType == ETHERTYPE_IPV6) {
@@ -176,6 +192,9 @@ control NfRouter(inout headers_t hdr, inout metadata_t meta, inout standard_meta
         /* A route back out of the ingress port: Linux forwards it and sends a redirect. */
         if (verdict == VERDICT_FORWARDED && next_port == ingress_port) {
             verdict = VERDICT_PASS_HAIRPIN;
+        }
+        if (verdict == VERDICT_FORWARDED && own_source) {
+            verdict = VERDICT_PASS_LOCAL_SOURCE;
         }
         /* A route forwards the packet (verdict forwarded): a flow_routes entry may replace
          * its next hop, before the MTU check (one apply: BMv2 takes a table once). */

@@ -133,13 +133,15 @@ def test_bmv2_program_exposes_catalog(name):
             assert p4_params == {f.name: f.width for f in fields}, f"{where} action {action}: parameters"
         assert t.has_counters == bool(table.counters), f"{where}: direct counters"
         assert t.table.size == nf.table_size(table, params), f"{where}: size"
-    if "port_macs" in nf.programs["bmv2"]:   # the ports' MACs, as Bmv2Target writes them
-        from controller.targets.bmv2 import PORT_MACS
-        where = f"{name} port_macs"
-        t = info.table(nf.programs["bmv2"]["port_macs"], where)
+    from controller.targets.bmv2 import OWN_IPV4, PORT_MACS
+    for binding, written in (("port_macs", PORT_MACS), ("own_ipv4", OWN_IPV4)):   # tables Bmv2Target fills
+        if binding not in nf.programs["bmv2"]:
+            continue
+        where = f"{name} {binding}"
+        t = info.table(nf.programs["bmv2"][binding], where)
         assert {f.name: (p4info_kind(f), f.bitwidth) for f in t.table.match_fields} == \
-            {f.name: ("EXACT", f.width) for f in PORT_MACS.match}, f"{where}: match fields"
-        for action, fields in PORT_MACS.actions.items():
+            {f.name: ("EXACT", f.width) for f in written.match}, f"{where}: match fields"
+        for action, fields in written.actions.items():
             assert action in t.actions, f"{where}: no action {action}"
             assert {p.name: p.bitwidth for p in t.actions[action].params} == {f.name: f.width for f in fields}
     registers = _registers(build.json)

@@ -195,7 +195,7 @@ def test_sources_are_checked_against_the_addresses_r1_has_when_nfrouter_is_deplo
     an address added since counts once NFRouter is deployed again (its packets go to the kernel,
     which drops them as martian), and one removed since is gone from it again."""
     if linear.node("r1").target != "xdp":
-        pytest.skip("BMv2's node has no addresses: it does not check sources against them")
+        pytest.skip("BMv2's node has no addresses: its own are its local routes (the next test)")
     from controller.bpf.libbpf import BpfMap
 
     ctl, r1, added = linear.controller, linear.host("r1"), "10.0.9.1"
@@ -224,6 +224,30 @@ def test_sources_are_checked_against_the_addresses_r1_has_when_nfrouter_is_deplo
         r1.cmd(f"ip addr del {added}/32 dev r1-eth1")
         ctl.deploy("r1", "nfrouter", interfaces)
     assert own() == namespace_addresses() and added not in own()
+
+def test_bmv2_checks_sources_against_its_local_routes(linear):
+    """A BMv2 node's own addresses are its /32 local routes, which the target mirrors into
+    own_ipv4 as it writes them: a local route added makes its address's packets go to the CPU
+    (pass_local_source), and once the route is gone they are forwarded again."""
+    if linear.node("r1").target != "bmv2":
+        pytest.skip("XDP checks sources against the namespace's addresses (the previous test)")
+    from controller.routes import RouteService
+
+    routes, added = RouteService(linear.controller), "10.0.9.1"
+    frame = udp4()
+    frame[IP].src = added
+    # (a BMv2 route's counters count what matched it, refused or not: the verdicts tell)
+    got, moved = through_r1(linear, [frame])
+    assert len(got) == 1 and "pass_local_source" not in moved
+    routes.add("r1", f"{added}/32", local=True)
+    try:
+        got, moved = through_r1(linear, [frame])
+        assert got == [] and moved.get("pass_local_source") == 1
+    finally:
+        routes.delete("r1", f"{added}/32")
+    got, moved = through_r1(linear, [frame])
+    assert len(got) == 1 and "pass_local_source" not in moved
+
 
 # ---- flow_routes: per-flow next hops over the LPM routes ------------------------------------
 OVERRIDE_MAC = "02:00:00:0f:00:01"     # the override's source MAC: a frame carrying it took the override

@@ -61,6 +61,10 @@ UNLIMITED_RATE = 0         # simple_switch: a queue rate of 0 packets/s is no li
 # (not by the NF's user) whenever the NF is deployed, as XdpTarget fills an XDP NF's port_macs.
 PORT_MACS = Table("port_macs", "the MAC of each port", (Field("port", "port"),), {"port_mac": (Field("mac", "mac"),)},
                   64, ())
+# The table an NF names as programs.bmv2.own_ipv4: the node's own IPv4 addresses, which are the
+# /32 `local` routes of its ipv4_routes; written here beside them, in the same batch.
+OWN_IPV4 = Table("own_ipv4", "the node's own IPv4 addresses", (Field("addr", "ipv4"),), {"own_address": ()}, 256, ())
+ROUTES_V4 = "ipv4_routes"
 
 
 @dataclass(frozen=True)
@@ -460,7 +464,11 @@ class Bmv2Target(Target, QueueingTarget):
                     codecs[table.name] = self._codec(node, inst, table)
                 e = normalize(table, e, nf_params=inst.params)
                 encoded.append((e, codecs[table.name].insertion(e)))
-            self._apply(node, encoded)
+            mirror = self._own_ipv4(node, inst, [e for e, _ in encoded])
+            self._apply(node, encoded + [(e, mirror.insertion(e)) for e in _own_addresses(encoded, local=True)]
+                        if mirror else encoded)
+            if mirror:   # a /32 route that is no longer `local` takes its address out of own_ipv4
+                self._delete_keys(node, [mirror.deletion(e) for e in _own_addresses(encoded, local=False)])
 
     def _apply(self, node: Node, encoded: list[tuple[TableEntry, p4r.Update]]) -> None:
         """Write the INSERT updates; those refused as existing go again as MODIFY."""
@@ -509,7 +517,23 @@ class Bmv2Target(Target, QueueingTarget):
                 if table.name not in codecs:
                     codecs[table.name] = self._codec(node, inst, table)
                 deletions.append(codecs[table.name].deletion(normalize(table, e, with_action=False)))
-            return self._delete_keys(node, deletions)
+            removed = self._delete_keys(node, deletions)
+            mirror = self._own_ipv4(node, inst, entries)
+            if mirror:
+                self._delete_keys(node, [mirror.deletion(e) for e in _own_addresses(
+                    [(e, None) for e in entries], local=None)])
+            return removed
+
+    def _own_ipv4(self, node: Node, inst: _Instance, entries: list[TableEntry]) -> "_Codec | None":
+        """The codec of the NF's own_ipv4 table, when it has one and `entries` touch ipv4_routes."""
+        p4_table = inst.nf.programs["bmv2"].get("own_ipv4")
+        if not p4_table or not any(e.table == ROUTES_V4 for e in entries):
+            return None
+        where = f"{inst.label} table {p4_table}"
+        try:
+            return _Codec(OWN_IPV4, inst.pipeline.p4info.table(p4_table, where), self._switch(node).ports, where)
+        except CatalogError as exc:
+            raise TargetError(exc.message, hint=exc.hint) from None
 
     def _delete_keys(self, node: Node, deletions: list[p4r.Update]) -> int:
         """Write the DELETE updates; returns how many entries existed."""
@@ -736,6 +760,17 @@ def _deletion(entry: p4r.TableEntry) -> p4r.Update:
     update = p4r.Update(type=p4r.Update.DELETE)
     _key_only(entry, update.entity.table_entry)
     return update
+
+
+def _own_addresses(encoded: list[tuple[TableEntry, object]], local: bool | None) -> list[TableEntry]:
+    """own_ipv4 entries for the /32 ipv4_routes among `encoded` whose action is `local` (True),
+    another (False), or any (None)."""
+    out = []
+    for e, _ in encoded:
+        prefix = e.match.get("dst_addr", "") if e.table == ROUTES_V4 else ""
+        if prefix.endswith("/32") and (local is None or (e.action == "local") == local):
+            out.append(normalize(OWN_IPV4, TableEntry(OWN_IPV4.name, {"addr": prefix[:-3]}, "own_address", {})))
+    return out
 
 
 def _without_counters(entity: p4r.Entity) -> p4r.TableEntry:
