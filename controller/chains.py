@@ -308,14 +308,9 @@ def _hop_rules(path: PathPlan, placed: dict[str, PlacedInstance], topology: Topo
                               {"slot": slots[path.hops[k][0]]}))
             si, k = si - 1, k + 1
         if j + 1 < len(path.routers):
-            out = _interface_towards(topology, router, path.routers[j + 1])
+            out = topology.interface_towards(router, path.routers[j + 1])
             rules.append(Rule(router, "sfc_hops", {"spi": path.spi, "si": si}, "forward",
                               {"egress_port": out.name, "dst_mac": out.peer.mac, "src_mac": out.mac}))
         else:
             rules.append(Rule(router, "sfc_hops", {"spi": path.spi, "si": si}, "decap", {}))
     return rules
-
-
-def _interface_towards(topology: Topology, node: str, neighbour: str):
-    link = topology.graph.edges[node, neighbour]["link"]
-    return link.a if link.a.node == node else link.b

@@ -109,7 +109,8 @@ class Topology:
                                 hint=f"nodes: {', '.join(self.nodes)}")
         return self.nodes[name]
 
-    def _interface_towards(self, node: str, neighbour: str) -> Interface:
+    def interface_towards(self, node: str, neighbour: str) -> Interface:
+        """`node`'s interface on its link to `neighbour`."""
         link = self.graph.edges[node, neighbour]["link"]
         return link.a if link.a.node == node else link.b
 
@@ -141,7 +142,7 @@ class Topology:
             if not paths:
                 continue
             path = min(paths, key=len)
-            out = self._interface_towards(router, path[1])
+            out = self.interface_towards(router, path[1])
             for net, via in ((link.a.ipv4.network, out.peer.ipv4.ip), (link.a.ipv6.network, out.peer.ipv6.ip)):
                 routes.append(StaticRoute(str(net), out.name, out.peer.mac, str(via)))
         return routes

@@ -60,12 +60,13 @@ def add_emulated_link(net, topology: Topology, link: TopoLink) -> str:
     """The emulator of `link` and its two halves in the Mininet network; returns its name."""
     name = emulator_name(topology, link)
     net.addHost(name, cls=LinkEmulator, ip=None)
-    for end, side in ((link.a, "a"), (link.b, "b")):
+    for end, port in zip((link.a, link.b), ports(name)):
         # the endpoint keeps its interface name and MAC; only the emulator's port is shaped
-        net.addLink(end.node, name, intfName1=end.name, intfName2=f"{name}-{side}", addr1=end.mac,
+        net.addLink(end.node, name, intfName1=end.name, intfName2=port, addr1=end.mac,
                     cls=Link, cls1=Intf, cls2=TCIntf, params2={"bw": link.bw})
     return name
 
 
 def ports(name: str) -> list[str]:
+    """The emulator's ports: towards the link's a end, then its b end."""
     return [f"{name}-a", f"{name}-b"]

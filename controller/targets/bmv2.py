@@ -464,11 +464,12 @@ class Bmv2Target(Target, QueueingTarget):
                     codecs[table.name] = self._codec(node, inst, table)
                 e = normalize(table, e, nf_params=inst.params)
                 encoded.append((e, codecs[table.name].insertion(e)))
-            mirror = self._own_ipv4(node, inst, [e for e, _ in encoded])
-            self._apply(node, encoded + [(e, mirror.insertion(e)) for e in _own_addresses(encoded, local=True)]
+            written = [e for e, _ in encoded]
+            mirror = self._own_ipv4(node, inst, written)
+            self._apply(node, encoded + [(e, mirror.insertion(e)) for e in _own_addresses(written, local=True)]
                         if mirror else encoded)
             if mirror:   # a /32 route that is no longer `local` takes its address out of own_ipv4
-                self._delete_keys(node, [mirror.deletion(e) for e in _own_addresses(encoded, local=False)])
+                self._delete_keys(node, [mirror.deletion(e) for e in _own_addresses(written, local=False)])
 
     def _apply(self, node: Node, encoded: list[tuple[TableEntry, p4r.Update]]) -> None:
         """Write the INSERT updates; those refused as existing go again as MODIFY."""
@@ -520,8 +521,7 @@ class Bmv2Target(Target, QueueingTarget):
             removed = self._delete_keys(node, deletions)
             mirror = self._own_ipv4(node, inst, entries)
             if mirror:
-                self._delete_keys(node, [mirror.deletion(e) for e in _own_addresses(
-                    [(e, None) for e in entries], local=None)])
+                self._delete_keys(node, [mirror.deletion(e) for e in _own_addresses(entries, local=None)])
             return removed
 
     def _own_ipv4(self, node: Node, inst: _Instance, entries: list[TableEntry]) -> "_Codec | None":
@@ -762,11 +762,11 @@ def _deletion(entry: p4r.TableEntry) -> p4r.Update:
     return update
 
 
-def _own_addresses(encoded: list[tuple[TableEntry, object]], local: bool | None) -> list[TableEntry]:
-    """own_ipv4 entries for the /32 ipv4_routes among `encoded` whose action is `local` (True),
+def _own_addresses(entries: list[TableEntry], local: bool | None) -> list[TableEntry]:
+    """own_ipv4 entries for the /32 ipv4_routes among `entries` whose action is `local` (True),
     another (False), or any (None)."""
     out = []
-    for e, _ in encoded:
+    for e in entries:
         prefix = e.match.get("dst_addr", "") if e.table == ROUTES_V4 else ""
         if prefix.endswith("/32") and (local is None or (e.action == "local") == local):
             out.append(normalize(OWN_IPV4, TableEntry(OWN_IPV4.name, {"addr": prefix[:-3]}, "own_address", {})))

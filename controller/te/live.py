@@ -18,9 +18,8 @@ from controller.routes import ROUTER
 from controller.stats import Flow as FlowKey
 from controller.store import RouteRow
 from controller.tables import TableEntry
-from controller.te.errors import TeError
 from controller.te.network import WIRED, Network, Path
-from controller.topology import Interface, Topology
+from controller.topology import Topology
 
 FLOW_TABLE = "flow_routes"
 
@@ -115,7 +114,7 @@ class LiveNetwork:
                  "dst_port": flow.dport, "proto": flow.proto}
         pins = []
         for node, nxt in zip(path[1:-1], path[2:]):
-            out = self._towards(node, nxt)
+            out = self.topology.interface_towards(node, nxt)
             pins.append(PinEntry(node, TableEntry(FLOW_TABLE, dict(match), "forward",
                                                   {"egress_port": out.name, "dst_mac": out.peer.mac,
                                                    "src_mac": out.mac})))
@@ -142,9 +141,3 @@ class LiveNetwork:
             if net.version == addr.version and addr in net and net.prefixlen > best_len:
                 best, best_len = r, net.prefixlen
         return best
-
-    def _towards(self, node: str, neighbour: str) -> Interface:
-        for iface in self.topology.nodes[node].interfaces:
-            if iface.peer is not None and iface.peer.node == neighbour:
-                return iface
-        raise TeError(f"path hop {node} -> {neighbour} is no link of topology {self.topology.name}")
