@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass, field
 
 from controller.errors import InnetError
+from controller.stats import Flow as FlowKey
 from controller.te.elephants import ElephantPolicy
+from controller.te.live import LiveNetwork, flow_key
 from controller.te.loop import EpochReport, Monitor, PathLoop
 from testbed.processes import end
 
@@ -29,6 +31,8 @@ MONITOR_NF = "cms"
 BMV2_BW_MBPS = 10.0
 PROBE_SHARE = 0.16   # the probe's rate, as a share of its path's bottleneck: an elephant (> 10%)
 EPOCH_S = 0.2
+TCP, UDP = 6, 17
+INTERVAL_S = 0.25   # iperf3's reporting interval
 SETTLE_S = 1.0      # after a move, TCP takes this long to settle on its new path
 
 
@@ -112,11 +116,8 @@ def start_loop(tb, src: str, policy: ElephantPolicy | None = None, act: bool = T
 
 def probe_pps(tb, src: str, dst: str, size: int = 1000) -> int:
     """The probe's packet rate: PROBE_SHARE of the bottleneck on the routed path."""
-    from controller.te.live import LiveNetwork
-    from controller.stats import Flow as FlowKey
-
     live = LiveNetwork(tb.topo, tb.controller.store)
-    path = live.default_path(FlowKey.of(_address(tb, src), _address(tb, dst), 1, 1, 17))
+    path = live.default_path(FlowKey.of(_address(tb, src), _address(tb, dst), 1, 1, UDP))
     mbps = live.bottleneck(path) if path else None
     if mbps is None:
         raise InnetError(f"no link between {src} and {dst} has a bandwidth: nothing for the loop to balance",
@@ -135,10 +136,12 @@ def _address(tb, host: str) -> str:
 
 def _iperf3_client(tb, src: str, dst: str, port: int, cport: int, seconds: float):
     return tb.host(src).popen(["iperf3", "-c", _address(tb, dst), "-p", str(port), "--cport", str(cport),
-                               "-t", str(seconds), "-i", "0.25", "-J"])
+                               "-t", str(seconds), "-i", str(INTERVAL_S), "-J", "--get-server-output"])
 
 
-def _iperf3_series(proc, label: str, began: float, offset: float) -> Series:
+def _iperf3_series(proc, label: str) -> Series:
+    """The flow's throughput per interval as its receiver counted it (the sender's figures count
+    what entered its socket buffer, which runs ahead of a shaped link)."""
     out, err = proc.communicate(timeout=120)
     try:
         doc = json.loads(out)
@@ -146,18 +149,19 @@ def _iperf3_series(proc, label: str, began: float, offset: float) -> Series:
         raise InnetError(f"iperf3 ({label}) gave no result: {err.decode(errors='replace')[-300:]}") from None
     if "error" in doc:
         raise InnetError(f"iperf3 ({label}): {doc['error']}")
-    intervals = [i["sum"] for i in doc["intervals"]]
-    return Series(label, [offset + i["end"] for i in intervals], [i["bits_per_second"] / 1e6 for i in intervals])
+    intervals = [i["sum"] for i in doc["server_output_json"]["intervals"]]
+    return Series(label, [i["end"] for i in intervals], [i["bits_per_second"] / 1e6 for i in intervals])
 
 
 def _servers(tb, dst: str, ports: list[int]) -> list:
-    servers = [tb.host(dst).popen(["iperf3", "-s", "-1", "-p", str(p)]) for p in ports]
+    servers = [tb.host(dst).popen(["iperf3", "-s", "-1", "-J", "-p", str(p), "-i", str(INTERVAL_S)]) for p in ports]
     time.sleep(0.3)
     return servers
 
 
-def _tcp_key(tb, src: str, dst: str, cport: int, port: int) -> str:
-    return f"{_address(tb, src)} {_address(tb, dst)} {cport} {port} 6"
+def _key(tb, src: str, dst: str, sport: int, dport: int, proto: int) -> str:
+    """The flow's key as the loop logs its moves."""
+    return flow_key(FlowKey.of(_address(tb, src), _address(tb, dst), sport, dport, proto))
 
 
 def _mean(values: list[float]) -> float:
@@ -178,19 +182,19 @@ def run_tcp_flows(tb, src: str, dst: str, count: int = 2, seconds: float = 8.0, 
             if observe_s:
                 time.sleep(observe_s)
                 runner.loop.act = True
-            series = [_iperf3_series(proc, f"TCP :{c}", began, 0.0) for proc, c in zip(clients, cports)]
+            series = [_iperf3_series(proc, f"TCP :{c}") for proc, c in zip(clients, cports)]
             _wait_out(runner)
     finally:
         for s in servers:
             end(s)
-    keys = {_tcp_key(tb, src, dst, c, p) for p, c in zip(ports, cports)}
+    keys = {_key(tb, src, dst, c, p, TCP) for p, c in zip(ports, cports)}
     moves = [m for m in runner.moves() if m["flow"] in keys and m["to"]]
     first = moves[0]["installed_at"] - began if moves else None
     last = moves[-1]["installed_at"] - began if moves else None
     totals = [sum(rates) for rates in zip(*(s.mbps for s in series))]
     ends = series[0].times
     before = [t for t, e in zip(totals, ends) if first is None or e <= first]
-    after = [t for t, e in zip(totals, ends) if last is not None and e - 0.25 >= last + SETTLE_S]
+    after = [t for t, e in zip(totals, ends) if last is not None and e - INTERVAL_S >= last + SETTLE_S]
     return FlowsRun(began, series, moves, observe_s, None if first is None else first - observe_s,
                     _mean(before[1:] or before), _mean(after))
 
@@ -213,7 +217,7 @@ def run_probe(tb, src: str, dst: str, seconds: float = 8.0, pps: int = 2000, siz
             sender = tb.host(src).popen([sys.executable, "-m", "testbed.udpprobe", "send", _address(tb, dst),
                                          str(probe_port), "--pps", str(pps), "--seconds", str(seconds - lead - 1),
                                          "--size", str(size), "--sport", str(probe_sport)], text=True)
-            tcp = _iperf3_series(client, f"TCP :{cport}", began, 0.0)
+            tcp = _iperf3_series(client, f"TCP :{cport}")
             sent = json.loads(sender.communicate(timeout=60)[0].strip().splitlines()[-1])["sent"]
             got = json.loads(receiver.communicate(timeout=60)[0].strip().splitlines()[-1])
             _wait_out(runner)
@@ -221,7 +225,7 @@ def run_probe(tb, src: str, dst: str, seconds: float = 8.0, pps: int = 2000, siz
         end(receiver)
         for s in servers:
             end(s)
-    key = f"{_address(tb, src)} {_address(tb, dst)} {probe_sport} {probe_port} 17"
+    key = _key(tb, src, dst, probe_sport, probe_port, UDP)
     moves = [m for m in runner.moves() if m["flow"] == key and m["to"]]
     arrivals = got["arrivals"]
     moved_at = moves[0]["installed_at"] if moves else float("inf")
@@ -235,7 +239,7 @@ def run_probe(tb, src: str, dst: str, seconds: float = 8.0, pps: int = 2000, siz
                     got["reordered"], got["duplicates"])
 
 
-def _probe_series(arrivals: list, began: float, size: int, step: float = 0.25) -> Series:
+def _probe_series(arrivals: list, began: float, size: int, step: float = INTERVAL_S) -> Series:
     """The probe's received rate per `step` seconds."""
     if not arrivals:
         return Series("UDP probe", [], [])
