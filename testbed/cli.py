@@ -89,7 +89,7 @@ def cmd_up(args) -> int:
 
     topo = load_topology(args.topology)
     _stop_on_signals()   # before the build: a SIGTERM while it builds tears down what is up
-    tb = Testbed(topo.retarget(args.target) if args.target else topo)
+    tb = Testbed(topo.retarget(args.target) if args.target else topo, tap_links=args.tap_links)
     try:
         tb.start()
         print(f"[innet] {tb.topo.name} is up in scope {tb.controller.scope.name}; nodes: {', '.join(tb.topo.nodes)}. "
@@ -703,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=["xdp", "bmv2"], help="run every router on this target")
     p.add_argument("--cli", action="store_true", help="open Mininet's CLI")
     p.add_argument("--until-eof", action="store_true", help="also stop at the end of standard input")
+    p.add_argument("--tap-links", action="store_true", help="carry every link between routers through a link "
+                   "emulator (a bridge, node link<N>), so a capture on its ports sees what the routers send each other")
     p = command("topology", cmd_topology, "show a topology's addressing plan and routes")
     p.add_argument("topology")
     command("nodes", cmd_nodes, "the nodes of the running topology", json_output=True)

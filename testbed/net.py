@@ -7,7 +7,9 @@ pipeline and the same routes; their kernel takes no part, so neighbours get perm
 neighbour entries for them. Interfaces that face a native-XDP router, and do not run XDP
 themselves, run `rxcount`, because a veth only accepts XDP-redirected frames when its peer
 runs an XDP program. A link with a bandwidth that ends at an XDP router runs through a link
-emulator (testbed.linkemu), because XDP redirects skip the qdiscs that would shape it.
+emulator (testbed.linkemu), because XDP redirects skip the qdiscs that would shape it; with
+`tap_links`, so does every link between routers, unshaped unless it has a bandwidth, so that
+captures on the emulator's ports see what routers send each other.
 """
 from __future__ import annotations
 
@@ -48,8 +50,10 @@ class Router(Host):
 
 
 class Testbed:
-    def __init__(self, topology: Topology, controller: Controller | None = None, progress=print):
+    def __init__(self, topology: Topology, controller: Controller | None = None, progress=print,
+                 tap_links: bool = False):
         self.topo = topology
+        self.tap_links = tap_links   # every router-to-router link through a link emulator, to capture on
         self.controller = controller or Controller()
         self.routes = RouteService(self.controller)
         self.net: Mininet | None = None
@@ -79,9 +83,9 @@ class Testbed:
         net = self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False, waitConnected=False)
         for n in self.topo.nodes.values():
             net.addHost(n.name, cls=ROUTER_CLASSES[n.target] if n.role == "router" else Host, ip=None)
-        shaped = {link.index for link in linkemu.emulated(self.topo)}
+        emulated = {link.index for link in linkemu.emulated(self.topo, self.tap_links)}
         for link in self.topo.links:
-            if link.index in shaped:
+            if link.index in emulated:
                 self.emulators[linkemu.add_emulated_link(net, self.topo, link)] = link
                 continue
             extra = {"cls": TCLink, "bw": link.bw} if link.bw else {"cls": Link}
@@ -95,7 +99,7 @@ class Testbed:
                     net[end.node].cmd(f"ip link set dev {end.name} mtu {CHAIN_LINK_MTU}")
         for name, link in self.emulators.items():
             routers = {self.topo.nodes[link.a.node].role, self.topo.nodes[link.b.node].role} == {"router"}
-            net[name].bridge(linkemu.ports(name), CHAIN_LINK_MTU if routers else 1500)
+            net[name].bridge(linkemu.ports(name), CHAIN_LINK_MTU if routers else 1500, shaped=bool(link.bw))
             self.controller.add_node(Node(name, f"/proc/{net[name].pid}/ns/net", linkemu.ROLE, "xdp",
                                           kernel_slow_path=False))
         for n in self.topo.nodes.values():
@@ -127,8 +131,8 @@ class Testbed:
     def deploy_routers(self) -> None:
         """NFRouter on every router, rxcount where XDP routers redirect into, and all static routes."""
         if self.emulators:
-            self.progress(f"[testbed] {len(self.emulators)} link emulator(s) give links with a bandwidth a "
-                          f"shaped queue: {', '.join(f'{n} ({l.a.node}-{l.b.node}, {l.bw:g} Mbit/s)' for n, l in self.emulators.items())}")
+            self.progress(f"[testbed] {len(self.emulators)} link emulator(s) carry links, shaped where the link has a "
+                          f"bandwidth: {', '.join(_emulated_link(n, l) for n, l in self.emulators.items())}")
         for name, interfaces in self._receivers().items():
             # on a BMv2 router's node, rxcount runs in XDP beside the switch, on its kernel's view
             self.controller.deploy(name, RX_NF, interfaces, target="xdp")
@@ -216,6 +220,10 @@ class Testbed:
 
 
 ROUTER_CLASSES = {"xdp": Router, "bmv2": Bmv2Router}
+
+
+def _emulated_link(emulator: str, link: TopoLink) -> str:
+    return f"{emulator} ({link.a.node}-{link.b.node}, {f'{link.bw:g} Mbit/s' if link.bw else 'unshaped, tapped'})"
 
 
 def clear_stale(controller: Controller) -> list[str]:

@@ -3,7 +3,10 @@
 nsds/heavy-hitters-sol006.yaml puts cms on r1, precision on r2 and a second cms on r3 for TCP
 from h1 to h2's port 5201 (SPI of h1-to-h2), and the first cms alone on the way back. Frames
 are sent from the hosts; each forwarder's (SPI, SI) counters say at which SI they crossed it,
-each NF's flow table that it saw them, and the other host what came out."""
+each NF's flow table that it saw them, and the other host what came out. The testbed taps its
+router-to-router links (testbed.linkemu: a bridge between the routers, whose kernel a capture
+can see, where XDP routers would otherwise redirect to each other past any capture), so the
+NSH frames on every link between hops are captured and decoded with scapy.contrib.nsh."""
 from __future__ import annotations
 
 import json
@@ -19,9 +22,11 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from controller.chains import PathPlan
 from controller.stats import read_flows
 from controller.topology import load_topology
-from testbed import traffic
+from frames import NSH
+from testbed import linkemu, traffic
 
 pytestmark = pytest.mark.testbed
 REPO = Path(__file__).resolve().parent.parent
@@ -29,6 +34,8 @@ DESCRIPTOR = REPO / "nsds" / "heavy-hitters-sol006.yaml"
 SERVICE = "heavy-hitters-ns"
 TOPO = load_topology("line3")
 SERVER_PORT = 5201
+NSH_INITIAL_TTL = 63   # RFC 8300's default, which the classifier writes
+NSH_NEXT_IPV4 = 1
 
 
 def iface(node: str, towards: str):
@@ -50,7 +57,7 @@ def tcp(sport: int, reverse: bool = False, payload: bytes = b"chain") -> bytes:
 def line3():
     from testbed.net import Testbed
 
-    tb = Testbed(TOPO, progress=lambda msg: None).start()
+    tb = Testbed(TOPO, progress=lambda msg: None, tap_links=True).start()
     yield tb
     tb.stop()
 
@@ -78,10 +85,8 @@ def hop_packets(chains, spi: int) -> dict[tuple[str, int, str], int]:
 
 
 def test_each_router_sees_the_path_at_its_si_and_the_destination_gets_the_original_packet(line3, chains):
-    """Every router runs XDP, which takes a frame before any capture on its interface could, so
-    the NSH on the links between hops is read where the forwarders dispatch on it: each (SPI, SI)
-    entry counts the frames that arrived with that SI (the NSH bytes themselves are checked
-    frame by frame in tests/test_sff.py, where a router without XDP hands them to a capture)."""
+    """The forwarders' view: each (SPI, SI) entry counts the frames that arrived with that SI
+    (the NSH bytes on the links between them are checked in the test after this one)."""
     p, spi = deployed(chains)
     before = hop_packets(chains, spi["h1-to-h2"])
     at_h2 = capture(line3, "h2", H2.name, f"tcp dst port {SERVER_PORT}", 3)
@@ -97,6 +102,55 @@ def test_each_router_sees_the_path_at_its_si_and_the_destination_gets_the_origin
         g, s = Ether(g), Ether(s)
         assert (g.src, g.dst, g[IP].ttl) == (H2.peer.mac, H2.mac, 63), "routed once, by the egress router"
         assert bytes(g[TCP]) == bytes(s[TCP]) and (g[IP].src, g[IP].dst) == (s[IP].src, s[IP].dst)
+
+
+def on_the_wire(path: PathPlan) -> list[tuple[str, str, int, int]]:
+    """(sender, receiver, SI, NSH TTL) of the NSH frames on each router-to-router link of a
+    path: the SI falls by one at each NF the sender or a router before it ran, the TTL by one
+    per router left (the first one encapsulates at NSH_INITIAL_TTL)."""
+    return [(sender, receiver, 255 - sum(1 for at in path.positions if at <= i), NSH_INITIAL_TTL - 1 - i)
+            for i, (sender, receiver) in enumerate(zip(path.routers, path.routers[1:]))]
+
+
+def tap(tb, sender: str, receiver: str) -> tuple[str, str]:
+    """The link emulator between two routers, and its port facing the sender."""
+    name, link = next((n, l) for n, l in tb.emulators.items() if {l.a.node, l.b.node} == {sender, receiver})
+    return name, linkemu.ports(name)[0 if link.a.node == sender else 1]
+
+
+def test_frames_on_every_link_between_hops_decode_as_nsh_with_the_path_and_its_si(line3, chains):
+    """Captured on the link emulators between the routers, both ways: one NSH frame per packet
+    sent (MD type 2, no context headers, next protocol IPv4) with the graph's SPI, an SI one
+    lower per NF behind it, a TTL one lower per router behind it, the hop's MACs, and inside
+    the packet the host sent, byte for byte: the chain does not route it."""
+    p, spi = deployed(chains)
+    paths = {path.graph: path for path in p.paths}
+    assert on_the_wire(paths["h1-to-h2"]) == [("r1", "r2", 254, 62), ("r2", "r3", 253, 61)]
+    assert on_the_wire(paths["h2-to-h1"]) == [("r3", "r2", 255, 62), ("r2", "r1", 255, 61)]
+    sent = {"h1-to-h2": [tcp(43000 + i) for i in range(3)],
+            "h2-to-h1": [tcp(43100 + i, reverse=True) for i in range(2)]}
+    captures = {}
+    for graph, path in paths.items():
+        for sender, receiver, si, ttl in on_the_wire(path):
+            emulator, port = tap(line3, sender, receiver)
+            # the port's own egress towards the sender carries the other direction: by source MAC
+            bpf = f"ether proto 0x894f and ether src {iface(sender, receiver).mac}"
+            # no count to stop at (the hosts' answers match too): open while the others start and the frames cross
+            captures[(graph, sender, receiver, si, ttl)] = traffic.Capture(line3.node(emulator), port, bpf, timeout=6.0)
+    traffic.send(line3.node("h1"), H1.name, sent["h1-to-h2"])
+    traffic.send(line3.node("h2"), H2.name, sent["h2-to-h1"])
+    for (graph, sender, receiver, si, ttl), cap in captures.items():
+        originals = [bytes(Ether(f)[IP]) for f in sent[graph]]
+        # the hosts' kernels answer the SYNs (RSTs), which cross the links too: the sent packets only
+        on_link = [frame for frame in map(Ether, cap.frames()) if bytes(frame[NSH].payload) in originals]
+        assert sorted(bytes(f[NSH].payload) for f in on_link) == sorted(originals), \
+            f"{graph}, {sender}->{receiver}: one NSH frame per packet, the packet unchanged inside"
+        for frame in on_link:
+            nsh = frame[NSH]
+            assert (frame.src, frame.dst) == (iface(sender, receiver).mac, iface(receiver, sender).mac)
+            assert (nsh.ver, nsh.mdtype, nsh.length, nsh.nextproto) == (0, 2, 2, NSH_NEXT_IPV4), \
+                f"{graph}, {sender}->{receiver}: a bare MD type 2 header (2 words) before an IPv4 packet"
+            assert (nsh.spi, nsh.si, nsh.ttl) == (spi[graph], si, ttl), f"{graph}, {sender}->{receiver}"
 
 
 def test_every_nf_counts_each_packet_once_and_per_hop_counters_agree(line3, chains):
