@@ -18,6 +18,11 @@ CATALOG_DIR = REPO_ROOT / "nfs"
 ADDRESS_TYPES = {"ipv4", "ipv6", "ip", "mac"}   # kept in network byte order by every target
 MATCH_KINDS = {"exact", "lpm", "ternary"}
 CAPABILITIES = {"queues"}   # what an NF offers beyond tables and statistics
+CHAIN_PASS = "pass"   # programs.xdp.chain of an NF that hands every packet on (targets/chain.py)
+# programs.xdp.behind: the program an NF runs behind a service function forwarder when its
+# programs.xdp cannot run there (prio: a tc classifier on interfaces, an XDP chain hop behind)
+BEHIND = "behind"
+TARGETS = ("xdp", "bmv2")
 # `ip` holds an IPv4 or IPv6 address in 128 bits, IPv4 as its IPv4-mapped IPv6 address.
 VALUE_TYPES = {"ipv4": 32, "ipv6": 128, "ip": 128, "mac": 48, "port": 32, "u8": 8, "u16": 16, "u32": 32, "u64": 64}
 
@@ -138,6 +143,28 @@ class NFSpec:
     def table_size(self, table: Table, params: dict[str, int]) -> int:
         return params[table.size_param] if isinstance(table.size_param, str) else table.size_param
 
+    def xdp_program(self, behind: bool = False) -> dict | None:
+        """The XDP target's program entry for an instance on interfaces (programs.xdp), or
+        behind a service function forwarder: programs.xdp.behind if the NF has one, else the
+        same program. Both share the tables and statistics (map names and layouts)."""
+        program = self.programs.get("xdp")
+        if program and behind and BEHIND in program:
+            return program[BEHIND]
+        return program
+
+    def chain_hop(self, target: str) -> bool:
+        """Whether an instance can be a hop of a service chain on `target`. XDP: it can run
+        behind a forwarder, i.e. its program there hands every packet back (`chain: pass` on
+        the XDP hook), and it is no forwarder itself. BMv2: it is part of the composed
+        pipeline (an nf_enable bit), which carries the chain."""
+        if target == "xdp":
+            program = self.xdp_program(behind=True)
+            return program is not None and program.get("chain") == CHAIN_PASS \
+                and program.get("hook", "xdp") == "xdp" and "nf_slots_map" not in program
+        if target == "bmv2":
+            return "enable_mask" in self.programs.get("bmv2", {})
+        raise CatalogError(f"unknown target '{target}'", hint=f"targets: {', '.join(TARGETS)}")
+
 
 def _fields(items, where: str, is_match: bool) -> tuple[Field, ...]:
     out = []
@@ -203,8 +230,23 @@ def load_nf(path: Path) -> NFSpec:
     if capabilities - CAPABILITIES:
         raise CatalogError(f"{path.name}: unknown capabilities {sorted(capabilities - CAPABILITIES)}",
                            hint=f"capabilities: {', '.join(sorted(CAPABILITIES))}")
-    return NFSpec(name, doc.get("description", "").strip(), doc.get("programs", {}), params, tables, stats, path,
-                  capabilities)
+    programs = doc.get("programs") or {}
+    _check_behind_program(programs.get("xdp") or {}, path)
+    return NFSpec(name, doc.get("description", "").strip(), programs, params, tables, stats, path, capabilities)
+
+
+def _check_behind_program(program: dict, path: Path) -> None:
+    """programs.xdp.behind, if given, is a complete XDP program that hands packets back."""
+    if BEHIND not in program:
+        return
+    behind = program[BEHIND]
+    if not isinstance(behind, dict) or "source" not in behind:
+        raise CatalogError(f"{path.name}: programs.xdp.{BEHIND} is a program entry with at least a source, "
+                           f"got {behind!r}")
+    if behind.get("chain") != CHAIN_PASS or behind.get("hook", "xdp") != "xdp":
+        raise CatalogError(f"{path.name}: programs.xdp.{BEHIND} runs behind a forwarder, so it is an XDP program "
+                           f"with `chain: {CHAIN_PASS}`", hint="it hands every packet back through chain_pass "
+                                                              "(ebpf/include/chain.h)")
 
 
 # parsed entries by path, kept while the file's mtime and size stay the same: every controller

@@ -1,12 +1,14 @@
 """The catalog is the contract: each compiled program exposes what its entry says."""
 import math
+import re
+from pathlib import Path
 
 import pytest
 
 from controller.bpf.btf import Btf
 from controller.bpf.build import compile_program
 from controller.bpf.libbpf import BpfObject, map_info
-from controller.catalog import load_catalog, get_nf, load_nf
+from controller.catalog import BEHIND, load_catalog, get_nf, load_nf
 from controller.errors import CatalogError
 from controller.targets.xdp import PORT_MAC_SLOTS, PORT_MACS_MAP
 
@@ -14,8 +16,14 @@ CATALOG = load_catalog()
 BPF_MAP_TYPE_PROG_ARRAY = 3
 
 
-def _layout(nf):
-    obj = compile_program(nf.programs["xdp"]["source"])
+# (NF, behind) of every XDP program: programs.xdp, and programs.xdp.behind where an NF has one
+XDP_PROGRAMS = [pytest.param(n, behind, id=f"{n}-{BEHIND}" if behind else n)
+                for n, nf in CATALOG.items() if "xdp" in nf.programs
+                for behind in (False, True) if not behind or BEHIND in nf.programs["xdp"]]
+
+
+def _layout(program):
+    obj = compile_program(program["source"])
     btf = Btf(obj)
     with BpfObject(str(obj)) as o:
         ids = {name: o.btf_type_ids(name) for name in o._map_ptrs}
@@ -32,10 +40,19 @@ def _max_entries(btf, map_name):
     raise AssertionError(f"no BTF definition of map {map_name}")
 
 
-@pytest.mark.parametrize("name", [n for n, nf in CATALOG.items() if "xdp" in nf.programs])
-def test_xdp_program_exposes_catalog(name):
+def _source_text(source: Path) -> str:
+    """A C source and, recursively, the local headers it #includes."""
+    text = source.read_text()
+    return text + "".join(_source_text(source.parent / h) for h in re.findall(r'#include "([^"]+)"', text))
+
+
+@pytest.mark.parametrize("name, behind", XDP_PROGRAMS)
+def test_xdp_program_exposes_catalog(name, behind):
+    """Either program an instance may run (on interfaces, or behind a forwarder) holds every
+    table and statistic of the NF, as XdpTarget writes and reads them by map name."""
     nf = CATALOG[name]
-    btf, ids = _layout(nf)
+    program = nf.xdp_program(behind)
+    btf, ids = _layout(program)
     for table in nf.tables.values():
         m = table.xdp["map"]
         assert m in ids, f"{name}: table {table.name} has no map {m}"
@@ -70,25 +87,25 @@ def test_xdp_program_exposes_catalog(name):
                 f"{name}: map {stat.xdp['map']} is not sized {stat.cells} for the default parameters"
         elif fields:
             assert list(fields) == list(stat.index), f"{name}: stat {stat.name} fields differ from the catalog"
-    if "port_macs" in nf.programs["xdp"]:   # the interfaces' MACs, as XdpTarget writes them
-        m = nf.programs["xdp"]["port_macs"]
+    if "port_macs" in program:   # the interfaces' MACs, as XdpTarget writes them
+        m = program["port_macs"]
         assert m == PORT_MACS_MAP and m in ids, f"{name}: port_macs is the map {PORT_MACS_MAP} (include/port_macs.h)"
         key, value = (btf.members(i) for i in ids[m])
         assert value["ifindex"].size == 4 and value["addr"].size == 6, f"{name}: {m} holds (ifindex, 6-byte MAC)"
         assert _max_entries(btf, m) == PORT_MAC_SLOTS, f"{name}: {m} has the PORT_MAC_SLOTS XdpTarget places into"
-    if "classes_map" in nf.programs["xdp"]:   # queueing NFs: one class id per level
-        assert nf.programs["xdp"]["classes_map"] in ids, f"{name}: no map {nf.programs['xdp']['classes_map']}"
-    source = (nf.source.parent.parent / nf.programs["xdp"]["source"]).read_text()
+    if "classes_map" in program:   # queueing NFs: one class id per level
+        assert program["classes_map"] in ids, f"{name}: no map {program['classes_map']}"
+    source = _source_text(nf.source.parent.parent / program["source"])
     for p in nf.parameters.values():
         if "define" in p.xdp:
-            assert p.xdp["define"] in source
+            assert p.xdp["define"] in source, f"{program['source']} never uses -D{p.xdp['define']}"
 
 
 @pytest.mark.needs_root   # loads the programs
-@pytest.mark.parametrize("name", [n for n, nf in CATALOG.items() if "xdp" in nf.programs])
-def test_chain_kind_matches_the_program(name):
-    """`chain: pass` NFs own a one-slot program array to call the next NF through; others have none."""
-    program = CATALOG[name].programs["xdp"]
+@pytest.mark.parametrize("name, behind", XDP_PROGRAMS)
+def test_chain_kind_matches_the_program(name, behind):
+    """`chain: pass` programs own a one-slot program array to call the next NF through; others have none."""
+    program = CATALOG[name].xdp_program(behind)
     assert program.get("chain") in (None, "pass"), f"{name}: programs.xdp.chain is pass or absent"
     with BpfObject(str(compile_program(program["source"]))).load() as o:
         m = o.maps.get("chain_next")
@@ -182,6 +199,38 @@ def test_malformed_catalog_entry_says_where(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ntables:\n  t:\n    match: [{name: x, type: ipv5}]\n    actions: {a: []}\n")
     with pytest.raises(CatalogError, match=r"bad.yaml: table t match.x: unknown type 'ipv5'"):
+        load_nf(bad)
+
+
+def test_chain_hops_per_target():
+    """Which NFs a service chain may place as hops: on XDP, those whose program behind a forwarder
+    hands packets back (prio through its own programs.xdp.behind), never a forwarder; on BMv2,
+    those of the composed pipeline."""
+    xdp = {n for n, nf in CATALOG.items() if nf.chain_hop("xdp")}
+    assert {"cms", "precision", "prio"} <= xdp and not {"nfrouter", "sff"} & xdp
+    assert CATALOG["prio"].xdp_program(behind=True)["source"] == "ebpf/prio_chain.bpf.c"
+    assert CATALOG["prio"].xdp_program()["hook"] == "tc_egress", "on interfaces prio stays a tc classifier"
+    assert CATALOG["cms"].xdp_program(behind=True) is CATALOG["cms"].xdp_program(), "one program both ways"
+    bmv2 = {n for n, nf in CATALOG.items() if nf.chain_hop("bmv2")}
+    assert bmv2 == {n for n, nf in CATALOG.items() if "enable_mask" in nf.programs.get("bmv2", {})}
+    assert "prio" in bmv2 and "sff" not in bmv2
+    with pytest.raises(CatalogError, match="unknown target 'tofino'"):
+        CATALOG["prio"].chain_hop("tofino")
+
+
+@pytest.mark.parametrize("behind, message", [
+    pytest.param("{entry: x, chain: pass}", r"programs.xdp.behind is a program entry with at least a source",
+                 id="no-source"),
+    pytest.param("{source: ebpf/x.bpf.c}",
+                 r"programs.xdp.behind runs behind a forwarder, so it is an XDP program with `chain: pass`",
+                 id="not-pass"),
+    pytest.param("{source: ebpf/x.bpf.c, chain: pass, hook: tc_egress}",
+                 r"programs.xdp.behind runs .*, so it is an XDP program", id="tc-hook"),
+])
+def test_a_behind_program_must_hand_packets_back(tmp_path, behind, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\nprograms:\n  xdp: {{source: ebpf/prio.bpf.c, hook: tc_egress, behind: {behind}}}\n")
+    with pytest.raises(CatalogError, match=f"bad.yaml: {message}"):
         load_nf(bad)
 
 

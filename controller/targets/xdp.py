@@ -14,7 +14,8 @@ instance under key `xdp/<instance>`,
     pin, prog_id       its pin directory's name (<instance>@<generation>) and its program's id
     interfaces, ifindexes, modes, queues, next      where and how it runs (next: chain.py)
     behind, nf_slots   [forwarder, slot] of an instance run behind a service function forwarder
-                       (it has no interfaces then); a forwarder's program array of NF slots
+                       (it has no interfaces then, and runs the catalog's programs.xdp.behind
+                       when the NF has one); a forwarder's program array of NF slots
 
 and the counter slots its entries hold (DataplaneRecords.claim_slots, by instance id).
 
@@ -207,9 +208,9 @@ def _hook(kind: str, instance: str) -> XdpHook | TcEgressHook:
     return TcEgressHook(instance) if kind == TC_EGRESS else XdpHook()
 
 
-def _hook_kind(nf: NFSpec) -> str:
-    """Where the NF's program runs: XDP, or tc egress when its catalog entry says so."""
-    return TC_EGRESS if nf.programs["xdp"].get("hook") == TC_EGRESS else XDP
+def _hook_kind(program: dict) -> str:
+    """Where a catalog XDP program entry runs: XDP, or tc egress when it says so."""
+    return TC_EGRESS if program.get("hook") == TC_EGRESS else XDP
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,7 @@ class XdpTarget(Target, QueueingTarget):
     def deploy(self, node: Node, instance: str, nf: NFSpec, interfaces: list[str],
                params: dict | None = None, behind: tuple[str, int] | None = None) -> Deployment:
         check_instance_id(instance)
-        program = nf.programs.get("xdp")
+        program = nf.xdp_program(behind=behind is not None)   # behind a forwarder: programs.xdp.behind, if any
         if not program:
             raise TargetError(f"NF {nf.name} has no XDP program", hint="deploy it on a bmv2 node instead")
         values = nf.resolve_parameters(params)
@@ -364,7 +365,7 @@ class XdpTarget(Target, QueueingTarget):
                                     hint=f"its interfaces: {', '.join(sorted(links))}")
         defines = {p.xdp["define"]: values[p.name] for p in nf.parameters.values() if "define" in p.xdp}
         obj_path = compile_program(program["source"], defines)
-        kind = _hook_kind(nf)
+        kind = _hook_kind(program)
         meta = self._record(node, instance)
         if meta and (meta["nf"], meta["hook"]) != (nf.name, kind):
             raise TargetError(f"{instance} on {node.name} runs {meta['nf']} ({meta['hook']}); it cannot become "
@@ -401,9 +402,11 @@ class XdpTarget(Target, QueueingTarget):
         """`behind` as recorded ([forwarder, slot]), once the forwarder is deployed on the node, the
         slot is one of its own and free, and the NF can hand packets back (chain: pass, XDP)."""
         forwarder, slot = behind
-        if not chain.passes(nf.programs["xdp"], nf.name) or _hook_kind(nf) != XDP:
+        program = nf.xdp_program(behind=True)
+        if not chain.passes(program, nf.name) or _hook_kind(program) != XDP:
             raise TargetError(f"{nf.name} cannot run behind a forwarder: only XDP NFs with `chain: {chain.PASS}` "
-                              f"hand packets back to it", hint=f"see {nf.source}")
+                              f"hand packets back to it",
+                              hint=f"see {nf.source}: programs.xdp, or programs.xdp.behind if the NF has one")
         if forwarder == instance:
             raise TargetError(f"{instance} cannot run behind itself")
         fmeta = self._record(node, forwarder)
@@ -549,7 +552,7 @@ class XdpTarget(Target, QueueingTarget):
         there (before it runs anywhere), point its chain_next at instance `follows` and fill its
         port map. Returns the object (the caller closes it) and the program's fd; on failure
         the directory is gone again."""
-        program = nf.programs["xdp"]
+        program = nf.xdp_program(behind=bool(new["behind"]))
         pin.mkdir(parents=True)
         obj = None
         try:
