@@ -152,18 +152,24 @@ class NFSpec:
             return program[BEHIND]
         return program
 
+    @property
+    def forwarder(self) -> bool:
+        """Whether the NF is a service function forwarder (its XDP program has an NF-slots map):
+        a chain's own plumbing, which runs NF instances, never one of its hops."""
+        return "nf_slots_map" in self.programs.get("xdp", {})
+
     def chain_hop(self, target: str) -> bool:
-        """Whether an instance can be a hop of a service chain on `target`. XDP: it can run
-        behind a forwarder, i.e. its program there hands every packet back (`chain: pass` on
-        the XDP hook), and it is no forwarder itself. BMv2: it is part of the composed
-        pipeline (an nf_enable bit), which carries the chain."""
+        """Whether an instance can be a hop of a service chain on `target`: no forwarder, and on
+        XDP its program behind a forwarder hands every packet back (`chain: pass` on the XDP
+        hook); on BMv2 it is part of the composed pipeline (an nf_enable bit)."""
+        if target not in TARGETS:
+            raise CatalogError(f"unknown target '{target}'", hint=f"targets: {', '.join(TARGETS)}")
+        if self.forwarder:
+            return False
         if target == "xdp":
             program = self.xdp_program(behind=True)
-            return program is not None and program.get("chain") == CHAIN_PASS \
-                and program.get("hook", "xdp") == "xdp" and "nf_slots_map" not in program
-        if target == "bmv2":
-            return "enable_mask" in self.programs.get("bmv2", {})
-        raise CatalogError(f"unknown target '{target}'", hint=f"targets: {', '.join(TARGETS)}")
+            return program is not None and program.get("chain") == CHAIN_PASS and program.get("hook", "xdp") == "xdp"
+        return "enable_mask" in self.programs.get("bmv2", {})
 
 
 def _fields(items, where: str, is_match: bool) -> tuple[Field, ...]:
@@ -271,8 +277,7 @@ def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, NFSpec]:
 def service_nfs(directory: Path = CATALOG_DIR) -> dict[str, NFSpec]:
     """The NFs a service descriptor may name: all but forwarders (an NF with an NF-slots map is
     the chain's own plumbing, which placement puts on every chain router by itself)."""
-    return {name: nf for name, nf in load_catalog(directory).items()
-            if "nf_slots_map" not in nf.programs.get("xdp", {})}
+    return {name: nf for name, nf in load_catalog(directory).items() if not nf.forwarder}
 
 
 def get_nf(name: str, directory: Path = CATALOG_DIR) -> NFSpec:
