@@ -161,7 +161,8 @@ class NFSpec:
     def chain_hop(self, target: str) -> bool:
         """Whether an instance can be a hop of a service chain on `target`: no forwarder, and on
         XDP its program behind a forwarder hands every packet back (`chain: pass` on the XDP
-        hook); on BMv2 it is part of the composed pipeline (an nf_enable bit)."""
+        hook); on BMv2 it is part of the composed pipeline (an nf_enable bit) and hands packets
+        on, as its XDP program says (the router, which decides where they go, is no hop)."""
         if target not in TARGETS:
             raise CatalogError(f"unknown target '{target}'", hint=f"targets: {', '.join(TARGETS)}")
         if self.forwarder:
@@ -169,7 +170,7 @@ class NFSpec:
         if target == "xdp":
             program = self.xdp_program(behind=True)
             return program is not None and program.get("chain") == CHAIN_PASS and program.get("hook", "xdp") == "xdp"
-        return "enable_mask" in self.programs.get("bmv2", {})
+        return "enable_mask" in self.programs.get("bmv2", {}) and ("xdp" not in self.programs or self.chain_hop("xdp"))
 
 
 def _fields(items, where: str, is_match: bool) -> tuple[Field, ...]:

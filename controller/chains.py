@@ -19,8 +19,9 @@ descriptors name no node spread over the routers rather than piling on the ingre
 instance of the previous version of the service stays on its router. A graph's path runs
 from its ingress through the routers of its instances, in hop order, to its egress. An
 instance used by two graphs (the two directions) runs once, where its first graph put it.
-Only XDP routers run chains today (the BMv2 forwarder is not built yet): an instance or a
-path that needs a BMv2 router is refused with that reason.
+A chain may cross XDP and BMv2 routers alike, each running the forwarder (sff) with the NF
+instances behind it. A BMv2 switch's composed pipeline holds one copy of each NF type, so an
+instance goes to a BMv2 router only where no other instance of its type runs (`held_types`).
 
 Delay: each graph's path, host to host, takes its links' declared delays (topology `delay`)
 plus HOP_MS of each router it crosses; a graph with a delay budget it exceeds is refused with
@@ -43,12 +44,12 @@ FORWARDER = "sff"       # the forwarder's NF type and its instance id on every c
 FIRST_SI = 255          # RFC 8300: the classifier starts a path at SI 255
 DEFAULT_SLOTS = get_nf(FORWARDER).parameters["max_nfs"].default   # a forwarder's NF slots, unless set
 MAX_SPI = (1 << 24) - 1
-# One-way processing per router a chain's path crosses, ms, per target. XDP: the p50 one-way
-# latency h1 -> h2 of TCP SYN probes through the heavy-hitters chain on line3 (one NF on each
-# of its 3 routers, veth links), 27 us, over 3, as `.venv/bin/python bench/chains.py --quick`
-# prints it ("per-hop processing figure", 2 CPUs, kernel 6.18); the hosts' send and receive
-# paths are counted into the routers. BMv2 runs no chains yet, so it has no figure.
-HOP_MS = {"xdp": 0.009}
+# One-way processing per router a chain's path crosses, ms, per target: the p50 one-way latency
+# h1 -> h2 of TCP SYN probes through the heavy-hitters chain on line3 (one NF on each of its 3
+# routers) over 3, as `.venv/bin/python bench/chains.py --quick` prints it ("per-hop processing
+# figure", 2 CPUs, kernel 6.18); the hosts' send and receive paths are counted into the routers.
+# XDP 27 us / 3 routers; BMv2 (simple_switch_grpc, a recirculation per NF) BMV2_HOP_US / 3.
+HOP_MS = {"xdp": 0.009, "bmv2": 0.5}
 
 
 class ChainError(InnetError):
@@ -118,14 +119,16 @@ def instance_id(service: str, name: str) -> str:
 
 
 def plan(service: Service, topology: Topology, spis: dict[str, int], used_slots: dict[str, set[int]],
-         kept_slots: dict[tuple[str, str], int] | None = None, slot_limits: dict[str, int] | None = None) -> Plan:
+         kept_slots: dict[tuple[str, str], int] | None = None, slot_limits: dict[str, int] | None = None,
+         held_types: dict[str, set[str]] | None = None) -> Plan:
     """Place `service` (endpoints resolved to hosts) on `topology`. `spis`: graph name -> its SPI;
     `used_slots`: node -> forwarder slots held there by other instances; `kept_slots`: (node,
     instance id) -> the slot an instance of this service's previous plan holds, which it keeps;
-    `slot_limits`: node -> NF slots of its forwarder where it runs with other than the default."""
+    `slot_limits`: node -> NF slots of its forwarder where it runs with other than the default;
+    `held_types`: node -> NF types other instances (of other services, or none) run there."""
     routers = topology.graph.subgraph(n.name for n in topology.routers)
     placer = _Placer(service, topology, routers, {n: set(s) for n, s in used_slots.items()}, kept_slots or {},
-                     slot_limits or {})
+                     slot_limits or {}, {n: set(t) for n, t in (held_types or {}).items()})
     result = Plan(service.name)
     for graph in service.forwarding_graphs:
         result.paths.append(placer.path(graph, spis[graph.name]))
@@ -138,9 +141,10 @@ def plan(service: Service, topology: Topology, spis: dict[str, int], used_slots:
 
 class _Placer:
     def __init__(self, service: Service, topology: Topology, routers: nx.Graph, used_slots: dict[str, set[int]],
-                 kept_slots: dict[tuple[str, str], int], slot_limits: dict[str, int]):
+                 kept_slots: dict[tuple[str, str], int], slot_limits: dict[str, int], held_types: dict[str, set[str]]):
         self.service, self.topology, self.routers = service, topology, routers
         self.used_slots, self.kept_slots, self.slot_limits = used_slots, kept_slots, slot_limits
+        self.held_types = held_types
         self.instances = {i.name: i for i in service.nf_instances}
         self.placed: dict[str, PlacedInstance] = {}
 
@@ -210,9 +214,14 @@ class _Placer:
     def _load(self, node: str) -> float:
         return len(self.used_slots.get(node, ())) / self.slot_limits.get(node, DEFAULT_SLOTS)
 
-    def _has_room(self, node: str) -> bool:
+    def _has_room(self, node: str, nf: str) -> bool:
         used = self.used_slots.get(node, set())
-        return any(s not in used for s in range(self.slot_limits.get(node, DEFAULT_SLOTS)))
+        return any(s not in used for s in range(self.slot_limits.get(node, DEFAULT_SLOTS))) \
+            and not self._type_held(node, nf)
+
+    def _type_held(self, node: str, nf: str) -> bool:
+        """Whether a BMv2 router runs an instance of `nf` already: its pipeline holds one per type."""
+        return self.topology.nodes[node].target == "bmv2" and nf in self.held_types.get(node, ())
 
     def _choose(self, name: str, base: list[str], earliest: int) -> str:
         """The router of `base` an instance the descriptor places nowhere goes to: where the
@@ -222,15 +231,19 @@ class _Placer:
         kept = [node for node, i in self.kept_slots if i == ident and node in base]
         if kept:
             return kept[0]
-        wanted = self.instances[name].target
-        fitting = [j for j, r in enumerate(base)
-                   if self.topology.nodes[r].target in HOP_MS and wanted in (None, self.topology.nodes[r].target)]
-        eligible = [j for j in fitting if self._has_room(base[j])]
+        wanted, nf = self.instances[name].target, get_nf(self.instances[name].nf)
+        fitting = [j for j, r in enumerate(base) if self.topology.nodes[r].target in HOP_MS
+                   and wanted in (None, self.topology.nodes[r].target) and nf.chain_hop(self.topology.nodes[r].target)]
+        eligible = [j for j in fitting if self._has_room(base[j], nf.name)]
         if eligible:
             return base[min(eligible, key=lambda j: (j < earliest, self._load(base[j]), j))]
         if fitting:
-            raise ChainError(f"service {self.service.name}, NF instance {name}: the forwarders of every router on "
-                             f"its path ({', '.join(base)}) have all their NF slots held by other chains",
+            targets = {self.topology.nodes[base[j]].target for j in fitting}
+            why = (["the forwarders' NF slots are all held by other chains"] if "xdp" in targets else []) + \
+                ([f"the BMv2 switches run a {nf.name} already (one per switch) or have no free slot"]
+                 if "bmv2" in targets else [])
+            raise ChainError(f"service {self.service.name}, NF instance {name}: no router on its path "
+                             f"({', '.join(base)}) has room: {'; '.join(why)}",
                              hint=f"place it on a router off the path (`node`), or give a forwarder more slots: "
                                   f"innet nf set {base[0]} {FORWARDER} --param max_nfs=16")
         return base[earliest]   # no router of its target on the path: _place says why
@@ -246,10 +259,16 @@ class _Placer:
             raise ChainError(f"{where}: wants target {inst.target}, but {node} runs {topo_node.target}",
                              hint="name a router of that target with `node`, or drop the target")
         self._check_target(node, where)
-        if get_nf(inst.nf).programs.get("xdp", {}).get("chain") != "pass":
-            raise ChainError(f"{where}: {inst.nf} cannot be a hop of an XDP chain: only NFs that hand every packet "
-                             f"on (catalog `chain: pass`, e.g. cms, precision) run behind the forwarder",
-                             hint="prio classifies at tc egress, which XDP redirects bypass; leave it out of the chain")
+        if not get_nf(inst.nf).chain_hop(topo_node.target):
+            raise ChainError(f"{where}: {inst.nf} cannot be a hop of a service chain on {topo_node.target}: only NFs "
+                             f"that hand every packet on (cms, precision, prio) run behind the forwarder",
+                             hint="leave it out of the chain, or deploy it on interfaces: innet nf deploy")
+        if self._type_held(node, inst.nf):
+            raise ChainError(f"{where}: the BMv2 switch of {node} runs a {inst.nf} instance already, and its "
+                             f"pipeline holds one per NF type",
+                             hint=f"place it on another router (`node`), or remove the other {inst.nf} from {node}")
+        if topo_node.target == "bmv2":
+            self.held_types.setdefault(node, set()).add(inst.nf)
         ident = instance_id(self.service.name, name)
         used = self.used_slots.setdefault(node, set())
         slot = self.kept_slots.get((node, ident))
@@ -264,10 +283,10 @@ class _Placer:
         self.placed[name] = PlacedInstance(node, ident, inst.nf, dict(inst.parameters), slot)
 
     def _check_target(self, node: str, where: str) -> None:
-        if self.topology.nodes[node].target != "xdp":
-            raise ChainError(f"{where}: router {node} runs "
-                             f"{self.topology.nodes[node].target}; service chains run on XDP routers only so far",
-                             hint="deploy the service on a topology whose chain routers run XDP")
+        target = self.topology.nodes[node].target
+        if target not in HOP_MS:
+            raise ChainError(f"{where}: router {node} runs {target}, which has no service function forwarder",
+                             hint=f"service chains run on {' and '.join(HOP_MS)} routers")
 
 
 def _ms(value: float) -> str:

@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Mapping
 
-from controller.chains import FORWARDER, MAX_SPI, ChainError, Plan, Rule, plan
+from controller.chains import FORWARDER, MAX_SPI, ChainError, Plan, Rule, instance_id, plan
 from controller.errors import InnetError
 from controller.nsd.binding import resolve_endpoints
 from controller.nsd.errors import NSDError
@@ -100,10 +100,16 @@ class ChainService:
     def _plan(self, service: Service, topology: Topology, old: Plan | None) -> Plan:
         """The service placed beside the others (their slots, SPIs and forwarder sizes), its
         instances of `old` kept where they run."""
-        limits = {i.node: i.params["max_nfs"] for i in self.ctl.instances() if i.id == FORWARDER}
-        return plan(service.model_copy(update={"name": service_key(service.name)}), topology,
+        key = service_key(service.name)
+        instances = self.ctl.instances()
+        limits = {i.node: i.params["max_nfs"] for i in instances if i.id == FORWARDER}
+        held: dict[str, set[str]] = {}   # what a BMv2 switch's one copy per NF type is taken by
+        for i in instances:
+            if not i.id.startswith(instance_id(key, "")):
+                held.setdefault(i.node, set()).add(i.nf)
+        return plan(service.model_copy(update={"name": key}), topology,
                     self._fresh_spis(service, old), self._used_slots(),
-                    {(i.node, i.id): i.slot for i in (old.instances if old else [])}, limits)
+                    {(i.node, i.id): i.slot for i in (old.instances if old else [])}, limits, held)
 
     def deploy(self, document, bind: Mapping[str, str] | None = None, nf_map: Mapping[str, str] | None = None,
                source: str | None = None) -> Plan:

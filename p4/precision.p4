@@ -164,7 +164,12 @@ control Precision(inout headers_t hdr, inout metadata_t meta, inout standard_met
                     meta.precision_takeover = 1;
                     meta.precision_slot = min_slot;
                     meta.precision_count = (bit<64>)min_packets + 1;
-                    resubmit_preserving_field_list(PRECISION_FIELD_LIST);
+                    /* a packet the forwarder changed passes again as it is now: the
+                     * composed pipeline recirculates it (resubmit would take the frame
+                     * as it came in) */
+                    if (meta.sff_touched == 0) {
+                        resubmit_preserving_field_list(PRECISION_FIELD_LIST);
+                    }
                 }
             }
         }

@@ -4,10 +4,9 @@ A Count-Min sketch (cms) measures on the first router, in front of its router NF
 chain, or the composed BMv2 pipeline), and the demo prints the heaviest flows it saw.
 Routers run on the targets the topology names, or all on one (`target`: xdp or bmv2).
 
-Then, where every router runs XDP, a service chain: nsds/heavy-hitters-sol006.yaml (cms ->
+Then a service chain, on XDP and BMv2 routers alike: nsds/heavy-hitters-sol006.yaml (cms ->
 precision -> cms, TCP to port 5201) deployed through the service layer, iperf3 through it, its
-per-hop counters and what each NF instance counted, and the service deleted again. BMv2
-routers run no chains yet, so there the demo says why it skips that part."""
+per-hop counters and what each NF instance counted, and the service deleted again."""
 from __future__ import annotations
 
 import time
@@ -54,16 +53,12 @@ def run_demo(topology: str, iperf_seconds: int, print_routes, print_flows, targe
             print_routes(tb.routes.list(r.name), r.name)
             v = tb.controller.read_stat(r.name, "nfrouter", "verdicts")
             print("  verdicts: " + ", ".join(f"{k}={n}" for k, n in v.items() if n))
-        skip = _chain_skip(topo)
-        if skip:
-            print(f"[demo] service chain part skipped: {skip}")
-        else:
-            doc, bind, adapted = _chain_descriptor(topo)
-            service = service_key(doc["nsd"]["nsd"][0]["name"])   # from here on, teardown deletes it
-            _chain_part(tb, chains, doc, bind, adapted, iperf_seconds, servers)
-            chains.delete(service)
-            print(f"[demo] service {service} deleted")
-            service = None
+        doc, bind, adapted = _chain_descriptor(topo)
+        service = service_key(doc["nsd"]["nsd"][0]["name"])   # from here on, teardown deletes it
+        _chain_part(tb, chains, doc, bind, adapted, iperf_seconds, servers)
+        chains.delete(service)
+        print(f"[demo] service {service} deleted")
+        service = None
     except KeyboardInterrupt:
         print("\n[demo] interrupted")
     finally:
@@ -101,15 +96,6 @@ def _settle(tb, servers: list) -> None:
         if host.waiting:
             host.sendInt()
             host.waitOutput()
-
-
-def _chain_skip(topo) -> str | None:
-    """Why the service-chain part cannot run on this testbed (None: it can)."""
-    bmv2 = [r.name for r in topo.routers if r.target != "xdp"]
-    if bmv2:
-        return (f"{', '.join(bmv2)} {'runs' if len(bmv2) == 1 else 'run'} BMv2, and service chains run on XDP "
-                f"routers only so far (the BMv2 forwarder is not built yet)")
-    return None
 
 
 def _chain_descriptor(topo) -> tuple[dict, dict[str, str], bool]:

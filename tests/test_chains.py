@@ -14,12 +14,12 @@ from controller.topology import Topology, load_topology, parse_topology
 NSDS = Path(__file__).resolve().parent.parent / "nsds"
 
 
-def placed(descriptor, topology: str | Topology, bind=None, used=None, kept=None, limits=None):
+def placed(descriptor, topology: str | Topology, bind=None, used=None, kept=None, limits=None, held=None):
     topo = load_topology(topology) if isinstance(topology, str) else topology
     service = resolve_endpoints(load_descriptor(NSDS / descriptor, bind=bind) if isinstance(descriptor, str)
                                 else parse_descriptor(descriptor, bind=bind), topo)
     spis = {g.name: 100 + i for i, g in enumerate(service.forwarding_graphs)}
-    return plan(service, topo, spis, used or {}, kept, limits), topo
+    return plan(service, topo, spis, used or {}, kept, limits, held), topo
 
 
 def chain_doc(hops: list[dict], name="chain3") -> dict:
@@ -84,9 +84,27 @@ def test_slots_are_unique_per_node_and_a_kept_instance_keeps_its_slot():
     assert {i.id: i.slot for i in p.instances} == {"chain3--a": 1, "chain3--b": 5}
 
 
-def test_bmv2_routers_are_refused_with_the_reason():
-    with pytest.raises(ChainError, match="service chains run on XDP routers only"):
-        placed("ping-demo.json", "mixed", bind={"src": "h1", "dst": "h2"})
+def test_a_chain_crosses_bmv2_and_xdp_routers():
+    p, topo = placed("ping-demo.json", "mixed", bind={"src": "h1", "dst": "h2"})
+    to_dst = next(x for x in p.paths if x.graph == "to_dst")
+    assert to_dst.routers == ["s1", "r1"]
+    assert hop_rules(p, to_dst.spi) == [("s1", 255, "forward"), ("r1", 255, "decap")]
+    assert to_dst.processing_ms == pytest.approx(HOP_MS["bmv2"] + HOP_MS["xdp"])
+
+
+def test_a_bmv2_switch_takes_one_instance_of_an_nf_type():
+    """Its composed pipeline holds one copy of each NF's tables and registers."""
+    topo = load_topology("line3").retarget("bmv2")
+    doc = chain_doc([{"nf_ref": "a", "type": "cms"}, {"nf_ref": "b", "type": "cms"}])
+    p = planned_on(topo, doc)
+    assert nodes_of(p) == ["r1", "r2"], "the second cms goes where no cms runs"
+    held = {r: {"cms"} for r in ("r1", "r2", "r3")}
+    with pytest.raises(ChainError, match="has room: the BMv2 switches run a cms already"):
+        planned_on(topo, chain_doc(ONE_CMS), held=held)
+    named = chain_doc([{"nf_ref": "a", "type": "cms", "node": "r2"}])
+    with pytest.raises(ChainError, match="the BMv2 switch of r2 runs a cms instance already"):
+        planned_on(topo, named, held={"r2": {"cms"}})
+    assert nodes_of(planned_on(topo, chain_doc(ONE_CMS), held={"r1": {"cms"}})) == ["r2"]
 
 
 def test_a_node_that_is_no_router_is_refused():
@@ -96,8 +114,8 @@ def test_a_node_that_is_no_router_is_refused():
 
 
 def test_an_nf_that_does_not_pass_packets_on_is_refused_as_a_chain_hop():
-    doc = chain_doc([{"nf_ref": "a", "type": "cms"}, {"nf_ref": "q", "type": "prio"}])
-    with pytest.raises(ChainError, match="prio cannot be a hop of an XDP chain"):
+    doc = chain_doc([{"nf_ref": "a", "type": "cms"}, {"nf_ref": "r", "type": "nfrouter"}])
+    with pytest.raises(ChainError, match="nfrouter cannot be a hop of a service chain on xdp"):
         placed(doc, "line3", bind={"src": "h1", "dst": "h2"})
 
 
@@ -124,8 +142,8 @@ def with_delays(topology: str, **delays: str) -> Topology:
     return parse_topology(doc, topology)
 
 
-def planned_on(topo: Topology, doc: dict, used=None, kept=None, limits=None):
-    return placed(doc, topo, BOUND, used, kept, limits)[0]
+def planned_on(topo: Topology, doc: dict, used=None, kept=None, limits=None, held=None):
+    return placed(doc, topo, BOUND, used, kept, limits, held)[0]
 
 
 def budgeted(hops: list[dict], budget: str) -> dict:
@@ -182,9 +200,13 @@ def test_no_budget_no_check_and_no_declared_delay_counts_the_routers_only():
     assert p.paths[0].links_ms == 0 and p.paths[0].processing_ms == pytest.approx(3 * XDP_HOP)
 
 
-def test_a_bmv2_router_off_the_best_path_is_avoided():
+def test_a_bmv2_router_counts_its_own_processing_time():
     doc = load_topology("diamond").to_doc()
     doc["nodes"]["r2"]["target"] = "bmv2"
+    path = planned_on(parse_topology(doc, "diamond"), budgeted([], "5ms")).paths[0]
+    assert path.routers == ["r1", "r2", "r4"], "2 ms of links and a switch beat 4 ms of links"
+    assert path.processing_ms == pytest.approx(2 * HOP_MS["xdp"] + HOP_MS["bmv2"])
+    doc["links"][1]["delay"] = "3.6ms"   # r1-r2: now the switch's processing tips the balance
     assert planned_on(parse_topology(doc, "diamond"), budgeted([], "5ms")).paths[0].routers == ["r1", "r3", "r4"]
 
 
@@ -227,8 +249,8 @@ def test_services_named_nowhere_fill_every_forwarder_of_the_path_before_any_over
         for inst in p.instances:
             used.setdefault(inst.node, set()).add(inst.slot)
     assert {node: len(slots) for node, slots in used.items()} == {"r1": 8, "r2": 8, "r3": 8}
-    with pytest.raises(ChainError, match=r"the forwarders of every router on its path \(r1, r2, r3\) have all "
-                                         r"their NF slots held by other chains"):
+    with pytest.raises(ChainError, match=r"no router on its path \(r1, r2, r3\) has room: the forwarders' NF "
+                                         r"slots are all held by other chains"):
         planned_on(load_topology("line3"), chain_doc(ONE_CMS, name="one-too-many"), used=used)
 
 

@@ -65,6 +65,10 @@ PORT_MACS = Table("port_macs", "the MAC of each port", (Field("port", "port"),),
 # /32 `local` routes of its ipv4_routes; written here beside them, in the same batch.
 OWN_IPV4 = Table("own_ipv4", "the node's own IPv4 addresses", (Field("addr", "ipv4"),), {"own_address": ()}, 256, ())
 ROUTES_V4 = "ipv4_routes"
+# The table a forwarder names as programs.bmv2.nf_slots_table: which NF of the composed pipeline
+# runs in each of its slots (the NF's enable bit), written here as instances are deployed behind it.
+NF_SLOTS = Table("sfc_nfs", "the NF in each slot of a forwarder", (Field("slot", "u32"),), {"run_nf": (Field("nfs", "u8"),)},
+                 16, ())
 
 
 @dataclass(frozen=True)
@@ -223,10 +227,12 @@ class Bmv2Target(Target, QueueingTarget):
 
     # ---- deployment -------------------------------------------------------------------
     def deploy(self, node: Node, instance: str, nf: NFSpec, interfaces: list[str],
-               params: dict | None = None) -> Deployment:
+               params: dict | None = None, behind: tuple[str, int] | None = None) -> Deployment:
         values = nf.resolve_parameters(params)
         label = _label(instance, nf.name)
-        if not interfaces:
+        if behind is not None:
+            behind = self._check_behind(node, instance, nf, interfaces, behind)
+        elif not interfaces:
             raise TopologyError(f"deploying {label} on {node.name}: no interfaces given")
         sw = self._switch(node)
         for ifname in interfaces:
@@ -242,7 +248,8 @@ class Bmv2Target(Target, QueueingTarget):
         pipeline = _Pipeline(build, _cookie(build))
         record = {"nf": nf.name, "source": str(nf.source), "interfaces": list(interfaces), "params": values,
                   "json": str(build.json), "p4info": str(build.p4info), "cookie": pipeline.cookie,
-                  "enable_mask": nf.programs["bmv2"]["enable_mask"] if composed.runs(nf) else None}
+                  "enable_mask": nf.programs["bmv2"]["enable_mask"] if composed.runs(nf) else None,
+                  "behind": behind}
         if old and old.get("queues"):   # queues are the switch's, not the pipeline's: they stay
             record["queues"] = {i: q for i, q in old["queues"].items() if i in interfaces}
         loaded = self._loaded_cookie(node)
@@ -261,11 +268,66 @@ class Bmv2Target(Target, QueueingTarget):
         if record["enable_mask"]:
             self._sync_enable(node, pipeline, {**carried, instance: record})
         self._fill_port_macs(node, pipeline, {**carried, instance: record})
-        log.info("%s deployed on %s (ports %s)%s", label, node.name,
-                 ", ".join(f"{i}={sw.ports[i]}" for i in interfaces),
+        self._fill_nf_slots(node, pipeline, {**carried, instance: record})
+        log.info("%s deployed on %s (%s)%s", label, node.name,
+                 f"behind {behind[0]} in slot {behind[1]}" if behind else
+                 "ports " + ", ".join(f"{i}={sw.ports[i]}" for i in interfaces),
                  f"; a new pipeline emptied {', '.join(cleared)}" if cleared else "")
         return Deployment(node.name, instance, nf.name, self.kind, tuple(interfaces), values,
-                          {i: f"bmv2 port {sw.ports[i]}" for i in interfaces}, cleared=cleared)
+                          {i: f"bmv2 port {sw.ports[i]}" for i in interfaces}, cleared=cleared,
+                          behind=tuple(behind) if behind else None)
+
+    def _check_behind(self, node: Node, instance: str, nf: NFSpec, interfaces: list[str],
+                      behind: tuple[str, int]) -> list:
+        """`behind` as recorded ([forwarder, slot]), once the forwarder runs on the node, the slot is
+        one of its own and free, and the NF is one the composed pipeline runs behind it."""
+        forwarder, slot = behind
+        label = _label(instance, nf.name)
+        if interfaces:
+            raise TopologyError(f"{label} runs behind {forwarder} on {node.name}: it takes no interfaces",
+                                hint="deploy it with no interfaces, or not behind the forwarder")
+        if not composed.runs(nf) or not nf.chain_hop(self.kind):
+            raise TargetError(f"{nf.name} cannot run behind a forwarder on BMv2: only the composed pipeline's NFs "
+                              f"that hand every packet on (cms, precision, prio) do",
+                              hint="run it on its interfaces instead")
+        fwd = self.records.get(node.name, RECORD_PREFIX + forwarder)
+        table = _nf_of(fwd).programs["bmv2"].get("nf_slots_table") if fwd else None
+        if table is None:
+            raise TargetError(f"{forwarder} on {node.name} " + (f"runs {fwd['nf']}, which has no NF slots (catalog "
+                              f"programs.bmv2.nf_slots_table)" if fwd else "is not deployed"),
+                              hint=f"deploy a service function forwarder (sff) as {forwarder} first")
+        size = fwd["params"]["max_nfs"]
+        if type(slot) is not int or not 0 <= slot < size:
+            raise TargetError(f"slot {slot!r} of {forwarder} on {node.name} does not exist: it has {size} NF slots",
+                              hint=f"use 0..{size - 1}, or redeploy {forwarder} with more (sff: max_nfs)")
+        holder = next((i for i, r in self._records(node).items()
+                       if i != instance and r.get("behind") == [forwarder, slot]), None)
+        if holder:
+            raise TargetError(f"slot {slot} of {forwarder} on {node.name} holds {holder}",
+                              hint=f"use a free slot, or remove {holder} first")
+        return [forwarder, slot]
+
+    def _nf_slots_codec(self, node: Node, pipeline: _Pipeline, forwarder: dict) -> "_Codec":
+        p4_table = _nf_of(forwarder).programs["bmv2"]["nf_slots_table"]
+        where = f"{forwarder['nf']} table {p4_table}"
+        try:
+            return _Codec(NF_SLOTS, pipeline.p4info.table(p4_table, where), self._switch(node).ports, where)
+        except CatalogError as exc:
+            raise TargetError(exc.message, hint=exc.hint) from None
+
+    def _slot_entry(self, record: dict) -> TableEntry:
+        return normalize(NF_SLOTS, TableEntry(NF_SLOTS.name, {"slot": record["behind"][1]}, "run_nf",
+                                              {"nfs": record["enable_mask"]}))
+
+    def _fill_nf_slots(self, node: Node, pipeline: _Pipeline, instances: dict[str, dict]) -> None:
+        """Name in each forwarder's slot table the NF of every instance that runs behind it."""
+        for record in instances.values():
+            if not record.get("behind"):
+                continue
+            forwarder = self.records.get(node.name, RECORD_PREFIX + record["behind"][0])
+            codec = self._nf_slots_codec(node, pipeline, forwarder)
+            entry = self._slot_entry(record)
+            self._apply(node, [(entry, codec.insertion(entry))])
 
     def _fill_port_macs(self, node: Node, pipeline: _Pipeline, instances: dict[str, dict]) -> None:
         """Write the MAC of each port of the instances whose NF names a port_macs table."""
@@ -348,7 +410,8 @@ class Bmv2Target(Target, QueueingTarget):
         ports = sw.ports if sw else {}
         return [Deployment(node.name, i, r["nf"], self.kind, tuple(r["interfaces"]), r["params"],
                            {f: f"bmv2 port {ports[f]}" for f in r["interfaces"] if f in ports},
-                           problem or self._problem(r, loaded, enabled))
+                           problem or self._problem(r, loaded, enabled),
+                           behind=tuple(r["behind"]) if r.get("behind") else None)
                 for i, r in records.items()]
 
     @staticmethod
@@ -388,6 +451,10 @@ class Bmv2Target(Target, QueueingTarget):
             log.warning("%s: cannot load %s's catalog entry (%s); its entries stay on the switch",
                         node.name, instance, exc)
             return
+        forwarder = self.records.get(node.name, RECORD_PREFIX + record["behind"][0]) if record.get("behind") else None
+        if forwarder and forwarder["cookie"] == record["cookie"]:
+            codec = self._nf_slots_codec(node, pipeline, forwarder)
+            self._delete_keys(node, [codec.deletion(self._slot_entry(record))])
         inst = _Instance(instance, record, nf)
         for table in nf.tables.values():
             codec = self._codec(node, inst, table)
@@ -794,6 +861,9 @@ class _Codec:
     def __init__(self, table: Table, info: TableInfo, ports: dict[str, int], where: str):
         self.table, self.info, self.ports, self.where = table, info, ports, where
         self.port_names = {p: i for i, p in ports.items()}
+        # fields whose 0 is a wildcard (catalog bmv2.zero_wildcards: field -> weight): ternary on
+        # the switch, 0 left out as a don't-care; priority 1 + the weights of the fields set
+        self.wildcards: dict[str, int] = table.bmv2.get("zero_wildcards", {})
 
     def _p4_field(self, found, f: Field, what: str):
         if found is None:
@@ -849,13 +919,15 @@ class _Codec:
                 if plen:   # P4Runtime: a /0 is a don't-care, left out
                     m = entry.match.add(field_id=mf.id)
                     m.lpm.value, m.lpm.prefix_len = raw, plen
-            elif f.kind == "ternary":
+            elif f.kind == "ternary" or f.name in self.wildcards:
+                if f.name in self.wildcards and not any(raw):
+                    continue
                 m = entry.match.add(field_id=mf.id)
                 m.ternary.value, m.ternary.mask = raw, b"\xff" * len(raw)
             else:
                 entry.match.add(field_id=mf.id).exact.value = raw
-        if any(f.kind == "ternary" for f in self.table.match):
-            entry.priority = 1
+        if any(f.kind == "ternary" for f in self.table.match) or self.wildcards:
+            entry.priority = 1 + sum(w for name, w in self.wildcards.items() if e.match.get(name))
         if not with_action:
             return
         action = self.info.actions.get(e.action)
@@ -876,8 +948,10 @@ class _Codec:
             m = by_id.get(mf.id)
             if f.kind == "lpm":
                 match[f.name] = self._value(f, m.lpm.value if m else b"", m.lpm.prefix_len if m else 0)
+            elif f.kind == "ternary" or f.name in self.wildcards:
+                match[f.name] = self._value(f, m.ternary.value if m else b"")
             else:
-                match[f.name] = self._value(f, m.ternary.value if f.kind == "ternary" else m.exact.value)
+                match[f.name] = self._value(f, m.exact.value)
         action = self.info.action_name(entry.action.action.action_id) or f"action{entry.action.action.action_id}"
         values = {p.param_id: p.value for p in entry.action.action.params}
         ids = {p.name: p.id for p in self.info.actions[action].params} if action in self.info.actions else {}

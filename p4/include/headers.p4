@@ -7,6 +7,11 @@
 
 const bit<16> ETHERTYPE_IPV4 = 0x0800;
 const bit<16> ETHERTYPE_IPV6 = 0x86dd;
+const bit<16> ETHERTYPE_NSH = 0x894f;
+
+/* NSH (RFC 8300) next protocols the service function forwarder carries */
+const bit<8> NSH_NP_IPV4 = 1;
+const bit<8> NSH_NP_IPV6 = 2;
 
 const bit<8> IP_PROTO_HOPOPT = 0;
 const bit<8> IP_PROTO_TCP = 6;
@@ -25,6 +30,27 @@ header ethernet_t {
     bit<48> dstAddr;
     bit<48> srcAddr;
     bit<16> etherType;
+}
+
+/* NSH base header and service path header (RFC 8300); `len` counts 4-byte words of the
+ * whole NSH, context headers included. */
+header nsh_t {
+    bit<2>  version;
+    bit<1>  oam;
+    bit<1>  unused1;
+    bit<6>  ttl;
+    bit<6>  len;
+    bit<4>  unused2;
+    bit<4>  md_type;
+    bit<8>  next_proto;
+    bit<24> spi;
+    bit<8>  si;
+}
+
+/* MD type 2 context headers, carried through unread: up to the 63 words `len` allows,
+ * less the 2 of the fixed part. */
+header nsh_context_t {
+    varbit<1952> data;
 }
 
 header ipv4_t {
@@ -78,6 +104,8 @@ header l4_ports_t {
 
 struct headers_t {
     ethernet_t              ethernet;
+    nsh_t                   nsh;
+    nsh_context_t           nsh_context;
     ipv4_t                  ipv4;
     ipv4_options_t          ipv4_options;
     ipv6_t                  ipv6;
@@ -113,7 +141,13 @@ const verdict_t VERDICT_PASS_LOCAL_SOURCE = 12;
 const verdict_t VERDICT_PASS_HAIRPIN = 13;
 #define VERDICT_COUNT 14
 
-const bit<8> PRECISION_FIELD_LIST = 1;
+const bit<8> PRECISION_FIELD_LIST = 1;   /* carried by resubmit (PRECISION's second pass) */
+const bit<8> SFF_FIELD_LIST = 2;         /* carried by recirculation (the forwarder's next pass) */
+
+/* What the service function forwarder (sff.p4) decided for a packet's pass */
+const bit<2> SFF_PASS = 0;       /* not its packet, or decapsulated: on to the port's NFs and router */
+const bit<2> SFF_TO_NF = 1;      /* an NF behind it runs; then the packet passes again (recirculated) */
+const bit<2> SFF_DONE = 2;       /* forwarded to the next node, or dropped */
 
 struct metadata_t {
     /* filled by the parser */
@@ -126,16 +160,30 @@ struct metadata_t {
     /* the composed pipeline's enabled NFs (innet.p4) */
     bit<8>     nfs;
     /* PRECISION's takeover, decided on a packet's first pass and carried by resubmit to
-     * its second: the slot to take over and its new counter */
-    @field_list(PRECISION_FIELD_LIST)
+     * its second (or, when the forwarder changed the packet, by recirculation): the slot to
+     * take over and its new counter */
+    @field_list(PRECISION_FIELD_LIST, SFF_FIELD_LIST)
     bit<1>     precision_takeover;
-    @field_list(PRECISION_FIELD_LIST)
+    @field_list(PRECISION_FIELD_LIST, SFF_FIELD_LIST)
     bit<32>    precision_slot;
-    @field_list(PRECISION_FIELD_LIST)
+    @field_list(PRECISION_FIELD_LIST, SFF_FIELD_LIST)
     bit<64>    precision_count;
-    /* the port the packet came in on: BMv2 resets standard metadata on resubmit */
-    @field_list(PRECISION_FIELD_LIST)
+    /* the port the packet came in on: BMv2 resets standard metadata on resubmit and
+     * recirculation */
+    @field_list(PRECISION_FIELD_LIST, SFF_FIELD_LIST)
     bit<9>     ingress_port;
+    /* the service function forwarder's decision for this pass (sff.p4) */
+    bit<2>     sff_outcome;
+    bit<8>     sff_nfs;          /* SFF_TO_NF: the enable bit of the NF that runs */
+    bit<1>     sff_touched;      /* it classified or dispatched the packet in this pass */
+    bit<1>     sff_recirculate;  /* egress: recirculate with SFF_FIELD_LIST */
+    /* carried to the next pass */
+    @field_list(SFF_FIELD_LIST)
+    bit<1>     sff_recirculated; /* this pass is a recirculation */
+    @field_list(SFF_FIELD_LIST)
+    bit<1>     sff_bypass;       /* past the forwarder already: the NFs' second pass */
+    @field_list(SFF_FIELD_LIST)
+    bit<3>     sff_priority;     /* a prio hop's queue, for the pass that sends the packet */
     /* the router asks computeChecksum for a new IPv4 checksum only on what it rewrote */
     bit<1>     ipv4_rewritten;
 }

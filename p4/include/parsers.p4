@@ -1,6 +1,7 @@
 /* Parser, deparser and checksum controls shared by innet's P4 programs (v1model).
  *
- * The parser reads what the NFs need: Ethernet, IPv4 (with options) or IPv6 (with up to
+ * The parser reads what the NFs need: Ethernet, an NSH (whose inner packet the NFs then
+ * see, as on XDP), IPv4 (with options) or IPv6 (with up to
  * IPV6_MAX_EXT extension headers), and the transport ports of the first fragment. A frame
  * too short for a header stops the parser with standard_metadata.parser_error set; the
  * ingress still sees it (BMv2 does not drop on parser errors) and the NFs judge it.
@@ -17,6 +18,31 @@ parser InnetParser(packet_in pkt, out headers_t hdr, inout metadata_t meta,
         transition select(hdr.ethernet.etherType) {
             ETHERTYPE_IPV4: parse_ipv4;
             ETHERTYPE_IPV6: parse_ipv6;
+            ETHERTYPE_NSH: parse_nsh;
+            default: accept;
+        }
+    }
+
+    /* a version other than 0 or a length short of the fixed part: the forwarder judges it */
+    state parse_nsh {
+        pkt.extract(hdr.nsh);
+        transition select(hdr.nsh.version, hdr.nsh.len) {
+            (0, 0 .. 1): accept;
+            (0, 2): parse_nsh_inner;
+            (0, _): parse_nsh_context;
+            default: accept;
+        }
+    }
+
+    state parse_nsh_context {
+        pkt.extract(hdr.nsh_context, ((bit<32>)hdr.nsh.len - 2) * 32);
+        transition parse_nsh_inner;
+    }
+
+    state parse_nsh_inner {
+        transition select(hdr.nsh.next_proto) {
+            NSH_NP_IPV4: parse_ipv4;
+            NSH_NP_IPV6: parse_ipv6;
             default: accept;
         }
     }
@@ -127,6 +153,8 @@ control InnetComputeChecksum(inout headers_t hdr, inout metadata_t meta) {
 control InnetDeparser(packet_out pkt, in headers_t hdr) {
     apply {
         pkt.emit(hdr.ethernet);
+        pkt.emit(hdr.nsh);
+        pkt.emit(hdr.nsh_context);
         pkt.emit(hdr.ipv4);
         pkt.emit(hdr.ipv4_options);
         pkt.emit(hdr.ipv6);

@@ -1,5 +1,5 @@
 /* What every innet P4 program shares beyond parsing: the exception path, the flow key,
- * the (empty) egress, and the names every program's controls are instantiated under, so a
+ * the egress, and the names every program's controls are instantiated under, so a
  * table or counter has the same P4Runtime name in a standalone NF program and in the
  * composed pipeline (p4/innet.p4): InnetIngress.<nf>.<name>.
  */
@@ -81,8 +81,14 @@ control FlowKey(in headers_t hdr, inout metadata_t meta, in standard_metadata_t 
     reg##_0.write(index, value[127:96]); reg##_1.write(index, value[95:64]); \
     reg##_2.write(index, value[63:32]); reg##_3.write(index, value[31:0]); }
 
+/* The only work of the egress: a packet the forwarder (sff.p4) handed to an NF passes the
+ * pipeline again, as it is now (its SI decremented), with SFF_FIELD_LIST. */
 control InnetEgress(inout headers_t hdr, inout metadata_t meta, inout standard_metadata_t std) {
-    apply { }
+    apply {
+        if (meta.sff_recirculate == 1) {
+            recirculate_preserving_field_list(SFF_FIELD_LIST);
+        }
+    }
 }
 
 #define INNET_SWITCH V1Switch(InnetParser(), InnetVerifyChecksum(), InnetIngress(), \
