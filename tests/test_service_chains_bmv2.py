@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +29,8 @@ from frames import NSH   # scapy.contrib.nsh with MD type 2 decoding
 from testbed import traffic
 
 pytestmark = pytest.mark.testbed
-DESCRIPTOR = Path(__file__).resolve().parent.parent / "nsds" / "heavy-hitters-sol006.yaml"
+REPO = Path(__file__).resolve().parent.parent
+DESCRIPTOR = REPO / "nsds" / "heavy-hitters-sol006.yaml"
 SERVICE = "heavy-hitters-ns"
 SERVER_PORT = 5201
 
@@ -217,5 +222,43 @@ def test_the_lnsd_example_chains_cms_precision_prio_on_bmv2_with_ping_and_iperf3
         result = testbed.host("h1").cmd(f"iperf3 -c {h2.ipv4.ip} -t 1 -J")
         server.wait(timeout=15)
         assert json.loads(result)["end"]["sum_received"]["bytes"] > 100_000, "TCP through a BMv2 chain"
+    finally:
+        chains.delete(key)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.7])
+def test_kill_9_mid_deploy_then_one_command_leaves_a_working_chain_or_none(testbed, chains, fraction):
+    """The lnsd example's precision asks for 3 stages: its deploy builds and loads a new pipeline
+    on the switch, which empties its tables, so a kill can land between the push and the refill."""
+    key, ctl = "heavy-hitter-watch", testbed.controller
+    env = {**os.environ, "INNET_SCOPE": ctl.scope.name}
+    deploy = [sys.executable, "-m", "testbed.cli", "service", "deploy", str(LNSD)]
+    # a process of its own, as an operator's (a forked one would share this one's gRPC connections),
+    # timed from start to end as the run it kills
+    started = time.perf_counter()
+    assert subprocess.run(deploy, cwd=REPO, env=env, capture_output=True).returncode == 0
+    took = time.perf_counter() - started
+    chains.delete(key)
+    child = subprocess.Popen(deploy, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(took * fraction)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    status = subprocess.run([sys.executable, "-m", "testbed.cli", "status", "--json"], cwd=REPO, capture_output=True,
+                            text=True, env=env)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["pending_operations"] == []
+    assert all(i["health"] == "ok" for n in report["nodes"] for i in n["instances"]), report["nodes"]
+    chain_instances = {(i.node, i.id) for i in ctl.instances() if i.id.startswith(f"{key}--")}
+    whole = key in ctl.store.services()
+    try:
+        if whole:
+            assert chain_instances == {(i["node"], i["id"]) for i in chains.show(key)["instances"]}
+        else:
+            assert chain_instances == set()
+            assert all(not ctl.store.entries(n, "sff") for n in ("r1", "r2", "r3") if ctl.store.instance(n, "sff"))
+        h2 = iface(testbed, "h2", "r3")
+        out = testbed.host("h1").cmd(f"ping -c 2 -i 0.3 -W 2 {h2.ipv4.ip}")
+        assert " 0% packet loss" in out, f"{'through the chain' if whole else 'routed plainly'}: {out}"
     finally:
         chains.delete(key)
