@@ -206,7 +206,10 @@ def test_a_bmv2_router_counts_its_own_processing_time():
     path = planned_on(parse_topology(doc, "diamond"), budgeted([], "5ms")).paths[0]
     assert path.routers == ["r1", "r2", "r4"], "2 ms of links and a switch beat 4 ms of links"
     assert path.processing_ms == pytest.approx(2 * HOP_MS["xdp"] + HOP_MS["bmv2"])
-    doc["links"][1]["delay"] = "3.6ms"   # r1-r2: now the switch's processing tips the balance
+    # r1-r2 at 2.8 ms: by its links alone (3.8 ms) the r2 branch still beats the r3 branch (4 ms),
+    # with its switch's processing no longer
+    assert 2.8 + 1 < 4 < 2.8 + 1 + HOP_MS["bmv2"] - HOP_MS["xdp"], "HOP_MS changed: pick a delay on the balance"
+    doc["links"][1]["delay"] = "2.8ms"   # r1-r2: now the switch's processing tips the balance
     assert planned_on(parse_topology(doc, "diamond"), budgeted([], "5ms")).paths[0].routers == ["r1", "r3", "r4"]
 
 
