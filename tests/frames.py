@@ -1,5 +1,5 @@
 """Frames for the packet tests, addressed as the `linear` topology's addressing plan says,
-and what routers make of them."""
+and what routers make of them; where a service chain's NSH frames cross a testbed's links."""
 from scapy.contrib.nsh import NSH
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
@@ -10,6 +10,8 @@ R1_OUT_MAC, H2_MAC = "02:00:00:02:02:01", "02:00:00:03:02:02"    # r1-eth1, h2-e
 H1, H2, R1_IN = "10.0.1.2", "10.0.2.2", "10.0.1.1"
 H1_6, H2_6, R1_IN_6 = "2001:db8:0:1::2", "2001:db8:0:2::2", "2001:db8:0:1::1"
 PORT = 9999
+NSH_INITIAL_TTL = 63   # RFC 8300's default, which the classifier writes
+NSH_NEXT_IPV4 = 1
 
 
 def udp4(dst=H2, ttl=64, payload=b"innet", **ip):
@@ -45,3 +47,20 @@ def _fix_scapy_nsh() -> None:
 
 
 _fix_scapy_nsh()
+
+
+def on_the_wire(path) -> list[tuple[str, str, int, int]]:
+    """(sender, receiver, SI, NSH TTL) of the NSH frames on each router-to-router link of a
+    chain's path (controller.chains.PathPlan): the SI falls by one at each NF the sender or a
+    router before it ran, the TTL by one per router left (the first one encapsulates at
+    NSH_INITIAL_TTL)."""
+    return [(sender, receiver, 255 - sum(1 for at in path.positions if at <= i), NSH_INITIAL_TTL - 1 - i)
+            for i, (sender, receiver) in enumerate(zip(path.routers, path.routers[1:]))]
+
+
+def tap(tb, sender: str, receiver: str) -> tuple[str, str]:
+    """The link emulator between two routers of a running testbed, and its port facing the sender."""
+    from testbed import linkemu
+
+    name, link = next((n, lk) for n, lk in tb.emulators.items() if {lk.a.node, lk.b.node} == {sender, receiver})
+    return name, linkemu.ports(name)[0 if link.a.node == sender else 1]

@@ -22,11 +22,10 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from controller.chains import PathPlan
 from controller.stats import read_flows
 from controller.topology import load_topology
-from frames import NSH
-from testbed import linkemu, traffic
+from frames import NSH, NSH_NEXT_IPV4, on_the_wire, tap
+from testbed import traffic
 
 pytestmark = pytest.mark.testbed
 REPO = Path(__file__).resolve().parent.parent
@@ -34,8 +33,6 @@ DESCRIPTOR = REPO / "nsds" / "heavy-hitters-sol006.yaml"
 SERVICE = "heavy-hitters-ns"
 TOPO = load_topology("line3")
 SERVER_PORT = 5201
-NSH_INITIAL_TTL = 63   # RFC 8300's default, which the classifier writes
-NSH_NEXT_IPV4 = 1
 
 
 def iface(node: str, towards: str):
@@ -102,20 +99,6 @@ def test_each_router_sees_the_path_at_its_si_and_the_destination_gets_the_origin
         g, s = Ether(g), Ether(s)
         assert (g.src, g.dst, g[IP].ttl) == (H2.peer.mac, H2.mac, 63), "routed once, by the egress router"
         assert bytes(g[TCP]) == bytes(s[TCP]) and (g[IP].src, g[IP].dst) == (s[IP].src, s[IP].dst)
-
-
-def on_the_wire(path: PathPlan) -> list[tuple[str, str, int, int]]:
-    """(sender, receiver, SI, NSH TTL) of the NSH frames on each router-to-router link of a
-    path: the SI falls by one at each NF the sender or a router before it ran, the TTL by one
-    per router left (the first one encapsulates at NSH_INITIAL_TTL)."""
-    return [(sender, receiver, 255 - sum(1 for at in path.positions if at <= i), NSH_INITIAL_TTL - 1 - i)
-            for i, (sender, receiver) in enumerate(zip(path.routers, path.routers[1:]))]
-
-
-def tap(tb, sender: str, receiver: str) -> tuple[str, str]:
-    """The link emulator between two routers, and its port facing the sender."""
-    name, link = next((n, l) for n, l in tb.emulators.items() if {l.a.node, l.b.node} == {sender, receiver})
-    return name, linkemu.ports(name)[0 if link.a.node == sender else 1]
 
 
 def test_frames_on_every_link_between_hops_decode_as_nsh_with_the_path_and_its_si(line3, chains):
