@@ -58,7 +58,8 @@ class ChainService:
         return Service.model_validate(model), Plan.from_doc(p)
 
     def show(self, name: str) -> dict:
-        """The service's placement, its rules and their packet counters, its NF instances."""
+        """The service's placement, its rules and their packet counters, its NF instances with the
+        packets their forwarders handed them."""
         service, p = self.get(name)
         counters = {}
         for node in p.nodes:
@@ -70,7 +71,10 @@ class ChainService:
                 for r in p.rules if r.table == "sfc_hops"]
         return {"name": service.name, "key": p.service, "format": service.format,
                 "paths": [{"graph": x.graph, "spi": x.spi, "routers": x.routers, "hops": x.hops} for x in p.paths],
-                "instances": [{"node": i.node, "id": i.id, "nf": i.nf, "slot": i.slot} for i in p.instances],
+                "instances": [{"node": i.node, "id": i.id, "nf": i.nf, "slot": i.slot,
+                               "packets": sum(h["packets"] for h in hops if h["node"] == i.node
+                                              and h["action"] == "to_nf" and h["params"]["slot"] == i.slot)}
+                              for i in p.instances],
                 "classifier": [{"node": r.node, **r.match, **r.params} for r in p.rules if r.table == "sfc_classify"],
                 "hops": hops}
 

@@ -405,12 +405,15 @@ def cmd_service(args) -> int:
 
 
 def _print_service(shown) -> None:
-    """A service (ServiceOut): its paths, hops with counters, and what differs from the desired state."""
+    """A service (ServiceOut): its paths, NF instances and hops with counters, and what differs from
+    the desired state."""
     console = _console()
     console.print(f"service [bold]{shown.name}[/bold] ({shown.format})")
     for path in shown.paths:
         hops = " -> ".join(f"{i} @{n}" for i, n in path.hops) or "no NF"
         console.print(f"  {path.graph}: SPI {path.spi}, routers {' -> '.join(path.routers)}; {hops}")
+    _table("NF instances", ["instance", "NF", "node", "slot", "health", "packets"],
+           [[i.id, i.nf, i.node, i.slot, i.health, i.packets] for i in shown.instances])
     _table("hops", ["node", "SPI", "SI", "action", "parameters", "packets", "bytes"],
            [[h.node, h.spi, h.si, h.action, " ".join(f"{k}={v}" for k, v in h.params.items()), h.packets, h.bytes]
             for h in shown.hops])

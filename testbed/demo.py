@@ -6,7 +6,9 @@ Routers run on the targets the topology names, or all on one (`target`: xdp or b
 
 Then a service chain, on XDP and BMv2 routers alike: nsds/heavy-hitters-sol006.yaml (cms ->
 precision -> cms, TCP to port 5201) deployed through the service layer, iperf3 through it, its
-per-hop counters and what each NF instance counted, and the service deleted again."""
+per-hop counters and what each NF instance counted, and the service deleted again; then the
+Ping demo (nsds/ping-demo.json: src <-> dst through an NFRouter), pinged through, with its
+per-hop counters."""
 from __future__ import annotations
 
 import time
@@ -23,6 +25,7 @@ from testbed import processes
 from testbed.leftovers import leftovers
 
 CHAIN_NSD = Path(__file__).resolve().parent.parent / "nsds" / "heavy-hitters-sol006.yaml"
+PING_NSD = CHAIN_NSD.parent / "ping-demo.json"
 
 
 def run_demo(topology: str, iperf_seconds: int, print_routes, print_flows, target: str | None = None) -> int:
@@ -56,6 +59,9 @@ def run_demo(topology: str, iperf_seconds: int, print_routes, print_flows, targe
         doc, bind, adapted = _chain_descriptor(topo)
         service = service_key(doc["nsd"]["nsd"][0]["name"])   # from here on, teardown deletes it
         _chain_part(tb, chains, doc, bind, adapted, iperf_seconds, servers)
+        chains.delete(service)
+        print(f"[demo] service {service} deleted")
+        service = _ping_demo_part(tb, chains)   # from here on, teardown deletes it
         chains.delete(service)
         print(f"[demo] service {service} deleted")
         service = None
@@ -135,6 +141,22 @@ def _chain_part(tb, chains: ChainService, doc: dict, bind: dict[str, str], adapt
     _print_chain_counters(tb.controller, chains, plan)
 
 
+def _ping_demo_part(tb, chains: ChainService) -> str:
+    """The Smart-Orchestrator report's Ping demo (src <-> dst through an NFRouter: a chain with no
+    NF, NSH from the source's router to the destination's), pinged through; returns its key."""
+    src, dst = tb.topo.hosts[0], tb.topo.hosts[-1]
+    print(f"[demo] service chain: deploying {PING_NSD.relative_to(PING_NSD.parent.parent)} "
+          f"(src={src.name}, dst={dst.name})")
+    plan = chains.deploy(PING_NSD.read_text(), bind={"src": src.name, "dst": dst.name}, source=str(PING_NSD))
+    for path in plan.paths:
+        print(f"  {path.graph}: SPI {path.spi}, routers {' -> '.join(path.routers)}")
+    print(f"[demo] ping {src.name} -> {dst.name} through it")
+    out = tb.host(src.name).cmd(f"ping -c 5 -i 0.2 -W 2 {dst.interfaces[0].ipv4.ip}")
+    print("  " + next((line for line in out.splitlines() if "packet loss" in line), out.strip()))
+    _print_chain_counters(tb.controller, chains, plan)
+    return plan.service
+
+
 def _print_chain_counters(ctl, chains: ChainService, plan) -> None:
     shown = chains.show(plan.service)
     print(f"[demo] per-hop counters (innet service show {plan.service}):")
@@ -148,7 +170,8 @@ def _print_chain_counters(ctl, chains: ChainService, plan) -> None:
         if h["action"] == "to_nf":
             key = (h["node"], h["params"]["slot"])
             handed[key] = handed.get(key, 0) + h["packets"]
-    print("[demo] packets each NF instance counted, beside those its forwarder handed it:")
+    if plan.instances:
+        print("[demo] packets each NF instance counted, beside those its forwarder handed it:")
     for inst in plan.instances:
         spec = ctl.spec(inst.node, inst.id)
         if "sketch" in spec.stats:   # cms: every packet adds one to a cell of each row, in one of two banks

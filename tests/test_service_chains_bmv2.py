@@ -147,6 +147,8 @@ def test_every_nf_counts_each_packet_once(testbed, chains):
         counted = {str(c.flow): c.packets for c in read_flows(testbed.controller, inst.node, inst.id)}
         mine = [n for f, n in counted.items() if f":{sport} ->" in f]
         assert mine == [5], f"{inst.id} on {inst.node} ({testbed.topo.nodes[inst.node].target}) counted {mine}"
+    handed = {i["id"]: i["packets"] for i in chains.show(SERVICE)["instances"]}
+    assert set(handed) == {i.id for i in p.instances} and all(n >= 5 for n in handed.values()), handed
 
 
 def test_the_reverse_graph_and_unmatched_traffic(testbed, chains):

@@ -362,6 +362,8 @@ class PlacedInstanceOut(BaseModel):
     params: dict[str, int] = {}
     health: str | None = Field(None, description="'ok', or why the data plane differs from the desired instance "
                                                  "(null in a listing: not read)")
+    packets: int | None = Field(None, description="packets its forwarder handed to it: the counters of the service's "
+                                                  "to_nf hops of its slot (null in a listing: not read)")
 
 
 class ForwarderOut(BaseModel):

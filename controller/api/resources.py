@@ -234,6 +234,8 @@ class Resources:
             if missing:
                 problems.append(f"{node}: {missing} of {len(rules)} rules of the service are not in the forwarder "
                                 f"as desired")
+        for i in instances:
+            i.packets = sum(h.packets for h in hops if (h.node, h.action, h.params.get("slot")) == (i.node, "to_nf", i.slot))
         return ServiceOut(**{**_summary(service, placed), "instances": instances},
                           status="degraded" if problems else "ok", problems=problems, forwarders=forwarders,
                           classifier=classifier, hops=hops)
