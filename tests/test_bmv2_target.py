@@ -224,3 +224,53 @@ def test_queues_are_recorded_and_go_with_their_instance(bmv2):
     with pytest.raises(TargetError, match="keeps no per-queue statistics"):
         target.queue_stats(node, "classes", "p4c")
     assert target.remove(node, "classes") and bmv2.records.items(node.name) == {}
+
+
+SFF = get_nf("sff")
+
+
+def test_an_instance_behind_the_forwarder_takes_its_slot_and_says_when_the_forwarder_is_gone(bmv2):
+    target, node = bmv2.target, bmv2.node
+    target.deploy(node, "sff", SFF, ["p4a", "p4c"], {"max_nfs": 4})
+    d = target.deploy(node, "meter", CMS, [], behind=("sff", 2))
+    assert (d.interfaces, d.behind, d.healthy) == ((), ("sff", 2), True)
+    from controller.targets.bmv2 import _Instance, _nf_of
+    record = bmv2.records.get(node.name, "bmv2/sff")
+    codec = target._nf_slots_codec(node, _Instance("sff", record, _nf_of(record)).pipeline, record)
+    assert [c.entry.match["slot"] for c in map(codec.decode, target._read_raw(node, codec))] == [2]
+    for behind, error in ((("sff", 4), "slot 4 of sff .* does not exist: it has 4 NF slots"),
+                          (("sff", 2), "slot 2 of sff .* holds meter"),
+                          (("edge", 0), "edge on .* is not deployed")):
+        with pytest.raises(TargetError, match=error):
+            target.deploy(node, "other", get_nf("precision"), [], behind=behind)
+    with pytest.raises(TargetError, match="nfrouter cannot run behind a forwarder on BMv2"):
+        target.deploy(node, "edge", NFROUTER, [], behind=("sff", 0))
+    target.remove(node, "sff")
+    (gone,) = target.deployments(node)
+    assert gone.problem == "its forwarder sff is not deployed: no packet reaches it"
+    target.deploy(node, "sff", SFF, ["p4a", "p4c"], {"max_nfs": 4})
+    assert all(x.healthy for x in target.deployments(node))
+    target.remove(node, "meter")
+    assert target._read_raw(node, codec) == [], "its slot is emptied"
+
+
+def test_classifier_zeros_are_wildcards_with_xdp_lookup_order(bmv2):
+    """sfc_classify's proto and ports are ternary on the switch: a 0 goes in as don't-care, and
+    the entry's priority orders the lookups as XDP's (full 5-tuple first, then without the
+    source port, without the destination port, without ports, without the protocol)."""
+    target, node = bmv2.target, bmv2.node
+    target.deploy(node, "sff", SFF, ["p4a", "p4c"])
+    entries = [TableEntry("sfc_classify", {"src_addr": "10.0.1.2", "dst_addr": "10.0.4.2", "proto": proto,
+                                           "src_port": sport, "dst_port": dport}, "encap", {"spi": spi, "si": 255})
+               for spi, (proto, sport, dport) in enumerate([(6, 40000, 5201), (6, 0, 5201), (6, 40000, 0),
+                                                            (6, 0, 0), (0, 0, 0)], start=1)]
+    target.write(node, "sff", entries)
+    assert sorted(target.read(node, "sff", "sfc_classify"), key=lambda e: e.params["spi"]) == entries
+    from controller.targets.bmv2 import _Instance, _nf_of
+    record = bmv2.records.get(node.name, "bmv2/sff")
+    inst = _Instance("sff", record, _nf_of(record))
+    codec = target._codec(node, inst, SFF.table("sfc_classify"))
+    priority = {codec.decode(raw).entry.params["spi"]: raw.priority for raw in target._read_raw(node, codec)}
+    assert [priority[spi] for spi in range(1, 6)] == sorted(priority.values(), reverse=True)
+    assert len(set(priority.values())) == 5
+    assert target.delete(node, "sff", entries) == 5 and target.read(node, "sff", "sfc_classify") == []

@@ -410,17 +410,19 @@ class Bmv2Target(Target, QueueingTarget):
         ports = sw.ports if sw else {}
         return [Deployment(node.name, i, r["nf"], self.kind, tuple(r["interfaces"]), r["params"],
                            {f: f"bmv2 port {ports[f]}" for f in r["interfaces"] if f in ports},
-                           problem or self._problem(r, loaded, enabled),
+                           problem or self._problem(r, loaded, enabled, records),
                            behind=tuple(r["behind"]) if r.get("behind") else None)
                 for i, r in records.items()]
 
     @staticmethod
-    def _problem(record: dict, loaded: int | None, enabled: dict[str, int]) -> str | None:
+    def _problem(record: dict, loaded: int | None, enabled: dict[str, int], records: dict[str, dict]) -> str | None:
         """What is wrong with a recorded instance on a running switch, or None."""
         if loaded is None:
             return "the switch has no pipeline loaded (it was restarted?)"
         if record["cookie"] != loaded:
             return "the switch runs another P4 pipeline than the one this instance was deployed in"
+        if record.get("behind") and record["behind"][0] not in records:
+            return f"its forwarder {record['behind'][0]} is not deployed: no packet reaches it"
         mask = record["enable_mask"]
         off = [i for i in record["interfaces"] if mask and not enabled.get(i, 0) & mask]
         if off:
