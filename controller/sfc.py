@@ -4,9 +4,11 @@ A deploy parses the descriptor (controller.nsd), binds its endpoints to the runn
 testbed's hosts, plans it (controller.chains) and applies the plan make-before-break:
 forwarders and NF instances first, then the new path's hop rules from the egress back to the
 ingress, then the classifier (one write that moves the traffic onto the new path), and only
-then what the old plan had and the new one has not. Each path of a changed service gets a
+then what the old plan had and the new one has not: its classifier entries, then, once the old
+path's hop counters have stayed put a while (its last packets, queued in a switch or on a
+shaped link, have left it), its hops and NF instances. Each path of a changed service gets a
 fresh SPI, so old and new rules never share a key and packets in flight finish on the path
-they started on. The service (its model and plan) is desired state; an interrupted deploy
+they started on; a delete drains the same way. The service (its model and plan) is desired state; an interrupted deploy
 or delete is finished by the next command (controller.service recovery: `service-deploy`
 and `service-delete` operations are re-run from what the store holds).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 
 from controller.chains import FORWARDER, MAX_SPI, ChainError, Plan, Rule, instance_id, plan
@@ -27,6 +30,10 @@ from controller.topology import Topology, parse_topology
 
 
 log = logging.getLogger("innet.sfc")
+# How long a path's hop counters must stay put before its rules go (ChainService._drain): longer
+# than a packet waits in a queue on the way (BMv2 under load: ~100 ms measured), and how long
+# to wait at the most.
+DRAIN_QUIET_S, DRAIN_POLL_S, DRAIN_MAX_S = 0.25, 0.025, 3.0
 
 
 def service_key(name: str) -> str:
@@ -199,13 +206,16 @@ class ChainService:
 
     def _uninstall(self, p: Plan, keep: Plan | None = None) -> None:
         """Take out what plan `p` installed and plan `keep` does not: classifier first (traffic
-        leaves the path), then hops, then instances, then forwarders no service uses."""
+        leaves the path), then, once the packets on the path have left it, hops, then instances,
+        then forwarders no service uses."""
         kept_rules = {(r.node, r.table, tuple(sorted(r.match.items()))) for r in (keep.rules if keep else [])}
         for table in ("sfc_classify", "sfc_hops"):
+            going = [r for r in p.rules if r.table == table
+                     and (r.node, r.table, tuple(sorted(r.match.items()))) not in kept_rules]
+            if table == "sfc_hops" and going:
+                self._drain(going)
             for node in p.nodes:
-                gone = [TableEntry(r.table, r.match, r.action, r.params) for r in p.rules
-                        if r.node == node and r.table == table
-                        and (r.node, r.table, tuple(sorted(r.match.items()))) not in kept_rules]
+                gone = [TableEntry(r.table, r.match, r.action, r.params) for r in going if r.node == node]
                 if gone:
                     self.ctl.delete(node, FORWARDER, gone)
         kept = {(i.node, i.id) for i in (keep.instances if keep else [])}
@@ -216,6 +226,34 @@ class ChainService:
         for node in p.nodes:
             if node not in in_use and self.ctl.store.instance(node, FORWARDER) is not None:
                 self.ctl.remove(node, FORWARDER)
+
+    def _drain(self, hops: list[Rule]) -> None:
+        """Wait until the packets on these hops have left them: no classifier sends any there now,
+        so their counters stop once the last one is through. A packet may sit in a queue a while
+        (a BMv2 switch's, a shaped link's: tens of ms under load), so the counters must stay put
+        for DRAIN_QUIET_S; DRAIN_MAX_S bounds the wait."""
+        keys = {(r.node, r.match["spi"], r.match["si"]) for r in hops}
+        nodes = sorted({r.node for r in hops})
+
+        def packets() -> dict:
+            counted = {}
+            for node in nodes:
+                for c in self.ctl.read_counters(node, FORWARDER, "sfc_hops"):
+                    key = (node, c.entry.match["spi"], c.entry.match["si"])
+                    if key in keys:
+                        counted[key] = c.packets
+            return counted
+
+        deadline = time.monotonic() + DRAIN_MAX_S
+        last, quiet_since = packets(), time.monotonic()
+        while time.monotonic() - quiet_since < DRAIN_QUIET_S and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
+            now = packets()
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+        if time.monotonic() >= deadline:
+            log.warning("packets still crossed the old hops %.1f s after the classifier left them; taking them out",
+                        DRAIN_MAX_S)
 
     def delete(self, name: str) -> bool:
         key = service_key(name)
