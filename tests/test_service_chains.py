@@ -25,6 +25,7 @@ from scapy.layers.l2 import Ether
 from controller.stats import read_flows
 from controller.topology import load_topology
 from frames import NSH, NSH_NEXT_IPV4, on_the_wire, tap
+from running import chain_service, testbed_up
 from testbed import traffic
 
 pytestmark = pytest.mark.testbed
@@ -52,20 +53,14 @@ def tcp(sport: int, reverse: bool = False, payload: bytes = b"chain") -> bytes:
 
 @pytest.fixture(scope="module")
 def line3():
-    from testbed.net import Testbed
-
-    tb = Testbed(TOPO, progress=lambda msg: None, tap_links=True).start()
-    yield tb
-    tb.stop()
+    with testbed_up(TOPO, tap_links=True) as tb:
+        yield tb
 
 
 @pytest.fixture
 def chains(line3):
-    from controller.sfc import ChainService
-
-    service = ChainService(line3.controller)
-    yield service
-    service.delete(SERVICE)
+    with chain_service(line3, SERVICE) as service:
+        yield service
 
 
 def deployed(chains):

@@ -22,10 +22,10 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from controller.p4 import switch
 from controller.stats import read_flows
 from controller.topology import load_topology, parse_topology
 from frames import NSH   # scapy.contrib.nsh with MD type 2 decoding
+from running import chain_service, testbed_up
 from testbed import traffic
 
 pytestmark = pytest.mark.testbed
@@ -47,26 +47,18 @@ TOPOLOGIES = {"bmv2": line3({"r1": "bmv2", "r2": "bmv2", "r3": "bmv2"}), "mixed"
 
 @pytest.fixture(scope="module", params=sorted(TOPOLOGIES))
 def testbed(request):
-    from testbed.net import Testbed
-
-    if switch.unavailable():
-        pytest.skip(switch.unavailable())
-    tb = Testbed(TOPOLOGIES[request.param], progress=lambda msg: None).start()
-    yield tb
-    tb.stop()
+    with testbed_up(TOPOLOGIES[request.param]) as tb:
+        yield tb
 
 
 @pytest.fixture
 def chains(testbed):
-    from controller.sfc import ChainService
-
-    service = ChainService(testbed.controller)
-    yield service
-    service.delete(SERVICE)
+    with chain_service(testbed, SERVICE) as service:
+        yield service
 
 
 def iface(tb, node: str, towards: str):
-    return next(i for i in tb.topo.nodes[node].interfaces if i.peer.node == towards)
+    return tb.topo.interface_towards(node, towards)
 
 
 def tcp(tb, sport: int, reverse: bool = False) -> bytes:

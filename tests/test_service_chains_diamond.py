@@ -17,10 +17,10 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 
-from controller.p4 import switch
 from controller.stats import read_flows
 from controller.topology import load_topology, parse_topology
 from frames import NSH, NSH_NEXT_IPV4, on_the_wire, tap
+from running import chain_service, testbed_up
 from testbed import traffic
 
 pytestmark = pytest.mark.testbed
@@ -46,22 +46,14 @@ def diamond(r2_target: str):
 
 @pytest.fixture(scope="module", params=["xdp", "bmv2"], ids=["xdp", "r2-bmv2"])
 def testbed(request):
-    from testbed.net import Testbed
-
-    if request.param == "bmv2" and switch.unavailable():
-        pytest.skip(switch.unavailable())
-    tb = Testbed(diamond(request.param), progress=lambda msg: None).start()
-    yield tb
-    tb.stop()
+    with testbed_up(diamond(request.param)) as tb:
+        yield tb
 
 
 @pytest.fixture
 def chains(testbed):
-    from controller.sfc import ChainService
-
-    service = ChainService(testbed.controller)
-    yield service
-    service.delete(SERVICE)
+    with chain_service(testbed, SERVICE) as service:
+        yield service
 
 
 def iface(tb, node: str, towards: str):

@@ -40,8 +40,8 @@ import pytest
 import yaml
 
 from controller.chains import FORWARDER
-from controller.p4 import switch
 from controller.topology import load_topology
+from running import chain_service, testbed_up
 from testbed import processes
 
 pytestmark = pytest.mark.testbed
@@ -284,21 +284,14 @@ def check(result: dict) -> None:
 # ---- XDP -------------------------------------------------------------------------------------------
 @pytest.fixture
 def xdp_line3():
-    from testbed.net import Testbed
-
-    tb = Testbed(load_topology("line3"), progress=lambda msg: None).start()
-    yield tb
-    tb.stop()
+    with testbed_up(load_topology("line3")) as tb:
+        yield tb
 
 
 @pytest.fixture
 def xdp_chains(xdp_line3):
-    from controller.sfc import ChainService
-
-    service = ChainService(xdp_line3.controller)
-    yield service
-    for name in (SERVICE, BYSTANDER):
-        service.delete(name)
+    with chain_service(xdp_line3, SERVICE, BYSTANDER) as service:
+        yield service
 
 
 def test_xdp_an_nf_dropped_and_one_moved_without_losing_a_packet(xdp_line3, xdp_chains):
@@ -315,23 +308,14 @@ def test_xdp_an_nf_dropped_and_one_moved_without_losing_a_packet(xdp_line3, xdp_
 # ---- BMv2 ------------------------------------------------------------------------------------------
 @pytest.fixture
 def bmv2_line3():
-    from testbed.net import Testbed
-
-    if switch.unavailable():
-        pytest.skip(switch.unavailable())
-    tb = Testbed(load_topology("line3").retarget("bmv2"), progress=lambda msg: None).start()
-    yield tb
-    tb.stop()
+    with testbed_up(load_topology("line3").retarget("bmv2")) as tb:
+        yield tb
 
 
 @pytest.fixture
 def bmv2_chains(bmv2_line3):
-    from controller.sfc import ChainService
-
-    service = ChainService(bmv2_line3.controller)
-    yield service
-    for name in (SERVICE, BYSTANDER):
-        service.delete(name)
+    with chain_service(bmv2_line3, SERVICE, BYSTANDER) as service:
+        yield service
 
 
 def test_bmv2_an_nf_moved_without_losing_a_packet(bmv2_line3, bmv2_chains):
