@@ -7,7 +7,7 @@ from controller.p4 import switch
 
 
 @contextmanager
-def testbed_up(topology, **options):
+def running_testbed(topology, **options):
     """A Mininet testbed of `topology` (testbed.net.Testbed options as keywords), stopped after;
     the test is skipped with the reason when a router wants BMv2 and there is none here."""
     from testbed.net import Testbed

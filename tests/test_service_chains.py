@@ -25,7 +25,7 @@ from scapy.layers.l2 import Ether
 from controller.stats import read_flows
 from controller.topology import load_topology
 from frames import NSH, NSH_NEXT_IPV4, on_the_wire, tap
-from running import chain_service, testbed_up
+from running import chain_service, running_testbed
 from testbed import traffic
 
 pytestmark = pytest.mark.testbed
@@ -53,7 +53,7 @@ def tcp(sport: int, reverse: bool = False, payload: bytes = b"chain") -> bytes:
 
 @pytest.fixture(scope="module")
 def line3():
-    with testbed_up(TOPO, tap_links=True) as tb:
+    with running_testbed(TOPO, tap_links=True) as tb:
         yield tb
 
 

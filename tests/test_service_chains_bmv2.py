@@ -25,7 +25,7 @@ from scapy.layers.l2 import Ether
 from controller.stats import read_flows
 from controller.topology import load_topology, parse_topology
 from frames import NSH   # scapy.contrib.nsh with MD type 2 decoding
-from running import chain_service, testbed_up
+from running import chain_service, running_testbed
 from testbed import traffic
 
 pytestmark = pytest.mark.testbed
@@ -47,7 +47,7 @@ TOPOLOGIES = {"bmv2": line3({"r1": "bmv2", "r2": "bmv2", "r3": "bmv2"}), "mixed"
 
 @pytest.fixture(scope="module", params=sorted(TOPOLOGIES))
 def testbed(request):
-    with testbed_up(TOPOLOGIES[request.param]) as tb:
+    with running_testbed(TOPOLOGIES[request.param]) as tb:
         yield tb
 
 

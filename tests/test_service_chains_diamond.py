@@ -20,7 +20,7 @@ from scapy.layers.l2 import Ether
 from controller.stats import read_flows
 from controller.topology import load_topology, parse_topology
 from frames import NSH, NSH_NEXT_IPV4, on_the_wire, tap
-from running import chain_service, testbed_up
+from running import chain_service, running_testbed
 from testbed import traffic
 
 pytestmark = pytest.mark.testbed
@@ -46,7 +46,7 @@ def diamond(r2_target: str):
 
 @pytest.fixture(scope="module", params=["xdp", "bmv2"], ids=["xdp", "r2-bmv2"])
 def testbed(request):
-    with testbed_up(diamond(request.param)) as tb:
+    with running_testbed(diamond(request.param)) as tb:
         yield tb
 
 

@@ -41,7 +41,7 @@ import yaml
 
 from controller.chains import FORWARDER
 from controller.topology import load_topology
-from running import chain_service, testbed_up
+from running import chain_service, running_testbed
 from testbed import processes
 
 pytestmark = pytest.mark.testbed
@@ -284,7 +284,7 @@ def check(result: dict) -> None:
 # ---- XDP -------------------------------------------------------------------------------------------
 @pytest.fixture
 def xdp_line3():
-    with testbed_up(load_topology("line3")) as tb:
+    with running_testbed(load_topology("line3")) as tb:
         yield tb
 
 
@@ -308,7 +308,7 @@ def test_xdp_an_nf_dropped_and_one_moved_without_losing_a_packet(xdp_line3, xdp_
 # ---- BMv2 ------------------------------------------------------------------------------------------
 @pytest.fixture
 def bmv2_line3():
-    with testbed_up(load_topology("line3").retarget("bmv2")) as tb:
+    with running_testbed(load_topology("line3").retarget("bmv2")) as tb:
         yield tb
 
 
