@@ -5,8 +5,8 @@ testbed's hosts, plans it (controller.chains) and applies the plan make-before-b
 forwarders and NF instances first, then the new path's hop rules from the egress back to the
 ingress, then the classifier (one write that moves the traffic onto the new path), and only
 then what the old plan had and the new one has not: its classifier entries, then, once the old
-path's hop counters have stayed put a while (its last packets, queued in a switch or on a
-shaped link, have left it), its hops and NF instances. Each path of a changed service gets a
+path's hop counters have stayed put as long as a packet can wait on it (its last packets,
+queued in a BMv2 switch or on a shaped link, have left it), its hops and NF instances. Each path of a changed service gets a
 fresh SPI, so old and new rules never share a key and packets in flight finish on the path
 they started on; a delete drains the same way. The service (its model and plan) is desired state; an interrupted deploy
 or delete is finished by the next command (controller.service recovery: `service-deploy`
@@ -30,10 +30,14 @@ from controller.topology import Topology, parse_topology
 
 
 log = logging.getLogger("innet.sfc")
-# How long a path's hop counters must stay put before its rules go (ChainService._drain): longer
-# than a packet waits in a queue on the way (BMv2 under load: ~100 ms measured), and how long
-# to wait at the most.
-DRAIN_QUIET_S, DRAIN_POLL_S, DRAIN_MAX_S = 0.25, 0.025, 3.0
+# How long an old path's hop counters must stay put before its rules go (ChainService._drain):
+# longer than a packet can wait on the path. A BMv2 switch holds one for up to ~100 ms under load
+# (50-108 ms over 3 switches measured, tests/test_service_update.py); an XDP router for none; a
+# link with a bandwidth for its queue (the testbed's: 100 full frames, testbed.linkemu); a loaded
+# host delays any for some ms. How often to read, and how long to wait at the most.
+DRAIN_ROUTER_S = {"xdp": 0.0, "bmv2": 0.1}
+DRAIN_LINK_QUEUE_BITS = 100 * 1500 * 8
+DRAIN_FLOOR_S, DRAIN_POLL_S, DRAIN_MAX_S = 0.02, 0.01, 3.0
 
 
 def service_key(name: str) -> str:
@@ -213,7 +217,7 @@ class ChainService:
             going = [r for r in p.rules if r.table == table
                      and (r.node, r.table, tuple(sorted(r.match.items()))) not in kept_rules]
             if table == "sfc_hops" and going:
-                self._drain(going)
+                self._drain(going, self._longest_wait(p, {r.match["spi"] for r in going}))
             for node in p.nodes:
                 gone = [TableEntry(r.table, r.match, r.action, r.params) for r in going if r.node == node]
                 if gone:
@@ -227,11 +231,24 @@ class ChainService:
             if node not in in_use and self.ctl.store.instance(node, FORWARDER) is not None:
                 self.ctl.remove(node, FORWARDER)
 
-    def _drain(self, hops: list[Rule]) -> None:
+    def _longest_wait(self, p: Plan, spis: set[int]) -> float:
+        """The longest a packet can wait on the paths of `spis`: on their routers and the queues
+        of their links (DRAIN_*)."""
+        topology = self.topology()
+        longest = 0.0
+        for path in (x for x in p.paths if x.spi in spis):
+            wait = sum(DRAIN_ROUTER_S.get(topology.nodes[r].target, max(DRAIN_ROUTER_S.values()))
+                       for r in path.routers if r in topology.nodes)
+            for a, b in zip(path.routers, path.routers[1:]):
+                if topology.graph.has_edge(a, b) and topology.graph.edges[a, b]["link"].bw:
+                    wait += DRAIN_LINK_QUEUE_BITS / (topology.graph.edges[a, b]["link"].bw * 1e6)
+            longest = max(longest, wait)
+        return DRAIN_FLOOR_S + longest
+
+    def _drain(self, hops: list[Rule], quiet_s: float) -> None:
         """Wait until the packets on these hops have left them: no classifier sends any there now,
-        so their counters stop once the last one is through. A packet may sit in a queue a while
-        (a BMv2 switch's, a shaped link's: tens of ms under load), so the counters must stay put
-        for DRAIN_QUIET_S; DRAIN_MAX_S bounds the wait."""
+        so their counters stop once the last one is through. A packet may sit in a queue a while,
+        so the counters must stay put for `quiet_s`; DRAIN_MAX_S bounds the wait."""
         keys = {(r.node, r.match["spi"], r.match["si"]) for r in hops}
         nodes = sorted({r.node for r in hops})
 
@@ -246,7 +263,7 @@ class ChainService:
 
         deadline = time.monotonic() + DRAIN_MAX_S
         last, quiet_since = packets(), time.monotonic()
-        while time.monotonic() - quiet_since < DRAIN_QUIET_S and time.monotonic() < deadline:
+        while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
             time.sleep(DRAIN_POLL_S)
             now = packets()
             if now != last:

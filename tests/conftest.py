@@ -116,6 +116,15 @@ def line3():
 
 
 @pytest.fixture
+def line():
+    """Two XDP routers running service-chain forwarders between two hosts (tests/sffline.py)."""
+    from sffline import sff_line
+
+    with sff_line() as t:
+        yield t
+
+
+@pytest.fixture
 def veth_node():
     """A bare namespace with one veth pair inside it: a router-to-be for error-path tests."""
     with namespace("innet-t", [Veth("va", "vb", "192.0.2.1/24")]) as ns:

@@ -22,7 +22,7 @@ from controller.stats import Flow
 from controller.tables import TableEntry
 from controller.targets.chain import record_key
 from frames import NSH
-from test_sff import H1, H1_6, H2, H2_6, PORT, XDP_PASS, classify, hop, line  # noqa: F401  (line: the fixture)
+from sffline import H1, H1_6, H2, H2_6, PORT, XDP_PASS, classify, hop
 
 pytestmark = pytest.mark.needs_root
 
