@@ -40,6 +40,7 @@ bench: setup
 	$(PY) bench/heavy_hitters.py
 	$(PY) bench/allocator.py
 	$(PY) bench/chains.py
+	$(PY) bench/prio_chain.py
 	$(PY) bench/api.py
 
 clean:
