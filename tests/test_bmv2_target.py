@@ -274,3 +274,20 @@ def test_classifier_zeros_are_wildcards_with_xdp_lookup_order(bmv2):
     assert [priority[spi] for spi in range(1, 6)] == sorted(priority.values(), reverse=True)
     assert len(set(priority.values())) == 5
     assert target.delete(node, "sff", entries) == 5 and target.read(node, "sff", "sfc_classify") == []
+
+
+def test_a_composed_build_that_serves_every_instance_stays_loaded(bmv2):
+    """Loading a pipeline empties every table of the switch: one that still serves every deployed
+    instance is kept, whatever the defines of NFs no instance runs."""
+    target, node = bmv2.target, bmv2.node
+    target.deploy(node, "edge", NFROUTER, ["p4a", "p4c"])
+    target.write(node, "edge", [route(1)])
+    heavy = target.deploy(node, "hh", get_nf("precision"), ["p4a"], {"stages": 3})
+    assert heavy.cleared == ("edge",), "precision's 3 stages are a new build"
+    target.write(node, "edge", [route(1)])
+    target.remove(node, "hh")
+    light = target.deploy(node, "sketch", CMS, ["p4a"])
+    assert light.cleared == () and target.read(node, "edge", "ipv4_routes") == [route(1)], \
+        "the running build (precision at 3 stages, no precision instance) serves nfrouter and cms as they are"
+    other = target.deploy(node, "sketch", CMS, ["p4a"], {"rows": 2})
+    assert other.cleared == ("edge", "sketch"), "cms with other rows needs another build"

@@ -52,6 +52,20 @@ def defines(params: dict[str, dict[str, int]], catalog_dir: Path | None = None) 
     return out
 
 
+def fits(build_defines: dict[str, int], params: dict[str, dict[str, int]], catalog_dir: Path | None = None) -> bool:
+    """Whether a build with `build_defines` serves the NFs given (NF name -> its one instance's
+    parameters): each of their defines has their value in it. The defines of NFs that run no
+    instance do not matter: their code sees no packet."""
+    catalog = load_catalog(catalog_dir) if catalog_dir else load_catalog()
+    for name, values in params.items():
+        nf = catalog[name]
+        resolved = nf.resolve_parameters(values)
+        if any(build_defines.get(p.bmv2["define"]) != resolved[p.name]
+               for p in nf.parameters.values() if "define" in p.bmv2):
+            return False
+    return True
+
+
 def masks(records: dict[str, dict]) -> dict[str, int]:
     """interface -> OR of the enable bits of the instances deployed on it, from their deployment
     records (instance -> record with `interfaces`, `enable_mask`; standalone NFs have no mask)."""

@@ -17,7 +17,9 @@ pipeline exists (p4/innet.p4, controller.p4.composed), every NF that has a bit i
 there, enabled per ingress port by its nf_enable table. Parameters are compile-time defines
 of that one program, so deploying with other parameters builds and pushes a new pipeline,
 which empties every table and register of the switch: the deployment lists every instance so
-emptied (Deployment.cleared) for the caller to refill.
+emptied (Deployment.cleared) for the caller to refill. A composed build the switch runs is kept
+while it serves every deployed instance (records hold their build's defines), so an instance
+that leaves does not make the next deploy load a build with its NF's defaults.
 """
 from __future__ import annotations
 
@@ -244,15 +246,16 @@ class Bmv2Target(Target, QueueingTarget):
         self._check_one_per_type(node, instance, nf, old, others)
         # the composed pipeline carries every other composed instance of the switch into the new build
         carried = {i: r for i, r in others.items() if r["enable_mask"]} if composed.runs(nf) else {}
-        build = self._build(nf, values, carried)
+        loaded = self._loaded_cookie(node)
+        build, defines = self._build(nf, values, carried, loaded)
         pipeline = _Pipeline(build, _cookie(build))
         record = {"nf": nf.name, "source": str(nf.source), "interfaces": list(interfaces), "params": values,
                   "json": str(build.json), "p4info": str(build.p4info), "cookie": pipeline.cookie,
+                  "defines": defines,
                   "enable_mask": nf.programs["bmv2"]["enable_mask"] if composed.runs(nf) else None,
                   "behind": behind}
         if old and old.get("queues"):   # queues are the switch's, not the pipeline's: they stay
             record["queues"] = {i: q for i, q in old["queues"].items() if i in interfaces}
-        loaded = self._loaded_cookie(node)
         cleared: tuple[str, ...] = ()
         if loaded != pipeline.cookie:
             self._check_replaceable(node, label, loaded, others, carried)
@@ -260,7 +263,8 @@ class Bmv2Target(Target, QueueingTarget):
             cleared = tuple(sorted({*carried, *([instance] if old else [])}))
         with self.records.store.write():   # the switch runs the new build now: so does every record of it
             for i, r in carried.items():
-                moved = {**r, "json": record["json"], "p4info": record["p4info"], "cookie": pipeline.cookie}
+                moved = {**r, "json": record["json"], "p4info": record["p4info"], "cookie": pipeline.cookie,
+                         "defines": defines}
                 if moved != r:
                     self._put(node, i, moved)
             if record != old:
@@ -361,15 +365,24 @@ class Bmv2Target(Target, QueueingTarget):
                               hint=f"deploy {instance} on another node, or on an XDP node (which runs several "
                                    f"instances of one NF), or remove '{same[0]}' first")
 
-    def _build(self, nf: NFSpec, values: dict[str, int], carried: dict[str, dict]) -> P4Build:
+    def _build(self, nf: NFSpec, values: dict[str, int], carried: dict[str, dict],
+               loaded: int | None) -> tuple[P4Build, dict[str, int]]:
+        """The program the switch must run, and its defines. A composed build the switch runs
+        already is kept while it serves every instance (composed.fits): loading another one
+        would empty every table of the switch for nothing."""
         program = nf.programs.get("bmv2")
         if not program:
             raise TargetError(f"NF {nf.name} has no BMv2 program", hint="deploy it on an xdp node instead")
         if composed.runs(nf):
-            defines = composed.defines({**{r["nf"]: r["params"] for r in carried.values()}, nf.name: values})
-            return compile_p4(composed.SOURCE, defines)
+            deployed = {**{r["nf"]: r["params"] for r in carried.values()}, nf.name: values}
+            defines = composed.defines(deployed)   # also: instances that disagree on a shared define
+            running = next((r for r in carried.values() if r["cookie"] == loaded and r.get("defines") is not None
+                            and Path(r["json"]).exists() and Path(r["p4info"]).exists()), None)
+            if running and composed.fits(running["defines"], deployed):
+                return P4Build(Path(running["json"]), Path(running["p4info"])), running["defines"]
+            return compile_p4(composed.SOURCE, defines), defines
         defines = {p.bmv2["define"]: values[p.name] for p in nf.parameters.values() if "define" in p.bmv2}
-        return compile_p4(program["source"], defines)
+        return compile_p4(program["source"], defines), defines
 
     @staticmethod
     def _check_replaceable(node: Node, label: str, loaded: int | None, others: dict[str, dict],
