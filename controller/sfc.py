@@ -6,18 +6,19 @@ forwarders and NF instances first, then the new path's hop rules from the egress
 ingress, then the classifier (one write that moves the traffic onto the new path), and only
 then what the old plan had and the new one has not: its classifier entries, then, once the old
 path's hop counters have stayed put as long as a packet can wait on it (its last packets,
-queued in a BMv2 switch or on a shaped link, have left it), its hops and NF instances. Each path of a changed service gets a
-fresh SPI, so old and new rules never share a key and packets in flight finish on the path
-they started on; a delete drains the same way. The service (its model and plan) is desired state; an interrupted deploy
-or delete is finished by the next command (controller.service recovery: `service-deploy`
-and `service-delete` operations are re-run from what the store holds).
+queued in a BMv2 switch or on a shaped link, have left it), its hops and NF instances. Each
+path of a changed service gets a fresh SPI, so old and new rules never share a key and packets
+in flight finish on the path they started on; a delete drains the same way. The service (its
+model and plan) is desired state; an interrupted deploy or delete is finished by the next
+command (controller.service recovery: `service-deploy` and `service-delete` operations are
+re-run from what the store holds).
 """
 from __future__ import annotations
 
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.chains import FORWARDER, MAX_SPI, ChainError, Plan, Rule, instance_id, plan
 from controller.errors import InnetError
@@ -80,12 +81,11 @@ class ChainService:
                  "packets": counters.get((r.node, r.match["spi"], r.match["si"]), (0, 0))[0],
                  "bytes": counters.get((r.node, r.match["spi"], r.match["si"]), (0, 0))[1]}
                 for r in p.rules if r.table == "sfc_hops"]
+        hop_counts = [(h["node"], h["action"], h["params"], h["packets"]) for h in hops]
         return {"name": service.name, "key": p.service, "format": service.format,
                 "paths": [{"graph": x.graph, "spi": x.spi, "routers": x.routers, "hops": x.hops} for x in p.paths],
                 "instances": [{"node": i.node, "id": i.id, "nf": i.nf, "slot": i.slot,
-                               "packets": sum(h["packets"] for h in hops if h["node"] == i.node
-                                              and h["action"] == "to_nf" and h["params"]["slot"] == i.slot)}
-                              for i in p.instances],
+                               "packets": handed_packets(i.node, i.slot, hop_counts)} for i in p.instances],
                 "classifier": [{"node": r.node, **r.match, **r.params} for r in p.rules if r.table == "sfc_classify"],
                 "hops": hops}
 
@@ -188,8 +188,8 @@ class ChainService:
         desired = {(i.node, i.id) for i in self.ctl.instances()}
         if any((i.node, i.id) not in desired for i in p.instances):
             return False
-        held = {(r.node, r.table, tuple(sorted(r.match.items()))) for r in _entries_of(self.ctl, p.nodes)}
-        return all((r.node, r.table, tuple(sorted(r.match.items()))) in held for r in p.rules)
+        held = {_rule_key(r) for r in _entries_of(self.ctl, p.nodes)}
+        return all(_rule_key(r) in held for r in p.rules)
 
     def _install(self, p: Plan) -> None:
         for node in p.nodes:   # a no-op where the forwarder runs as desired; its parameters kept
@@ -212,10 +212,9 @@ class ChainService:
         """Take out what plan `p` installed and plan `keep` does not: classifier first (traffic
         leaves the path), then, once the packets on the path have left it, hops, then instances,
         then forwarders no service uses."""
-        kept_rules = {(r.node, r.table, tuple(sorted(r.match.items()))) for r in (keep.rules if keep else [])}
+        kept_rules = {_rule_key(r) for r in (keep.rules if keep else [])}
         for table in ("sfc_classify", "sfc_hops"):
-            going = [r for r in p.rules if r.table == table
-                     and (r.node, r.table, tuple(sorted(r.match.items()))) not in kept_rules]
+            going = [r for r in p.rules if r.table == table and _rule_key(r) not in kept_rules]
             if table == "sfc_hops" and going:
                 self._drain(going, self._longest_wait(p, {r.match["spi"] for r in going}))
             for node in p.nodes:
@@ -295,6 +294,17 @@ class ChainService:
         if old is not None:
             self._uninstall(old)
         return [f"service {key}: deleted"]
+
+
+def handed_packets(node: str, slot: int, hops: Iterable[tuple[str, str, dict, int]]) -> int:
+    """Packets a node's forwarder handed the NF instance in `slot`: the counters of its to_nf
+    hops. `hops`: (node, action, params, packets) of each sfc_hops entry."""
+    return sum(n for at, action, params, n in hops if (at, action, params.get("slot")) == (node, "to_nf", slot))
+
+
+def _rule_key(r: Rule) -> tuple:
+    """What identifies a forwarder rule: its node, table and match."""
+    return r.node, r.table, tuple(sorted(r.match.items()))
 
 
 def plan_descriptor(document, topology: Topology, bind: Mapping[str, str] | None = None,

@@ -165,11 +165,7 @@ def _print_chain_counters(ctl, chains: ChainService, plan) -> None:
         params = " ".join(f"{k}={v}" for k, v in h["params"].items() if k != "dst_mac" and k != "src_mac")
         print(f"  {h['node']:<5} {h['spi']:>4} {h['si']:>4}  {h['action']:<8} {params:<28} "
               f"{h['packets']:>10} {h['bytes']:>13}")
-    handed = {}   # (node, slot) -> packets the forwarder handed to the NF in that slot
-    for h in shown["hops"]:
-        if h["action"] == "to_nf":
-            key = (h["node"], h["params"]["slot"])
-            handed[key] = handed.get(key, 0) + h["packets"]
+    handed = {(i["node"], i["slot"]): i["packets"] for i in shown["instances"]}
     if plan.instances:
         print("[demo] packets each NF instance counted, beside those its forwarder handed it:")
     for inst in plan.instances:

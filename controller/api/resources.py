@@ -27,7 +27,7 @@ from controller.errors import InnetError, StatsError, TargetError, TopologyError
 from controller.nsd.model import Service
 from controller.routes import ROUTER, Route, RouteService
 from controller.service import Controller
-from controller.sfc import ChainService, service_key
+from controller.sfc import ChainService, handed_packets, service_key
 from controller.stats import Flow, flow_estimate, has_epochs, state_memory
 from controller.store import InstanceRow
 from controller.tables import TableEntry, normalize
@@ -234,8 +234,9 @@ class Resources:
             if missing:
                 problems.append(f"{node}: {missing} of {len(rules)} rules of the service are not in the forwarder "
                                 f"as desired")
+        hop_counts = [(h.node, h.action, h.params, h.packets) for h in hops]
         for i in instances:
-            i.packets = sum(h.packets for h in hops if (h.node, h.action, h.params.get("slot")) == (i.node, "to_nf", i.slot))
+            i.packets = handed_packets(i.node, i.slot, hop_counts)
         return ServiceOut(**{**_summary(service, placed), "instances": instances},
                           status="degraded" if problems else "ok", problems=problems, forwarders=forwarders,
                           classifier=classifier, hops=hops)

@@ -69,8 +69,8 @@ OWN_IPV4 = Table("own_ipv4", "the node's own IPv4 addresses", (Field("addr", "ip
 ROUTES_V4 = "ipv4_routes"
 # The table a forwarder names as programs.bmv2.nf_slots_table: which NF of the composed pipeline
 # runs in each of its slots (the NF's enable bit), written here as instances are deployed behind it.
-NF_SLOTS = Table("sfc_nfs", "the NF in each slot of a forwarder", (Field("slot", "u32"),), {"run_nf": (Field("nfs", "u8"),)},
-                 16, ())
+NF_SLOTS = Table("sfc_nfs", "the NF in each slot of a forwarder", (Field("slot", "u32"),),
+                 {"run_nf": (Field("nfs", "u8"),)}, 16, ())
 
 
 @dataclass(frozen=True)
@@ -324,14 +324,15 @@ class Bmv2Target(Target, QueueingTarget):
                                               {"nfs": record["enable_mask"]}))
 
     def _fill_nf_slots(self, node: Node, pipeline: _Pipeline, instances: dict[str, dict]) -> None:
-        """Name in each forwarder's slot table the NF of every instance that runs behind it."""
+        """Name in each forwarder's slot table the NF of every instance that runs behind it, one
+        batch per forwarder."""
+        behind: dict[str, list[dict]] = {}
         for record in instances.values():
-            if not record.get("behind"):
-                continue
-            forwarder = self.records.get(node.name, RECORD_PREFIX + record["behind"][0])
-            codec = self._nf_slots_codec(node, pipeline, forwarder)
-            entry = self._slot_entry(record)
-            self._apply(node, [(entry, codec.insertion(entry))])
+            if record.get("behind"):
+                behind.setdefault(record["behind"][0], []).append(record)
+        for forwarder, records in behind.items():
+            codec = self._nf_slots_codec(node, pipeline, self.records.get(node.name, RECORD_PREFIX + forwarder))
+            self._apply(node, [(e, codec.insertion(e)) for e in map(self._slot_entry, records)])
 
     def _fill_port_macs(self, node: Node, pipeline: _Pipeline, instances: dict[str, dict]) -> None:
         """Write the MAC of each port of the instances whose NF names a port_macs table."""
