@@ -282,13 +282,23 @@ class NFOut(BaseModel):
 
 
 # ---- flows ----------------------------------------------------------------------------------
-class FlowOut(BaseModel):
+class FlowKeyOut(BaseModel):
+    """A flow as the API names it: as text, and its 5-tuple."""
     flow: str = Field(examples=["10.0.1.1:5001 -> 10.0.3.2:80 tcp"])
     src: str
     dst: str
     sport: int
     dport: int
     proto: int
+
+    @staticmethod
+    def key_of(f) -> dict:
+        """The fields of controller.stats.Flow `f`."""
+        return {"flow": str(f), "src": str(f.src), "dst": str(f.dst), "sport": f.sport, "dport": f.dport,
+                "proto": f.proto}
+
+
+class FlowOut(FlowKeyOut):
     packets: int
     bytes: int | None
     packets_per_s: float
@@ -296,9 +306,8 @@ class FlowOut(BaseModel):
 
     @classmethod
     def of(cls, r: FlowRate) -> "FlowOut":
-        return cls(flow=str(r.flow), src=str(r.flow.src), dst=str(r.flow.dst), sport=r.flow.sport,
-                   dport=r.flow.dport, proto=r.flow.proto, packets=r.packets, bytes=r.bytes,
-                   packets_per_s=r.packets_per_s, bytes_per_s=r.bytes_per_s)
+        return cls(**cls.key_of(r.flow), packets=r.packets, bytes=r.bytes, packets_per_s=r.packets_per_s,
+                   bytes_per_s=r.bytes_per_s)
 
 
 class TopFlows(BaseModel):
@@ -319,7 +328,7 @@ class TopFlows(BaseModel):
                    packets=sample.packets, bytes=sample.bytes, flows=[FlowOut.of(r) for r in flows])
 
 
-class FlowEstimate(BaseModel):
+class FlowEstimate(FlowKeyOut):
     """A Count-Min instance's estimate of one flow in one bank: never below the flow's true count
     there, and equal to it when no other flow shares its cell in some row."""
     node: str
@@ -329,19 +338,13 @@ class FlowEstimate(BaseModel):
                                   "interval)")
     flow: str = Field(description="the flow as the instance keys it (ports 0 when it keys address pairs)",
                       examples=["192.0.2.2:40000 -> 10.0.1.9:5001 udp"])
-    src: str
-    dst: str
-    sport: int
-    dport: int
-    proto: int
     packets: int
     bytes: int | None = Field(description="null: the NF counts packets only")
 
     @classmethod
     def of(cls, node: str, instance: str, bank: int, count: FlowCount) -> "FlowEstimate":
-        f = count.flow
-        return cls(node=node, instance=instance, bank=bank, flow=str(f), src=str(f.src), dst=str(f.dst),
-                   sport=f.sport, dport=f.dport, proto=f.proto, packets=count.packets, bytes=count.bytes)
+        return cls(**cls.key_of(count.flow), node=node, instance=instance, bank=bank, packets=count.packets,
+                   bytes=count.bytes)
 
 
 # ---- service chains -------------------------------------------------------------------------
